@@ -1,0 +1,35 @@
+"""Per-sample failures: recorded in the store's errors table, never fatal to a run."""
+from __future__ import annotations
+
+#: Causes that the summary counts. Keep the list short and stable: users filter on it.
+CAUSES = ("corrupt_video", "unreadable_image", "no_face", "face_too_small",
+          "missing_mask", "extractor_failed")
+
+
+class SampleError(Exception):
+    """A source or one of its frames that cannot become a sample.
+
+    Parameters
+    ----------
+    cause : str
+        One of :data:`CAUSES`.
+    path : str
+        The file the failure is about.
+    message : str
+        One line a person can act on.
+    frame_index : int
+        The frame concerned, -1 for the whole source.
+    """
+
+    def __init__(self, cause: str, path: str, message: str, frame_index: int = -1):
+        if cause not in CAUSES:
+            raise ValueError(f"unknown failure cause {cause!r}; expected one of {CAUSES}")
+        super().__init__(f"{path}: {cause}: {message}")
+        self.cause = cause
+        self.path = str(path)
+        self.message = message
+        self.frame_index = int(frame_index)
+
+
+class UsageError(Exception):
+    """A wrong flag or argument: the CLI prints it as one line and exits 2 before any work."""

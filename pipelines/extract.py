@@ -1,0 +1,417 @@
+"""``python -m pipelines.extract``: data set -> aligned faces -> features -> HDF5 store.
+
+Examples
+--------
+Built-in demo data, default features::
+
+    python -m pipelines.extract
+
+FaceForensics++ in its official layout, 8 frames per video, 2 worker processes::
+
+    python -m pipelines.extract --dataset ff++ --root /data/ffpp --features rgb,lbp,dct \\
+        --frames 8 --workers 2 --out ffpp.h5
+
+How it runs: the sources (videos, images) are cut into partitions (one video, or a batch
+of images); each partition is one Dask task that decodes, aligns and extracts, then
+writes its own shard file. When every task is done the shards are merged into the store.
+A killed run keeps its finished shards; rerunning the same command redoes only the rest.
+Rerunning with more features on an existing store computes only the new ones.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import SampleError, UsageError
+from pipelines.ingest import IngestConfig, SourceCrops, error_row, load_source
+
+#: The fast handcrafted set extracted when --features is not given.
+DEFAULT_FEATURES = "rgb,mask,lbp,dct"
+LAST_STORE_FILE = Path.home() / ".cache" / "clmf" / "last_store"
+FACE_DATASETS = ("ff++", "celebdf", "dfdc")
+
+
+# -- planning ------------------------------------------------------------------------------
+def plan_partitions(sources, images_per_partition: int = 32) -> list[list]:
+    """Group sources into partitions: one per video, consecutive images in batches."""
+    parts, batch = [], []
+    for source in sources:
+        if source.kind == "video":
+            if batch:
+                parts.append(batch)
+                batch = []
+            parts.append([source])
+        else:
+            batch.append(source)
+            if len(batch) >= images_per_partition:
+                parts.append(batch)
+                batch = []
+    if batch:
+        parts.append(batch)
+    return parts
+
+
+def _digest(obj) -> str:
+    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def shard_name(index: int, sources) -> str:
+    """Shard file of a partition: its position plus a digest of its sources."""
+    return f"part-{index:06d}-{_digest([s.to_dict() for s in sources])}.h5"
+
+
+# -- the per-partition task -----------------------------------------------------------------
+_EXTRACTORS: dict = {}
+
+
+def _extractor(name: str):
+    from extract.registry import create_extractor
+    if name not in _EXTRACTORS:
+        _EXTRACTORS[name] = create_extractor(name)
+    return _EXTRACTORS[name]
+
+
+def _limit_threads():
+    """One worker = one core: keep OpenCV and torch from oversubscribing."""
+    import cv2
+    cv2.setNumThreads(1)
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
+
+
+def run_extractors(batch, names):
+    """Run every extractor on ``batch``; a failing extractor marks its rows invalid.
+
+    Returns ``(outputs, attrs, errors)`` where outputs maps feature -> {vector/map/valid}.
+    """
+    outputs, attrs, errors = {}, {}, []
+    size = batch.images.shape[1]
+    for name in names:
+        extractor = _extractor(name)
+        specs = extractor.outputs(size)
+        try:
+            result = extractor.extract(batch)
+        except Exception as exc:  # noqa: BLE001 - recorded per sample, the run goes on
+            result = {"valid": np.zeros(len(batch), bool)}
+            for kind, spec in specs.items():
+                fill = np.nan if np.dtype(spec.dtype).kind == "f" else 0
+                result[kind] = np.full((len(batch),) + tuple(spec.shape), fill, spec.dtype)
+            errors.append({"source_path": "", "video_id": ",".join(sorted(set(batch.video_ids))),
+                           "frame_index": -1, "cause": "extractor_failed",
+                           "message": f"{name}: {type(exc).__name__}: {exc}"})
+        outputs[name] = result
+        attrs[name] = {**extractor.attributes(),
+                       "columns": list(specs["vector"].columns) if "vector" in specs else []}
+    return outputs, attrs, errors
+
+
+def process_partition(sources, features, config: IngestConfig, shard_path: str) -> dict:
+    """Decode, align and extract one partition, and write its shard. Runs in a worker.
+
+    Returns a small summary (samples, errors by cause). A shard that already exists is
+    finished work from an earlier run: it is counted, not redone.
+    """
+    from extract.registry import FaceBatch
+    from stores import write_store
+    shard_path = Path(shard_path)
+    if shard_path.exists():
+        return {"shard": str(shard_path), "resumed": True, **_shard_counts(shard_path)}
+    _limit_threads()
+    crops = SourceCrops()
+    for source in sources:
+        part = load_source(source, config)
+        for key in ("records", "crops", "landmarks", "masks", "mask_valid", "errors"):
+            getattr(crops, key).extend(getattr(part, key))
+    n = len(crops.records)
+    vectors, maps, valid, attrs = {}, {}, {}, {}
+    errors = list(crops.errors)
+    if n:
+        batch = FaceBatch(np.stack(crops.crops), np.stack(crops.landmarks), np.stack(crops.masks),
+                          np.asarray(crops.mask_valid, bool),
+                          np.asarray([r["video_id"] for r in crops.records]),
+                          np.asarray([r["frame_index"] for r in crops.records], np.int64))
+        outputs, attrs, ext_errors = run_extractors(batch, features)
+        errors += ext_errors
+        for name, result in outputs.items():
+            if "vector" in result:
+                vectors[name] = result["vector"]
+            if "map" in result:
+                maps[name] = result["map"]
+            valid[name] = result["valid"]
+    import pandas as pd
+    from pipelines.samples import SAMPLE_FIELDS
+    meta = pd.DataFrame(crops.records, columns=list(SAMPLE_FIELDS))
+    landmarks = np.stack(crops.landmarks) if n else np.zeros((0, 68, 2), np.float32)
+    try:
+        write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors)
+    except OSError as exc:
+        raise OSError(f"cannot write shard {shard_path}: {exc.strerror or exc}; "
+                      "finished shards are kept, free space and rerun to resume") from exc
+    return {"shard": str(shard_path), "resumed": False, "samples": n,
+            "errors": dict(Counter(e["cause"] for e in errors))}
+
+
+def _shard_counts(path: Path) -> dict:
+    from stores import open_store
+    with open_store(path) as shard:
+        errors = shard.errors
+        return {"samples": len(shard), "errors": dict(Counter(errors["cause"]))}
+
+
+# -- command line ---------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    from pipelines.datasets import DATASETS
+    p = argparse.ArgumentParser(
+        prog="python -m pipelines.extract",
+        description="Extract features from a data set into an HDF5 feature store.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--dataset", default="demo",
+                   help=f"data set layout: {', '.join(DATASETS)} (demo needs no --root)")
+    p.add_argument("--root", help="data set folder (not needed for demo)")
+    p.add_argument("--features", default=DEFAULT_FEATURES,
+                   help="comma-separated extractor names; `--list-features` shows them")
+    p.add_argument("--list-features", action="store_true", help="list extractors and exit")
+    p.add_argument("--out", help="output store (.h5); default: <dataset>.h5 in the current folder")
+    p.add_argument("--frames", type=int, default=32, help="frames sampled uniformly per video")
+    p.add_argument("--clip-len", type=int, default=1,
+                   help="consecutive frames taken at each sampled position (temporal features)")
+    p.add_argument("--size", type=int, default=256, help="side of the aligned square crop, pixels")
+    p.add_argument("--margin", type=float, default=0.3,
+                   help="context around the face in the crop, as a fraction of the face size")
+    p.add_argument("--align", choices=("face", "none"), default=None,
+                   help="face: detect, landmark and align; none: centre-crop and resize "
+                        "(default: face, except none for demo and editbench)")
+    p.add_argument("--detector", default="dlib-hog", help="face detector (pipelines.faces)")
+    p.add_argument("--min-face", type=int, default=40,
+                   help="faces smaller than this (pixels, shorter box side) are recorded as errors")
+    p.add_argument("--compression", default="c23", help="ff++ only: c0, c23 or c40")
+    p.add_argument("--methods", help="ff++ only: comma-separated manipulation methods "
+                                     "(default: every method present)")
+    p.add_argument("--no-diff-masks", action="store_true",
+                   help="do not derive masks from paired real videos for fakes without mask files")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="Dask worker processes of the local cluster; 0 runs in this process")
+    p.add_argument("--scheduler", help="address of an existing Dask scheduler "
+                                       "(tcp://host:8786); the store folder must be shared")
+    p.add_argument("--limit", type=int, help="only the first N videos/images (for trials)")
+    p.add_argument("--images-per-task", type=int, default=32,
+                   help="images grouped into one Dask task (videos are one task each)")
+    p.add_argument("--keep-shards", action="store_true",
+                   help="keep the per-task shard files after the merge")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _check_writable(out: Path):
+    folder = out.parent if str(out.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"--out: folder {folder} does not exist")
+    probe = folder / f".clmf-write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UsageError(f"--out: cannot write in {folder} ({exc.strerror})") from None
+
+
+def validate(args) -> tuple:
+    """Check every flag before any work; returns (sources, features, config, out)."""
+    from extract.registry import parse_feature_list
+    from pipelines.datasets import DATASETS, index_dataset
+    if args.dataset not in DATASETS:
+        raise UsageError(f"--dataset: unknown data set {args.dataset!r}; "
+                         f"choose one of {', '.join(DATASETS)}")
+    for flag, value, low in (("--frames", args.frames, 1), ("--clip-len", args.clip_len, 1),
+                             ("--size", args.size, 32), ("--workers", args.workers, 0),
+                             ("--images-per-task", args.images_per_task, 1)):
+        if value < low:
+            raise UsageError(f"{flag} must be at least {low}, got {value}")
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit must be at least 1, got {args.limit}")
+    if not 0 <= args.margin <= 2:
+        raise UsageError(f"--margin must be between 0 and 2, got {args.margin}")
+    features = parse_feature_list(args.features)
+    align = args.align or ("face" if args.dataset in FACE_DATASETS + ("folder",) else "none")
+    if align == "face":
+        from pipelines.faces import DETECTORS
+        if args.detector not in DETECTORS:
+            raise UsageError(f"--detector: unknown detector {args.detector!r}; "
+                             f"choose one of {', '.join(DETECTORS)}")
+    needs_landmarks = [f for f in features if "landmarks" in _extractor(f).needs]
+    if needs_landmarks and align != "face":
+        raise UsageError(f"--features {','.join(needs_landmarks)} need facial landmarks, "
+                         "which --align none does not produce; use --align face")
+    options = {}
+    if args.dataset == "ff++":
+        options["compression"] = args.compression
+        if args.methods:
+            options["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
+    sources = index_dataset(args.dataset, args.root, **options)
+    if args.limit:
+        sources = sources[:args.limit]
+    if not sources:
+        raise UsageError(f"--root {args.root}: no videos or images found for --dataset {args.dataset}")
+    out = Path(args.out or f"{args.dataset.replace('+', 'p')}.h5")
+    _check_writable(out)
+    config = IngestConfig(frames=args.frames, clip_len=args.clip_len, size=args.size,
+                          margin=args.margin, align=align, detector=args.detector,
+                          min_face=args.min_face, diff_masks=not args.no_diff_masks)
+    return sources, features, config, out
+
+
+def _run_identity(args, config: IngestConfig) -> dict:
+    """What makes two runs produce the same samples (compared before adding features)."""
+    return {"dataset": args.dataset, "root": str(Path(args.root).resolve()) if args.root else None,
+            "compression": args.compression if args.dataset == "ff++" else None,
+            "methods": args.methods, "limit": args.limit, **asdict(config)}
+
+
+def _existing_features(out: Path, identity: dict) -> set:
+    """Features already in ``out`` (empty if it does not exist); refuses a mismatched store."""
+    if not out.exists():
+        return set()
+    from stores import StoreError, open_store
+    try:
+        with open_store(out) as store:
+            run = store.run
+            have = set(store.features) | set(store.maps)
+    except StoreError as exc:
+        raise UsageError(f"--out: {exc}") from None
+    differs = {k: (run.get(k), v) for k, v in identity.items() if run.get(k) != v}
+    if differs:
+        detail = "; ".join(f"{k}: store {a!r} vs now {b!r}" for k, (a, b) in differs.items())
+        raise UsageError(f"--out {out} was extracted with other settings ({detail}); "
+                         "choose another --out or delete it")
+    return have
+
+
+def _client(args):
+    from dask.distributed import Client, LocalCluster
+    if args.scheduler:
+        return Client(args.scheduler), None
+    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None, silence_logs="error")
+    return Client(cluster), cluster
+
+
+def run_tasks(tasks, args):
+    """Run ``tasks`` (partition arguments) in this process or on Dask; yields results."""
+    from tqdm import tqdm
+    bar = tqdm(total=len(tasks), unit="task", desc="extract", disable=args.no_progress,
+               file=sys.stderr)
+    try:
+        if args.workers == 0 and not args.scheduler:
+            for task in tasks:
+                yield process_partition(*task)
+                bar.update()
+            return
+        from dask.distributed import as_completed
+        client, cluster = _client(args)
+        try:
+            futures = [client.submit(process_partition, *task, pure=False) for task in tasks]
+            for future in as_completed(futures):
+                yield future.result()
+                bar.update()
+        finally:
+            client.close()
+            if cluster is not None:
+                cluster.close()
+    finally:
+        bar.close()
+
+
+def extract(args) -> dict:
+    """Run an extraction described by parsed ``args``; returns the summary."""
+    t0 = time.perf_counter()
+    sources, features, config, out = validate(args)
+    identity = _run_identity(args, config)
+    have = _existing_features(out, identity)
+    todo = [f for f in features if f not in have]
+    summary = {"store": str(out), "dataset": args.dataset, "sources": len(sources),
+               "features_added": todo, "features_kept": sorted(set(features) & have)}
+    if not todo:
+        summary.update(samples=None, errors={}, wall_s=round(time.perf_counter() - t0, 2),
+                       note="every requested feature is already in the store")
+        return summary
+    parts = plan_partitions(sources, args.images_per_task)
+    shard_dir = out.with_name(out.name + ".shards") / _digest({**identity, "features": todo})
+    shard_dir.mkdir(parents=True, exist_ok=True)
+    (shard_dir / "run.json").write_text(json.dumps({**identity, "features": todo}, indent=1))
+    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part))) for i, part in enumerate(parts)]
+    results = list(run_tasks(tasks, args))
+    shards = [t[3] for t in tasks]
+    if have:
+        from stores import add_features
+        add_features(out, shards)
+    else:
+        from stores import merge_shards
+        merge_shards(shards, out, run=identity)
+    if not args.keep_shards:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        try:
+            shard_dir.parent.rmdir()
+        except OSError:
+            pass
+    wall = time.perf_counter() - t0
+    n = sum(r["samples"] for r in results)
+    errors = Counter()
+    for r in results:
+        errors.update(r["errors"])
+    summary.update(samples=n, errors=dict(errors), tasks=len(tasks),
+                   resumed_tasks=sum(r["resumed"] for r in results),
+                   wall_s=round(wall, 2), samples_per_s=round(n / wall, 2) if wall else None)
+    try:
+        LAST_STORE_FILE.parent.mkdir(parents=True, exist_ok=True)
+        LAST_STORE_FILE.write_text(str(out.resolve()))
+    except OSError:
+        pass
+    return summary
+
+
+def format_summary(s: dict) -> str:
+    lines = [f"store        {s['store']}", f"dataset      {s['dataset']} ({s['sources']} sources)"]
+    if s.get("note"):
+        lines.append(f"note         {s['note']}")
+    else:
+        lines.append(f"features     {','.join(s['features_added'])} added"
+                     + (f"; {','.join(s['features_kept'])} kept" if s["features_kept"] else ""))
+        lines.append(f"samples      {s['samples']}  ({s['resumed_tasks']} of {s['tasks']} tasks "
+                     "resumed from an earlier run)")
+        errors = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())) or "none"
+        lines.append(f"failures     {errors}")
+        lines.append(f"wall time    {s['wall_s']} s, {s['samples_per_s']} samples/s")
+        lines.append(f"inspect      python -m stores.info {s['store']}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list_features:
+        from extract.registry import list_extractors
+        print("\n".join(list_extractors()))
+        return 0
+    try:
+        summary = extract(args)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_summary(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,212 @@
+"""Reading stores: :func:`open_store` and the :class:`FeatureStore` query API."""
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
+                           StoreError)
+
+
+def _read_rows(ds, idx: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` (sorted, unique) of ``ds``, reading contiguous runs as slices."""
+    if len(idx) == ds.shape[0]:
+        return ds[...]
+    if len(idx) == 0:
+        return np.zeros((0,) + ds.shape[1:], ds.dtype)
+    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+    parts = [ds[int(run[0]):int(run[-1]) + 1] for run in np.split(idx, breaks)]
+    return np.concatenate(parts)
+
+
+class FeatureStore:
+    """A CLMF feature store opened for reading.
+
+    Open with :func:`open_store`. Metadata is read once; feature arrays are read on demand
+    and only for the selected rows. Use as a context manager or call :meth:`close`.
+
+    Examples
+    --------
+    >>> store = open_store("ffpp.h5")                                # doctest: +SKIP
+    >>> X, y, meta = store.read(features=["lbp", "dct"], split="test")  # doctest: +SKIP
+    """
+
+    def __init__(self, path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise StoreError(f"{self.path}: no such store file")
+        try:
+            self._h5 = h5py.File(self.path, "r")
+        except OSError as exc:
+            raise StoreError(f"{self.path}: not a readable HDF5 store ({exc}); it may be "
+                             "truncated or still being written") from None
+        version = self._h5.attrs.get("schema_version")
+        if version is None or int(version) != SCHEMA_VERSION:
+            self._h5.close()
+            raise StoreError(f"{self.path}: store schema version {version} is not supported by this "
+                             f"CLMF (expects {SCHEMA_VERSION}); re-extract it with "
+                             "`python -m pipelines.extract` from this version")
+
+    # -- metadata -----------------------------------------------------------------------
+    @cached_property
+    def meta(self) -> pd.DataFrame:
+        """One row per sample: the fields of ``pipelines.samples.SAMPLE_FIELDS``."""
+        group = self._h5["meta"]
+        cols = {f: group[f].asstr()[:] if f in STRING_FIELDS else group[f][:]
+                for f in STRING_FIELDS + INT_FIELDS}
+        frame = pd.DataFrame(cols)
+        return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
+                      "frame_index", "source_path"]]
+
+    @property
+    def run(self) -> dict:
+        """How the store was made (data set, root, frames, size, ...)."""
+        return json.loads(self._h5.attrs.get("run", "{}"))
+
+    @property
+    def features(self) -> list[str]:
+        """Names of the vector features."""
+        return sorted(self._h5.get("features", {}))
+
+    @property
+    def maps(self) -> list[str]:
+        """Names of the map features (crops, masks, LBP/DCT maps...)."""
+        return sorted(self._h5.get("maps", {}))
+
+    def __len__(self) -> int:
+        return int(self._h5["meta/sample_id"].shape[0])
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        """The sources or frames that failed, with their cause."""
+        group = self._h5["errors"]
+        cols = {f: (group[f].asstr()[:] if h5py.check_string_dtype(group[f].dtype) else group[f][:])
+                for f in ERROR_FIELDS}
+        return pd.DataFrame(cols, columns=list(ERROR_FIELDS))
+
+    def _dataset(self, name: str, kind: str):
+        group = self._h5.get(GROUPS[kind], {})
+        if name not in group:
+            other = "map" if kind == "vector" else "vector"
+            hint = (f"; it is a {other}: use "
+                    f"{'read_map' if other == 'map' else 'read'}()") if name in self._h5.get(GROUPS[other], {}) else ""
+            names = self.features if kind == "vector" else self.maps
+            raise StoreError(f"{self.path}: no {kind} feature {name!r}{hint}; "
+                             f"it has {', '.join(names) or 'none'}")
+        return group[name]
+
+    def attrs(self, name: str) -> dict:
+        """Extractor, version, parameters, columns and code version of feature ``name``."""
+        kind = "vector" if name in self.features else "map"
+        a = self._dataset(name, kind).attrs
+        return {"extractor": str(a.get("extractor", "")), "version": str(a.get("version", "")),
+                "params": json.loads(a.get("params", "{}")),
+                "columns": json.loads(a.get("columns", "[]")),
+                "code_version": str(a.get("code_version", "")), "kind": kind,
+                "shape": tuple(self._dataset(name, kind).shape[1:])}
+
+    def select(self, split=None, method=None, label=None) -> np.ndarray:
+        """Row indices (sorted) of the samples matching every given filter.
+
+        Each filter is a value or a list of values; None means "any".
+        """
+        meta = self.meta
+        keep = np.ones(len(meta), bool)
+        for column, value in (("split", split), ("method", method), ("label", label)):
+            if value is None:
+                continue
+            values = [value] if isinstance(value, (str, int, np.integer)) else list(value)
+            keep &= meta[column].isin(values).to_numpy()
+        return np.flatnonzero(keep)
+
+    def valid(self, name: str, index=None) -> np.ndarray:
+        """N bool: rows where feature ``name`` was computed."""
+        ds = self._h5["valid"][name]
+        return ds[...] if index is None else _read_rows(ds, np.asarray(index))
+
+    def read(self, features, split=None, method=None, label=None):
+        """Concatenated vector features of the selected samples.
+
+        Parameters
+        ----------
+        features : list of str
+            Vector feature names, concatenated in this order.
+        split, method, label : value or list, optional
+            Filters on the sample metadata.
+
+        Returns
+        -------
+        X : ndarray, N x sum(D), float32
+            Rows where a feature is invalid hold NaN in its columns.
+        y : ndarray, N, int64
+            0 real, 1 fake.
+        meta : DataFrame
+            The selected rows of :attr:`meta` (index reset).
+        """
+        if isinstance(features, str):
+            features = [features]
+        if not features:
+            raise StoreError("read() needs at least one feature name")
+        datasets = [self._dataset(name, "vector") for name in features]
+        idx = self.select(split, method, label)
+        X = np.concatenate([_read_rows(ds, idx).astype(np.float32, copy=False)
+                            for ds in datasets], axis=1) if len(idx) else \
+            np.zeros((0, sum(ds.shape[1] for ds in datasets)), np.float32)
+        meta = self.meta.iloc[idx].reset_index(drop=True)
+        return X, meta["label"].to_numpy(np.int64), meta
+
+    def read_map(self, name: str, split=None, method=None, label=None, index=None):
+        """Maps of the selected samples: ``(N x H x W x C array, meta)``.
+
+        ``index`` (sorted row indices) overrides the filters; it lets training code read
+        maps in mini-batches without holding all of them in memory.
+        """
+        ds = self._dataset(name, "map")
+        idx = np.asarray(index, np.int64) if index is not None else self.select(split, method, label)
+        return _read_rows(ds, idx), self.meta.iloc[idx].reset_index(drop=True)
+
+    def landmarks(self, split=None, method=None, label=None) -> np.ndarray:
+        """N x 68 x 2 landmarks in crop coordinates (NaN where unknown)."""
+        return _read_rows(self._h5["landmarks"], self.select(split, method, label))
+
+    def summary(self) -> dict:
+        """Counts by split, label and method; features with shapes; error causes."""
+        meta = self.meta
+        errors = self.errors
+        return {
+            "path": str(self.path), "samples": len(meta),
+            "by_split": meta.groupby("split").size().to_dict(),
+            "by_label": {("fake" if k else "real"): int(v)
+                         for k, v in meta.groupby("label").size().items()},
+            "by_method": meta.groupby("method").size().to_dict(),
+            "videos": int(meta["video_id"].nunique()),
+            "features": {n: {"shape": self.attrs(n)["shape"], "valid": int(self.valid(n).sum()),
+                             "version": self.attrs(n)["version"]} for n in self.features},
+            "maps": {n: {"shape": self.attrs(n)["shape"], "valid": int(self.valid(n).sum())}
+                     for n in self.maps},
+            "errors": errors.groupby("cause").size().to_dict() if len(errors) else {},
+            "run": self.run,
+        }
+
+    def close(self):
+        self._h5.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        return (f"FeatureStore({str(self.path)!r}, samples={len(self)}, "
+                f"features={self.features}, maps={self.maps})")
+
+
+def open_store(path) -> FeatureStore:
+    """Open the store at ``path`` for reading (see :class:`FeatureStore`)."""
+    return FeatureStore(path)
