@@ -1,0 +1,12 @@
+"""Feature extractors, one module per family, each registered under its CLI name.
+
+Importing this package registers every built-in family; ``extract.registry`` has the
+recipe for adding one.
+"""
+from extract import (artifacts, basic, color, eyes, frequency, geometry,  # noqa: F401
+                     keypoints, noise, texture)  # registration side effects
+from extract.registry import (Extractor, FaceBatch, OutputSpec, create_extractor,
+                              list_extractors, register_extractor)
+
+__all__ = ["Extractor", "FaceBatch", "OutputSpec", "create_extractor", "list_extractors",
+           "register_extractor"]

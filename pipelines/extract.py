@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import logging
 import json
 import os
 import shutil
@@ -36,7 +37,7 @@ from pipelines.errors import SampleError, UsageError
 from pipelines.ingest import IngestConfig, SourceCrops, error_row, load_source
 
 #: The fast handcrafted set extracted when --features is not given.
-DEFAULT_FEATURES = "rgb,mask,lbp,dct"
+DEFAULT_FEATURES = "rgb,mask,lbp,dct,fft,npr,color"
 LAST_STORE_FILE = Path.home() / ".cache" / "clmf" / "last_store"
 FACE_DATASETS = ("ff++", "celebdf", "dfdc")
 
@@ -204,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheduler", help="address of an existing Dask scheduler "
                                        "(tcp://host:8786); the store folder must be shared")
     p.add_argument("--limit", type=int, help="only the first N videos/images (for trials)")
-    p.add_argument("--images-per-task", type=int, default=32,
+    p.add_argument("--images-per-task", type=int, default=16,
                    help="images grouped into one Dask task (videos are one task each)")
     p.add_argument("--keep-shards", action="store_true",
                    help="keep the per-task shard files after the merge")
@@ -300,7 +301,7 @@ def _client(args):
     if args.scheduler:
         return Client(args.scheduler), None
     cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs="error")
+                           dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 

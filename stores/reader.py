@@ -100,9 +100,13 @@ class FeatureStore:
                              f"it has {', '.join(names) or 'none'}")
         return group[name]
 
-    def attrs(self, name: str) -> dict:
-        """Extractor, version, parameters, columns and code version of feature ``name``."""
-        kind = "vector" if name in self.features else "map"
+    def attrs(self, name: str, kind: str | None = None) -> dict:
+        """Extractor, version, parameters, columns and code version of feature ``name``.
+
+        ``kind`` ("vector" or "map") picks between a vector and a map of the same name;
+        by default the vector when there is one.
+        """
+        kind = kind or ("vector" if name in self.features else "map")
         a = self._dataset(name, kind).attrs
         return {"extractor": str(a.get("extractor", "")), "version": str(a.get("version", "")),
                 "params": json.loads(a.get("params", "{}")),
@@ -187,7 +191,7 @@ class FeatureStore:
             "videos": int(meta["video_id"].nunique()),
             "features": {n: {"shape": self.attrs(n)["shape"], "valid": int(self.valid(n).sum()),
                              "version": self.attrs(n)["version"]} for n in self.features},
-            "maps": {n: {"shape": self.attrs(n)["shape"], "valid": int(self.valid(n).sum())}
+            "maps": {n: {"shape": self.attrs(n, "map")["shape"], "valid": int(self.valid(n).sum())}
                      for n in self.maps},
             "errors": errors.groupby("cause").size().to_dict() if len(errors) else {},
             "run": self.run,

@@ -36,12 +36,13 @@ def _map_chunks(shape: tuple) -> tuple:
     return (1,) + tuple(shape[1:])
 
 
-def _create(group, name, shape, dtype, kind):
+def _create(group, name, shape, dtype, kind, fillvalue=None):
     n = shape[0]
     if n == 0:
         return group.create_dataset(name, shape=shape, dtype=dtype)
     chunks = _vector_chunks(n, shape[1]) if kind == "vector" else _map_chunks(shape)
-    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, **_COMPRESSION)
+    return group.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks,
+                                fillvalue=fillvalue, **_COMPRESSION)
 
 
 def _write_columns(group, columns: dict, string_fields):
@@ -167,7 +168,7 @@ def _feature_layout(shards) -> dict:
     return layout
 
 
-def _fill_value(kind, dtype):
+def _fill_value(dtype):
     return np.nan if np.issubdtype(dtype, np.floating) else 0
 
 
@@ -197,12 +198,13 @@ def _copy_feature_rows(out, shards, layout, positions_of):
 
 def _create_feature_datasets(out, layout, n):
     for (kind, name), (tail, dtype, attrs) in layout.items():
-        ds = _create(out.require_group(GROUPS[kind]), name, (n,) + tuple(tail), dtype, kind)
-        if n:
-            ds[...] = _fill_value(kind, dtype)  # rows no shard fills stay marked invalid
+        # rows that no shard fills read as NaN (or 0) and stay marked invalid
+        ds = _create(out.require_group(GROUPS[kind]), name, (n,) + tuple(tail), dtype, kind,
+                     fillvalue=_fill_value(dtype))
         for key, value in attrs.items():
             ds.attrs[key] = value
-        out.require_group("valid").create_dataset(name, shape=(n,), dtype=bool, fillvalue=False)
+        if name not in out.require_group("valid"):
+            out["valid"].create_dataset(name, shape=(n,), dtype=bool, fillvalue=False)
 
 
 def merge_shards(shards, out_path, run=None) -> int:
