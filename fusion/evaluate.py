@@ -1,0 +1,96 @@
+"""Score another feature store with a trained fusion model.
+
+::
+
+    python -m fusion.evaluate --model RUN_DIR --store OTHER.h5 --out DIR [--split test]
+
+The model's ``model.json`` records, per feature, the extractor, version, parameters and
+vector shape of the store it was trained on. The other store must match on all of them; a
+missing feature or any difference stops the run with one line naming the feature and the
+difference (``feature 'lbp': params differ: radius 1 -> 2``), because scores of a model fed
+features computed differently are meaningless. The threshold is the one chosen on the
+training run's val split.
+
+Writes ``metrics.json`` (``{"model", "store", "split", "threshold", "metrics"}``),
+``scores.csv`` and ``roc.png`` / ``det.png`` / ``scores.png`` into ``--out``.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from fusion import heads, metrics, train
+from pipelines.errors import UsageError
+
+
+def model_dir(path) -> Path:
+    """A run directory (with ``model/``) or a model directory (with ``model.json``)."""
+    p = Path(path)
+    if (p / "model" / "model.json").is_file():
+        return p / "model"
+    if (p / "model.json").is_file():
+        return p
+    raise UsageError(f"--model: no model.json in {p} or {p / 'model'}")
+
+
+def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0, plots_on=True,
+                 verbose=True) -> dict:
+    """Check compatibility, score ``store_path`` with the model, write ``out``. Returns the result."""
+    mdir = model_dir(model_path)
+    config = json.loads((mdir / "model.json").read_text())
+    store = train.open_store_or_usage(store_path)
+    run = config.get("run", {})
+    inputs = config.get("inputs", "vector")
+    recorded = run.get("feature_attrs") or {f: {} for f in config["features"]}
+    problems = train.attr_mismatches(recorded, store, inputs)
+    if problems:
+        raise UsageError(f"--store {store_path}: {problems[0]}"
+                         + (f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""))
+    if split not in ("auto", "all", "train", "val", "test"):
+        raise UsageError(f"--split: expected auto, all, train, val or test, got {split!r}")
+    chosen = train.cross_split(store) if split == "auto" else (None if split == "all" else split)
+    model = heads.load_head(mdir)
+    data = train.load_split(store, config["features"], chosen, inputs)
+    if len(data) == 0:
+        raise UsageError(f"--split: {chosen!r} has no samples in {store_path}")
+    threshold = float(run.get("threshold", 0.5))
+    frame = train.scores_frame(data, model.predict_proba(data))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    frame.to_csv(out / "scores.csv", index=False)
+    result = {"model": str(mdir), "store": str(store_path), "split": chosen or "all",
+              "features": config["features"], "fusion": config["fusion"], "threshold": threshold,
+              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed)}
+    (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
+    if plots_on:
+        train.write_plots(frame, out, threshold, title=Path(store_path).stem)
+    if verbose:
+        m = result["metrics"]
+        print(f"{config['fusion']} on {Path(store_path).name} [{result['split']}]: "
+              f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {train._fmt(m.get('auc'))} "
+              f"EER {train._fmt(m.get('eer'))} FAR@FRR=1% {train._fmt(m.get('far_at_frr', {}).get('0.01'))} "
+              f"-> {out}")
+    return result
+
+
+def build_parser():
+    p = train.OneLineParser(prog="python -m fusion.evaluate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", required=True, help="run directory of fusion.train (or its model/ folder)")
+    p.add_argument("--store", required=True, help="feature store (.h5) to score")
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--split", default="auto", help="split to score: auto (test if present, else all), "
+                   "all, train, val or test (default auto)")
+    train.add_report_flags(p)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return train.run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
+                                                           args.bootstrap, plots_on=not args.no_plots))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

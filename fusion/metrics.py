@@ -1,0 +1,289 @@
+"""Detection metrics for deepfake scores: fake is the positive class (label 1, higher = more fake).
+
+Error rates follow the ISO/IEC 30107-3 (presentation-attack detection) mapping, with a fake
+playing the part of an attack presentation:
+
+* **FAR** (false accept rate) = share of fakes accepted as real = FNR = APCER.
+* **FRR** (false reject rate) = share of reals rejected as fake = FPR = BPCER.
+
+So ``far_at_frr["0.01"]`` is the APCER at the operating point where at most 1% of real
+samples are flagged (BPCER <= 1%), and ``frr_at_far`` is the converse.
+
+Operating-point metrics (FAR@FRR, FRR@FAR, TPR@FPR) use the best *achievable* threshold:
+the lowest error of one kind among ROC points whose other error does not exceed the target.
+The EER alone is interpolated: FPR and FNR are linearly interpolated between the two ROC
+points where ``FPR - FNR`` changes sign, which removes the bias of picking the nearest point.
+
+Video-level metrics average frame scores per ``(method, video_id)``: folder names repeat
+across manipulation methods (``Deepfakes/000`` and ``Face2Face/000``), so the method is part
+of the key even when a caller's video ids already include it.
+
+Example
+-------
+>>> import numpy as np
+>>> m = compute_metrics([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], n_boot=0)
+>>> round(m["auc"], 3), round(m["eer"], 3)
+(0.75, 0.5)
+"""
+from __future__ import annotations
+
+import math
+from typing import Iterable
+
+import numpy as np
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+RATE_TARGETS = (0.001, 0.01, 0.05, 0.1)
+RATE_KEYS = tuple(str(t) for t in RATE_TARGETS)
+SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metrics are undefined (NaN)"
+
+__all__ = [
+    "RATE_TARGETS", "roc_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
+    "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
+    "bootstrap_ci", "to_jsonable",
+]
+
+
+def _validate(labels, scores) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels).astype(np.int64).ravel()
+    scores = np.asarray(scores, dtype=np.float64).ravel()
+    if labels.shape != scores.shape:
+        raise ValueError(f"labels and scores must have the same length, got {labels.size} and {scores.size}")
+    if labels.size and not np.isin(labels, (0, 1)).all():
+        raise ValueError("labels must be 0 (real) or 1 (fake)")
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite (got NaN or inf)")
+    return labels, scores
+
+
+def _both_classes(labels: np.ndarray) -> bool:
+    return bool((labels == 0).any() and (labels == 1).any())
+
+
+def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """ROC of "score >= t means fake": ``(fpr, tpr, thresholds)``, starting at (0, 0).
+
+    One point per distinct score (ties move together); ``thresholds[0]`` is ``+inf``.
+    """
+    labels, scores = _validate(labels, scores)
+    order = np.argsort(-scores, kind="mergesort")
+    s, y = scores[order], labels[order]
+    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
+    tp = np.cumsum(y)[last_of_tie]
+    fp = (last_of_tie + 1) - tp
+    n_pos, n_neg = max(int(y.sum()), 1), max(int(y.size - y.sum()), 1)
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    thr = np.r_[np.inf, s[last_of_tie]]
+    return fpr, tpr, thr
+
+
+def _eer_from_roc(fpr, tpr, thr) -> tuple[float, float]:
+    """Interpolated EER and the threshold of the ROC point nearest the crossing."""
+    fnr = 1.0 - tpr
+    diff = fpr - fnr  # -1 at the (0, 0) end, +1 at the (1, 1) end
+    i = int(np.argmax(diff >= 0))
+    if i == 0:
+        return float(fpr[0]), float(thr[0])
+    d0, d1 = diff[i - 1], diff[i]
+    t = d0 / (d0 - d1) if d1 != d0 else 0.0
+    rate = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
+    j = i if t >= 0.5 or not np.isfinite(thr[i - 1]) else i - 1
+    return float(rate), float(thr[j])
+
+
+def eer(labels, scores) -> float:
+    """Equal error rate, linearly interpolated where FPR and FNR cross (NaN for one class).
+
+    >>> eer([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+    0.0
+    """
+    labels, scores = _validate(labels, scores)
+    if not _both_classes(labels):
+        return math.nan
+    return _eer_from_roc(*roc_points(labels, scores))[0]
+
+
+def threshold_at_eer(labels, scores) -> float:
+    """Decision threshold (``score >= t`` means fake) at the EER point, for choosing on val.
+
+    The ROC point nearest the interpolated crossing gives the threshold; with one class only,
+    0.5 is returned.
+    """
+    labels, scores = _validate(labels, scores)
+    if not _both_classes(labels):
+        return 0.5
+    return _eer_from_roc(*roc_points(labels, scores))[1]
+
+
+def _best_rate(x: np.ndarray, err: np.ndarray, target: float) -> float:
+    """Lowest ``err`` among ROC points with ``x <= target`` (x is non-decreasing)."""
+    ok = x <= target + 1e-12
+    return float(err[ok].min())
+
+
+def far_at_frr(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[str, float]:
+    """FAR (= FNR, fakes accepted) at FRR (= FPR, reals rejected) <= each target."""
+    labels, scores = _validate(labels, scores)
+    if not _both_classes(labels):
+        return {str(t): math.nan for t in targets}
+    fpr, tpr, _ = roc_points(labels, scores)
+    return {str(t): _best_rate(fpr, 1.0 - tpr, t) for t in targets}
+
+
+def frr_at_far(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[str, float]:
+    """FRR (= FPR, reals rejected) at FAR (= FNR, fakes accepted) <= each target."""
+    labels, scores = _validate(labels, scores)
+    if not _both_classes(labels):
+        return {str(t): math.nan for t in targets}
+    fpr, tpr, _ = roc_points(labels, scores)
+    fnr = 1.0 - tpr
+    # FNR falls along the ROC, so walk it backwards to keep the constraint axis increasing.
+    return {str(t): _best_rate(fnr[::-1], fpr[::-1], t) for t in targets}
+
+
+def tpr_at_fpr(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[str, float]:
+    """Highest TPR (fakes caught) with FPR (reals flagged) <= each target."""
+    return {k: (math.nan if math.isnan(v) else 1.0 - v) for k, v in far_at_frr(labels, scores, targets).items()}
+
+
+def accuracy(labels, scores, threshold: float) -> float:
+    """Share of samples right when ``score >= threshold`` means fake (NaN when empty)."""
+    labels, scores = _validate(labels, scores)
+    if labels.size == 0:
+        return math.nan
+    return float(((scores >= threshold).astype(np.int64) == labels).mean())
+
+
+def video_scores(labels, scores, methods, video_ids):
+    """Mean frame score per ``(method, video_id)``.
+
+    Returns ``(labels, scores, methods, keys)`` with one entry per video; a video's label is
+    the maximum of its frame labels (frames of one video share a label in practice).
+    """
+    import pandas as pd
+
+    labels, scores = _validate(labels, scores)
+    df = pd.DataFrame({"label": labels, "score": scores,
+                       "method": np.asarray(methods, dtype=object).astype(str),
+                       "video_id": np.asarray(video_ids, dtype=object).astype(str)})
+    g = df.groupby(["method", "video_id"], sort=True).agg(label=("label", "max"), score=("score", "mean"))
+    keys = [f"{m}::{v}" for m, v in g.index]
+    return (g["label"].to_numpy(np.int64), g["score"].to_numpy(np.float64),
+            g.index.get_level_values(0).to_numpy(), np.asarray(keys))
+
+
+def core_metrics(labels, scores, threshold: float = 0.5) -> dict:
+    """AUC, AP, accuracy, EER, FAR@FRR, FRR@FAR, TPR@FPR and class counts for one set."""
+    labels, scores = _validate(labels, scores)
+    n_real, n_fake = int((labels == 0).sum()), int((labels == 1).sum())
+    out = {"n_real": n_real, "n_fake": n_fake, "acc": accuracy(labels, scores, threshold)}
+    if not _both_classes(labels):
+        nan_rates = {k: math.nan for k in RATE_KEYS}
+        out.update(auc=math.nan, ap=math.nan, eer=math.nan, far_at_frr=dict(nan_rates),
+                   frr_at_far=dict(nan_rates), tpr_at_fpr=dict(nan_rates),
+                   note=SINGLE_CLASS_NOTE.format(n_real, n_fake))
+        return out
+    fpr, tpr, thr = roc_points(labels, scores)
+    fnr = 1.0 - tpr
+    out.update(
+        auc=float(roc_auc_score(labels, scores)),
+        ap=float(average_precision_score(labels, scores)),
+        eer=_eer_from_roc(fpr, tpr, thr)[0],
+        far_at_frr={str(t): _best_rate(fpr, fnr, t) for t in RATE_TARGETS},
+        frr_at_far={str(t): _best_rate(fnr[::-1], fpr[::-1], t) for t in RATE_TARGETS},
+    )
+    out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
+    return out
+
+
+def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Mann-Whitney AUC of every row of ``scores`` (B x n) against ``labels`` (B x n)."""
+    from scipy.stats import rankdata
+
+    ranks = rankdata(scores, axis=1)
+    n_pos = labels.sum(axis=1)
+    n_neg = labels.shape[1] - n_pos
+    return ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+
+
+def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+    """Percentile bootstrap CIs for AUC, EER and FAR@FRR=1%.
+
+    Reals and fakes are resampled separately (stratified), so every resample has both
+    classes. AUC is computed for all resamples at once (rank statistic); EER and FAR@FRR
+    need one ROC per resample.
+
+    Returns ``{"auc": [lo, hi], "eer": [lo, hi], "far_at_frr_0.01": [lo, hi], "n_boot", "level"}``.
+    """
+    labels, scores = _validate(labels, scores)
+    nan_pair = [math.nan, math.nan]
+    out = {"n_boot": int(n_boot), "level": level}
+    if n_boot <= 0 or not _both_classes(labels):
+        out.update({"auc": nan_pair, "eer": list(nan_pair), "far_at_frr_0.01": list(nan_pair)})
+        return out
+    rng = np.random.default_rng(seed)
+    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+    idx = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)),
+                          rng.choice(neg, size=(n_boot, neg.size))], axis=1)
+    y_b, s_b = labels[idx], scores[idx]
+    aucs = _auc_rows(y_b, s_b)
+    eers, fars = np.empty(n_boot), np.empty(n_boot)
+    for b in range(n_boot):
+        fpr, tpr, thr = roc_points(y_b[b], s_b[b])
+        eers[b] = _eer_from_roc(fpr, tpr, thr)[0]
+        fars[b] = _best_rate(fpr, 1.0 - tpr, 0.01)
+    alpha = (1.0 - level) / 2
+    q = lambda v: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]  # noqa: E731
+    out.update({"auc": q(aucs), "eer": q(eers), "far_at_frr_0.01": q(fars)})
+    return out
+
+
+def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: float = 0.5,
+                    n_boot: int = 1000, seed: int = 0) -> dict:
+    """All metrics for one evaluation set.
+
+    Parameters
+    ----------
+    labels : (N,) 0 real / 1 fake.
+    scores : (N,) higher = more fake.
+    methods : (N,) manipulation method per sample ("real" for reals); default all "unknown".
+    video_ids : (N,) video per sample; without them the video level is omitted.
+    threshold : decision threshold for accuracy (``score >= threshold`` is fake).
+    n_boot : bootstrap resamples for ``ci`` (0 to skip).
+
+    Returns
+    -------
+    dict with the keys of :func:`core_metrics`, plus ``video`` (same metrics on per-video mean
+    scores, keyed by (method, video_id)), ``by_method`` ({method: metrics of that method's
+    fakes against all reals}) and ``ci`` (:func:`bootstrap_ci`). One class only gives NaN
+    ranking metrics and a ``note`` rather than an error.
+    """
+    labels, scores = _validate(labels, scores)
+    methods = (np.full(labels.size, "unknown", dtype=object) if methods is None
+               else np.asarray(methods, dtype=object).astype(str))
+    out = core_metrics(labels, scores, threshold)
+    if video_ids is not None:
+        v_labels, v_scores, v_methods, _ = video_scores(labels, scores, methods, video_ids)
+        out["video"] = core_metrics(v_labels, v_scores, threshold)
+        out["video"]["n_videos"] = int(v_labels.size)
+    real = labels == 0
+    out["by_method"] = {
+        str(m): core_metrics(labels[real | (methods == m)], scores[real | (methods == m)], threshold)
+        for m in sorted(set(methods[labels == 1]))
+    }
+    out["ci"] = bootstrap_ci(labels, scores, n_boot=n_boot, seed=seed)
+    return out
+
+
+def to_jsonable(obj):
+    """Replace NaN/inf by None and numpy scalars by Python ones, recursively (strict JSON)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, np.ndarray)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(obj) else None
+    return obj

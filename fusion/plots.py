@@ -1,0 +1,115 @@
+"""PNG plots of detection results: ROC, DET (FAR vs FRR, normal-deviate axes), score
+histograms by method and ablation bars. Matplotlib's Agg backend; every function writes one
+file and returns its path.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fusion import metrics
+
+__all__ = ["roc_plot", "det_plot", "score_histograms", "ablation_bars"]
+
+
+def _pyplot():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _finish(fig, ax, path, legend_loc=None) -> Path:
+    """Legend (unless None), tight layout, save as PNG, close."""
+    if legend_loc is not None:
+        ax.legend(loc=legend_loc, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _pyplot().close(fig)
+    return Path(path)
+
+
+def _curves(labels, scores, methods):
+    """("all", labels, scores) plus one entry per fake method against all reals."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    out = [("all", labels, scores)]
+    if methods is not None:
+        methods = np.asarray(methods).astype(str)
+        fake_methods = sorted(set(methods[labels == 1]))
+        if len(fake_methods) > 1:
+            for m in fake_methods:
+                keep = (labels == 0) | (methods == m)
+                out.append((m, labels[keep], scores[keep]))
+    return [c for c in out if (c[1] == 0).any() and (c[1] == 1).any()]
+
+
+def roc_plot(labels, scores, path, methods=None, title="ROC") -> Path:
+    """ROC (TPR vs FPR), overall and per fake method, with the AUC in the legend."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    for name, y, s in _curves(labels, scores, methods):
+        fpr, tpr, _ = metrics.roc_points(y, s)
+        auc = metrics.core_metrics(y, s)["auc"]
+        ax.plot(fpr, tpr, lw=2 if name == "all" else 1, label=f"{name} (AUC {auc:.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=0.8)
+    ax.set(xlabel="FPR (reals flagged as fake)", ylabel="TPR (fakes caught)", title=title,
+           xlim=(0, 1), ylim=(0, 1))
+    return _finish(fig, ax, path, "lower right")
+
+
+def det_plot(labels, scores, path, methods=None, title="DET") -> Path:
+    """DET curve: FAR (fakes accepted, APCER) against FRR (reals rejected, BPCER).
+
+    Both axes use the normal-deviate (probit) scale; rates are clipped to [1e-4, 1 - 1e-4]
+    so that zero error rates stay on the plot.
+    """
+    from scipy.stats import norm
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    eps = 1e-4
+    for name, y, s in _curves(labels, scores, methods):
+        fpr, tpr, _ = metrics.roc_points(y, s)
+        frr, far = np.clip(fpr, eps, 1 - eps), np.clip(1 - tpr, eps, 1 - eps)
+        eer = metrics.eer(y, s)
+        ax.plot(norm.ppf(frr), norm.ppf(far), lw=2 if name == "all" else 1, label=f"{name} (EER {eer:.3f})")
+    ticks = np.array([0.001, 0.01, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8])
+    ax.set_xticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    ax.set_yticks(norm.ppf(ticks), [f"{100 * t:g}" for t in ticks])
+    lim = norm.ppf([5e-4, 0.9])
+    ax.plot(lim, lim, "k:", lw=0.8)
+    ax.set(xlim=lim, ylim=lim, xlabel="FRR % (reals rejected, BPCER)",
+           ylabel="FAR % (fakes accepted, APCER)", title=title)
+    return _finish(fig, ax, path, "upper right")
+
+
+def score_histograms(scores, methods, path, threshold=None, title="Scores by method") -> Path:
+    """Overlaid score histograms, one per method ("real" included), with the threshold."""
+    plt = _pyplot()
+    scores = np.asarray(scores, dtype=float)
+    methods = np.asarray(methods).astype(str)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    bins = np.linspace(scores.min(), scores.max() + 1e-12, 41) if scores.size else 10
+    for m in sorted(set(methods), key=lambda m: (m != "real", m)):
+        ax.hist(scores[methods == m], bins=bins, alpha=0.5, density=True, label=m)
+    if threshold is not None and np.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
+    ax.set(xlabel="fake score", ylabel="density", title=title)
+    return _finish(fig, ax, path, "best")
+
+
+def ablation_bars(table, path, metric="auc", title="Ablation") -> Path:
+    """Horizontal bars of ``metric`` per row of an ablation table (with CI whiskers if present)."""
+    plt = _pyplot()
+    t = table.sort_values(metric, ascending=(metric != "auc"))
+    fig, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(t) + 1)))
+    labels = (t["kind"] + ": " + t["fusion"] + " [" + t["features"] + "]").tolist()
+    err = None
+    lo, hi = f"{metric}_lo", f"{metric}_hi"
+    if lo in t and hi in t and t[lo].notna().all():
+        err = np.vstack([t[metric] - t[lo], t[hi] - t[metric]]).clip(min=0)
+    ax.barh(range(len(t)), t[metric], xerr=err, color="tab:blue", alpha=0.8)
+    ax.set_yticks(range(len(t)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.set(xlabel=metric.upper(), title=title)
+    return _finish(fig, ax, path)
