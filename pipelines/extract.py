@@ -116,13 +116,24 @@ def run_extractors(batch, names):
     return outputs, attrs, errors
 
 
-def process_partition(sources, features, config: IngestConfig, shard_path: str) -> dict:
+def _feature_jobs(features, perturbations):
+    """``[(store name, extractor name, (perturbation, value) or None)]`` to compute."""
+    from pipelines.perturb import format_perturbation
+    jobs = [(f, f, None) for f in features]
+    for name, value in perturbations:
+        jobs += [(f"{f}@{format_perturbation(name, value)}", f, (name, value)) for f in features]
+    return jobs
+
+
+def process_partition(sources, features, config: IngestConfig, shard_path: str,
+                      perturbations=()) -> dict:
     """Decode, align and extract one partition, and write its shard. Runs in a worker.
 
     Returns a small summary (samples, errors by cause). A shard that already exists is
     finished work from an earlier run: it is counted, not redone.
     """
     from extract.registry import FaceBatch
+    from pipelines.perturb import format_perturbation
     from stores import write_store
     shard_path = Path(shard_path)
     if shard_path.exists():
@@ -143,6 +154,16 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str) 
                           np.asarray([r["frame_index"] for r in crops.records], np.int64))
         outputs, attrs, ext_errors = run_extractors(batch, features)
         errors += ext_errors
+        for name, value in perturbations:
+            perturbed = _perturbed(batch, name, value, shard_path)
+            p_out, p_attrs, p_err = run_extractors(perturbed, features)
+            errors += p_err
+            for feature in features:
+                key = f"{feature}@{format_perturbation(name, value)}"
+                outputs[key] = p_out[feature]
+                attrs[key] = {**p_attrs[feature],
+                              "params": {**p_attrs[feature]["params"],
+                                         "perturbation": format_perturbation(name, value)}}
         for name, result in outputs.items():
             if "vector" in result:
                 vectors[name] = result["vector"]
@@ -160,6 +181,16 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str) 
                       "finished shards are kept, free space and rerun to resume") from exc
     return {"shard": str(shard_path), "resumed": False, "samples": n,
             "errors": dict(Counter(e["cause"] for e in errors))}
+
+
+def _perturbed(batch, name, value, shard_path):
+    """``batch`` with its crops perturbed; the seed follows the shard so reruns agree."""
+    from extract.registry import FaceBatch
+    from pipelines.perturb import apply_perturbation
+    seed = int(hashlib.sha1(f"{Path(shard_path).name}:{name}:{value}".encode()).hexdigest()[:8], 16)
+    images = apply_perturbation(batch.images, name, value, seed=seed)
+    return FaceBatch(images, batch.landmarks, batch.masks, batch.mask_valid, batch.video_ids,
+                     batch.frame_indices)
 
 
 def _shard_counts(path: Path) -> dict:
@@ -182,6 +213,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=DEFAULT_FEATURES,
                    help="comma-separated extractor names; `--list-features` shows them")
     p.add_argument("--list-features", action="store_true", help="list extractors and exit")
+    p.add_argument("--perturb", default="",
+                   help="also store every feature computed on perturbed crops, as "
+                        "<feature>@<spec> (e.g. lbp@jpeg:50), for robustness reports; "
+                        "specs: jpeg:Q, blur:SIGMA, noise:STD, resize:F, gamma:G")
     p.add_argument("--out", help="output store (.h5); default: <dataset>.h5 in the current folder")
     p.add_argument("--frames", type=int, default=32, help="frames sampled uniformly per video")
     p.add_argument("--clip-len", type=int, default=1,
@@ -242,6 +277,11 @@ def validate(args) -> tuple:
     if not 0 <= args.margin <= 2:
         raise UsageError(f"--margin must be between 0 and 2, got {args.margin}")
     features = parse_feature_list(args.features)
+    from pipelines.perturb import parse_perturbations
+    try:
+        perturbations = parse_perturbations(args.perturb) if args.perturb else []
+    except ValueError as exc:
+        raise UsageError(f"--perturb: {exc}") from None
     align = args.align or ("face" if args.dataset in FACE_DATASETS + ("folder",) else "none")
     if align == "face":
         from pipelines.faces import DETECTORS
@@ -267,7 +307,7 @@ def validate(args) -> tuple:
     config = IngestConfig(frames=args.frames, clip_len=args.clip_len, size=args.size,
                           margin=args.margin, align=align, detector=args.detector,
                           min_face=args.min_face, diff_masks=not args.no_diff_masks)
-    return sources, features, config, out
+    return sources, features, perturbations, config, out
 
 
 def _run_identity(args, config: IngestConfig) -> dict:
@@ -334,21 +374,27 @@ def run_tasks(tasks, args):
 def extract(args) -> dict:
     """Run an extraction described by parsed ``args``; returns the summary."""
     t0 = time.perf_counter()
-    sources, features, config, out = validate(args)
+    sources, features, perturbations, config, out = validate(args)
     identity = _run_identity(args, config)
     have = _existing_features(out, identity)
-    todo = [f for f in features if f not in have]
+    jobs = _feature_jobs(features, perturbations)
+    todo = [f for f in features if any(store_name not in have and base == f
+                                       for store_name, base, _ in jobs)]
+    todo_perturb = [p for p in perturbations
+                    if any(store_name not in have for store_name, _, q in jobs if q == p)]
     summary = {"store": str(out), "dataset": args.dataset, "sources": len(sources),
-               "features_added": todo, "features_kept": sorted(set(features) & have)}
+               "features_added": todo, "features_kept": sorted(set(features) & have - set(todo))}
     if not todo:
         summary.update(samples=None, errors={}, wall_s=round(time.perf_counter() - t0, 2),
                        note="every requested feature is already in the store")
         return summary
     parts = plan_partitions(sources, args.images_per_task)
-    shard_dir = out.with_name(out.name + ".shards") / _digest({**identity, "features": todo})
+    work = {**identity, "features": todo, "perturb": todo_perturb}
+    shard_dir = out.with_name(out.name + ".shards") / _digest(work)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    (shard_dir / "run.json").write_text(json.dumps({**identity, "features": todo}, indent=1))
-    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part))) for i, part in enumerate(parts)]
+    (shard_dir / "run.json").write_text(json.dumps(work, indent=1))
+    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb)
+             for i, part in enumerate(parts)]
     results = list(run_tasks(tasks, args))
     shards = [t[3] for t in tasks]
     if have:

@@ -32,7 +32,7 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["PERTURBATIONS", "parse_perturbations", "apply_perturbation", "psnr"]
+__all__ = ["PERTURBATIONS", "parse_perturbations", "format_perturbation", "apply_perturbation", "psnr"]
 
 #: Perturbation name -> (description of accepted values, validity test).
 PERTURBATIONS = {
@@ -77,6 +77,15 @@ def parse_perturbations(spec: str) -> list[tuple[str, float]]:
                              f"one of {', '.join(PERTURBATIONS)} (e.g. jpeg:50)")
         out.append((name, _check_value(name, value.strip())))
     return out
+
+
+def format_perturbation(name: str, value) -> str:
+    """``("jpeg", 50.0)`` -> ``"jpeg:50"``: the spec string used in store feature names.
+
+    >>> format_perturbation("blur", 1.5)
+    'blur:1.5'
+    """
+    return f"{name}:{float(value):g}"
 
 
 def _check_images(images) -> np.ndarray:
