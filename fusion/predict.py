@@ -1,0 +1,189 @@
+"""``python -m fusion.predict --model RUN_DIR FILES...``: score suspicious images or videos.
+
+End to end for a practitioner: each file is decoded, its faces are detected and aligned
+exactly as the training store's were (the model records that configuration), the model's
+features are extracted with the recorded parameters, and the trained fusion head scores
+every face. Prints one line per file and writes JSON with a score per face and per video
+(the mean of its face scores); ``--overlay DIR`` also saves each scored face with its score.
+
+Scores are fake probabilities in [0, 1]; the decision threshold is the one chosen on the
+training run's validation split (``threshold`` in the JSON).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.errors import UsageError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+_INGEST_KEYS = ("frames", "clip_len", "size", "margin", "align", "detector", "min_face")
+
+
+def load_model_dir(run_dir) -> tuple:
+    """``(head, config)`` of a training run folder (or its ``model/`` folder)."""
+    from fusion.heads import load_head
+    run_dir = Path(run_dir)
+    model_dir = run_dir / "model" if (run_dir / "model" / "model.json").is_file() else run_dir
+    if not (model_dir / "model.json").is_file():
+        raise UsageError(f"--model: no model.json in {run_dir} or {run_dir / 'model'}; "
+                         "give the folder written by `python -m fusion.train --out`")
+    config = json.loads((model_dir / "model.json").read_text())
+    return load_head(model_dir), config
+
+
+def ingest_config(config: dict, frames: int | None = None):
+    """The face/frame settings of the training store, as recorded in the model."""
+    from pipelines.ingest import IngestConfig
+    recorded = config.get("run", {}).get("ingest", {}) or {}
+    values = {k: recorded[k] for k in _INGEST_KEYS if k in recorded}
+    if frames:
+        values["frames"] = frames
+    return IngestConfig(**values, diff_masks=False)
+
+
+def _tuplify(value):
+    """JSON lists back to the tuples extractors take as parameters."""
+    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
+
+
+def extractors_for(config: dict) -> dict:
+    """One extractor per model feature, built with the parameters recorded at training.
+
+    Raises UsageError when this installation's extractor has another version than the
+    one the model was trained on: its features would not mean the same thing.
+    """
+    from extract.registry import create_extractor
+    recorded = config.get("run", {}).get("feature_attrs", {})
+    out = {}
+    for feature in config["features"]:
+        attrs = recorded.get(feature, {})
+        name = attrs.get("extractor") or feature.split("@")[0]
+        params = {k: _tuplify(v) for k, v in attrs.get("params", {}).items() if k != "perturbation"}
+        extractor = create_extractor(name, **params)
+        if attrs.get("version") and str(attrs["version"]) != str(extractor.version):
+            raise UsageError(f"--model: feature {feature!r} was extracted with {name} version "
+                             f"{attrs['version']}, this installation has version "
+                             f"{extractor.version}; retrain the model")
+        out[feature] = extractor
+    return out
+
+
+def _source(path: Path):
+    from pipelines.samples import Source
+    suffix = path.suffix.lower()
+    if suffix not in IMAGE_EXTS + VIDEO_EXTS:
+        raise UsageError(f"{path}: unsupported file type {suffix!r}; images "
+                         f"{', '.join(IMAGE_EXTS)} or videos {', '.join(VIDEO_EXTS)}")
+    kind = "image" if suffix in IMAGE_EXTS else "video"
+    return Source(path=str(path.resolve()), dataset="predict", split="test", label=0,
+                  method="unknown", video_id=f"input/{path.name}", kind=kind)
+
+
+def score_file(path, head, config, extractors, ingest) -> dict:
+    """Score one image or video; returns its per-face and per-video result."""
+    from extract.registry import FaceBatch
+    from fusion.heads import FusionData
+    from pipelines.ingest import load_source
+    source = _source(Path(path))
+    crops = load_source(source, ingest)
+    result = {"file": str(path), "faces": [], "errors": [
+        {"frame_index": e["frame_index"], "cause": e["cause"], "message": e["message"]}
+        for e in crops.errors]}
+    if not crops.records:
+        result["score"] = None
+        return result
+    batch = FaceBatch(np.stack(crops.crops), np.stack(crops.landmarks), np.stack(crops.masks),
+                      np.zeros(len(crops.crops), bool),
+                      np.asarray([r["video_id"] for r in crops.records]),
+                      np.asarray([r["frame_index"] for r in crops.records], np.int64))
+    blocks = {}
+    for feature, extractor in extractors.items():
+        out = extractor.extract(batch)
+        kind = "map" if config.get("inputs") == "map" else "vector"
+        blocks[feature] = np.asarray(out[kind], np.float32)
+    import pandas as pd
+    meta = pd.DataFrame(crops.records)
+    scores = head.predict_proba(FusionData(blocks, np.zeros(len(meta), np.int64), meta))
+    threshold = config.get("run", {}).get("threshold", 0.5)
+    result["faces"] = [{"frame_index": int(r["frame_index"]), "score": float(s),
+                        "fake": bool(s >= threshold)} for r, s in zip(crops.records, scores)]
+    result["score"] = float(np.mean(scores))
+    result["fake"] = bool(result["score"] >= threshold)
+    result["_crops"] = batch.images
+    return result
+
+
+def save_overlay(result: dict, folder: Path):
+    """A strip of the scored faces, each captioned with its score."""
+    import cv2
+    folder.mkdir(parents=True, exist_ok=True)
+    tiles = []
+    for crop, face in zip(result["_crops"], result["faces"]):
+        tile = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR).copy()
+        colour = (0, 0, 255) if face["fake"] else (0, 160, 0)
+        cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), colour, 4)
+        cv2.putText(tile, f"{face['score']:.2f}", (8, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.9, colour, 2)
+        tiles.append(tile)
+    strip = np.concatenate(tiles[:16], axis=1)
+    path = folder / (Path(result["file"]).stem + "_scores.png")
+    cv2.imwrite(str(path), strip)
+    return path
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m fusion.predict", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="run folder written by fusion.train")
+    parser.add_argument("files", nargs="+", help="images or videos to score")
+    parser.add_argument("--out", help="write the JSON result here (default: print it)")
+    parser.add_argument("--frames", type=int, help="frames per video (default: as in training)")
+    parser.add_argument("--overlay", help="folder for PNG strips of the scored faces")
+    args = parser.parse_args(argv)
+    try:
+        if args.frames is not None and args.frames < 1:
+            raise UsageError(f"--frames must be at least 1, got {args.frames}")
+        missing = [f for f in args.files if not Path(f).is_file()]
+        if missing:
+            raise UsageError(f"no such file: {missing[0]}")
+        for f in args.files:
+            _source(Path(f))
+        head, config = load_model_dir(args.model)
+        if config.get("inputs") not in (None, "vector", "map"):
+            raise UsageError(f"--model: inputs {config.get('inputs')!r} cannot be scored here")
+        if config.get("fusion") == "sequence":
+            raise UsageError("--model: sequence models score whole videos from a store; "
+                             "use python -m fusion.evaluate")
+        extractors = extractors_for(config)
+        ingest = ingest_config(config, args.frames)
+    except (UsageError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    results = []
+    for path in args.files:
+        result = score_file(path, head, config, extractors, ingest)
+        if args.overlay and result["faces"]:
+            result["overlay"] = str(save_overlay(result, Path(args.overlay)))
+        result.pop("_crops", None)
+        results.append(result)
+        verdict = ("no face scored" if result["score"] is None else
+                   f"{'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
+                   f"over {len(result['faces'])} face(s)")
+        causes = sorted({e["cause"] for e in result["errors"]})
+        print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""))
+    report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
+              "results": results}
+    if args.out:
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    else:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""fusion.predict scores a file exactly as the store-trained model scored the same crop."""
+import json
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+from fusion.predict import main as predict_main
+from fusion.train import main as train_main
+from pipelines.demo import demo_sources, render_demo_source
+from pipelines.extract import main as extract_main
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    store = root / "demo.h5"
+    assert extract_main(["--out", str(store), "--workers", "0", "--features", "lbp,fft",
+                         "--no-progress"]) == 0
+    run = root / "run"
+    assert train_main(["--store", str(store), "--features", "lbp,fft", "--out", str(run),
+                       "--bootstrap", "0", "--no-plots"]) == 0
+    return root, run
+
+
+def test_predict_matches_the_store_score_of_the_same_crop(demo_run, capsys):
+    root, run = demo_run
+    scores = pd.read_csv(run / "scores.csv")
+    source = next(s for s in demo_sources() if s.split == "test" and s.label == 1)
+    crop, _ = render_demo_source(source)
+    image = root / "suspect.png"
+    cv2.imwrite(str(image), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    out = root / "pred.json"
+    assert predict_main(["--model", str(run), str(image), "--out", str(out),
+                         "--overlay", str(root / "ov")]) == 0
+    report = json.loads(out.read_text())
+    expected = scores.loc[scores.sample_id == source.sample_id(0), "score"].item()
+    result = report["results"][0]
+    assert result["score"] == pytest.approx(expected, abs=1e-6)
+    assert len(result["faces"]) == 1 and (root / "ov" / "suspect_scores.png").is_file()
+    assert "suspect.png:" in capsys.readouterr().out
+
+
+def test_predict_refuses_bad_input_before_work(demo_run, tmp_path, capsys):
+    root, run = demo_run
+    assert predict_main(["--model", str(run), str(tmp_path / "missing.png")]) == 2
+    assert "no such file" in capsys.readouterr().err
+    bad = tmp_path / "notes.txt"
+    bad.write_text("x")
+    assert predict_main(["--model", str(run), str(bad)]) == 2
+    assert "unsupported file type" in capsys.readouterr().err
+    assert predict_main(["--model", str(tmp_path), str(bad)]) == 2
+
+
+def test_predict_reports_a_corrupt_video_without_crashing(demo_run, tmp_path, capsys):
+    _, run = demo_run
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00" * 100)
+    assert predict_main(["--model", str(run), str(broken)]) == 0
+    out = capsys.readouterr().out
+    assert "no face scored" in out and "corrupt_video" in out
