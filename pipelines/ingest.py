@@ -182,7 +182,6 @@ def _crop_mask(source, index, M, crop, masks, reals, config, out):
         out.errors.append(error_row(SampleError("missing_mask", source.mask_path,
                                                 "mask video has no such frame", index), source))
     elif reals is not None and index in reals:
-        real_crop = cv2.warpAffine(reals[index], M, (size, size), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_CONSTANT)
+        real_crop = faces.warp_crop(reals[index], M, size)
         return difference_mask(crop, real_crop, config.diff_threshold), True
     return np.zeros((size, size), np.uint8), False
