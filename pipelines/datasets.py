@@ -407,10 +407,15 @@ def index_editbench(root: Path) -> list[Source]:
         if mask is not None and not mask.is_file():
             missing.append(str(row["mask"]))
             continue
+        # landmarks (image pixels) let landmark features run on the aligned benchmark
+        landmarks = row.get("landmarks")
+        params = (("landmarks", tuple(float(v) for pt in landmarks for v in pt)),) \
+            if landmarks and len(landmarks) == 68 else ()
         sources.append(Source(path=str(path), dataset="editbench", split=split, label=label,
                               method=method,
                               video_id=f"{method}/{Path(image).with_suffix('').as_posix()}",
-                              kind="image", mask_path=str(mask) if mask else None))
+                              kind="image", mask_path=str(mask) if mask else None,
+                              params=params))
     _warn_skipped("editbench", "listed in the manifest but missing", missing)
     if not sources:
         raise UsageError(f"editbench: {manifest} lists no existing image")

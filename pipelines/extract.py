@@ -289,9 +289,10 @@ def validate(args) -> tuple:
             raise UsageError(f"--detector: unknown detector {args.detector!r}; "
                              f"choose one of {', '.join(DETECTORS)}")
     needs_landmarks = [f for f in features if "landmarks" in _extractor(f).needs]
-    if needs_landmarks and align != "face":
+    if needs_landmarks and align != "face" and args.dataset != "editbench":
         raise UsageError(f"--features {','.join(needs_landmarks)} need facial landmarks, "
-                         "which --align none does not produce; use --align face")
+                         "which --align none does not produce; use --align face "
+                         "(editbench manifests carry their own landmarks)")
     options = {}
     if args.dataset == "ff++":
         options["compression"] = args.compression

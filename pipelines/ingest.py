@@ -156,7 +156,7 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
                 else:
                     crop = faces.resize_or_center_crop(rgb, config.size)
                     M = faces.center_crop_matrix(rgb.shape[0], rgb.shape[1], config.size)
-                    lm = np.full((68, 2), np.nan, np.float32)
+                    lm = _known_landmarks(source, M)
             except SampleError as exc:
                 out.errors.append(error_row(exc, source))
                 continue
@@ -169,6 +169,15 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
     except SampleError as exc:  # decoding broke mid-video: keep the frames already read
         out.errors.append(error_row(exc, source))
     return out
+
+
+def _known_landmarks(source: Source, M) -> np.ndarray:
+    """Landmarks a source carries (editbench manifests), moved into the crop; else NaN."""
+    from pipelines import faces
+    known = dict(source.params).get("landmarks") if source.params else None
+    if known is None or len(known) != 136:
+        return np.full((68, 2), np.nan, np.float32)
+    return faces.transform_points(np.asarray(known, np.float64).reshape(68, 2), M)
 
 
 def _crop_mask(source, index, M, crop, masks, reals, config, out):

@@ -176,3 +176,20 @@ def test_ffpp_sample_end_to_end(ffpp_root, tmp_path):
         paired = mm["video_id"].to_numpy() != "Face2Face/750_743"
         area = masks[paired].reshape(paired.sum(), -1).mean(axis=1)
         assert (area > 0.01).all() and (area < 0.7).all()
+
+
+def test_editbench_landmarks_reach_the_store(tmp_path):
+    from pipelines.faces import FaceAligner
+    face = FaceAligner().process(data.astronaut())
+    root = tmp_path / "bench"
+    (root / "images").mkdir(parents=True)
+    cv2.imwrite(str(root / "images" / "a.png"), cv2.cvtColor(face.crop, cv2.COLOR_RGB2BGR))
+    row = {"image": "images/a.png", "mask": None, "label": 0, "edit": "real", "split": "train",
+           "landmarks": face.landmarks.tolist()}
+    (root / "manifest.jsonl").write_text(__import__("json").dumps(row) + "\n")
+    out = tmp_path / "b.h5"
+    assert _run("--dataset", "editbench", "--root", root, "--out", out, "--workers", 0,
+                "--features", "head_pose") == 0
+    with open_store(out) as store:
+        np.testing.assert_allclose(store.landmarks()[0], face.landmarks, atol=1e-4)
+        assert store.valid("head_pose").all()
