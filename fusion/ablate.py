@@ -2,7 +2,8 @@
 
 ::
 
-    python -m fusion.ablate --store S.h5 --features a,b,c --fusions concat,mlp --out DIR
+    python -m fusion.ablate --store S.h5 --features a,b,c --fusions concat,mlp --out DIR \\
+        [--perturb jpeg:50,blur:1.5 | --perturb all]
 
 Stages (``--stages``, default all four):
 
@@ -17,6 +18,9 @@ The first three stages use the first of ``--fusions``. Every configuration is fi
 train, thresholded at the val EER and reported on test: AUC, EER and FAR@FRR=1% with
 bootstrap 95% CIs. Writes ``ablation.csv``, ``ablation.md`` (ranked by test AUC),
 ``ablation.json`` (with the greedy path) and ``ablation.png``.
+With ``--perturb`` every row also gets its test AUC under each perturbation (columns
+``auc@jpeg:50``, ..., read from the store's ``feature@spec`` variants, see
+:mod:`fusion.robustness`) and ``robustness.png`` plots them for the top rows.
 Only vector fusions are ablated (early fusions read maps, not the vector features).
 """
 from __future__ import annotations
@@ -29,16 +33,21 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion import heads, metrics, plots, train
+from fusion import heads, metrics, plots, robustness, train
 from pipelines.errors import UsageError
 
 STAGES = ("single", "loo", "greedy", "fusions")
+ROBUSTNESS_ROWS = 5  # ablation rows drawn in robustness.png
 COLUMNS = ["rank", "kind", "fusion", "features", "n_features", "val_auc", "auc", "auc_lo", "auc_hi",
            "eer", "eer_lo", "eer_hi", "far_at_frr_0.01", "far_lo", "far_hi", "seconds"]
 
 
-def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200, params=None) -> dict:
-    """Fit ``fusion`` on ``features`` of preloaded splits; val AUC plus test metrics with CIs."""
+def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200, params=None,
+                    perturbed=None) -> dict:
+    """Fit ``fusion`` on ``features`` of preloaded splits; val AUC plus test metrics with CIs.
+
+    ``perturbed`` (``{spec: test FusionData}``, blocks under clean names) adds ``auc@spec``.
+    """
     t0 = time.time()
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
     val = splits["val"] if len(splits["val"]) else None
@@ -55,7 +64,14 @@ def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200,
             "val_auc": val_auc, "auc": core["auc"], "auc_lo": ci["auc"][0], "auc_hi": ci["auc"][1],
             "eer": core["eer"], "eer_lo": ci["eer"][0], "eer_hi": ci["eer"][1],
             "far_at_frr_0.01": core["far_at_frr"]["0.01"], "far_lo": ci["far_at_frr_0.01"][0],
-            "far_hi": ci["far_at_frr_0.01"][1], "seconds": round(time.time() - t0, 3)}
+            "far_hi": ci["far_at_frr_0.01"][1], "seconds": round(time.time() - t0, 3),
+            **{auc_column(spec): metrics.core_metrics(data.y, model.predict_proba(data))["auc"]
+               for spec, data in (perturbed or {}).items()}}
+
+
+def auc_column(spec: str) -> str:
+    """Table column of the test AUC under perturbation ``spec``: ``auc@jpeg:50``."""
+    return robustness.perturbed_name("auc", spec)
 
 
 def _progress(total, desc, enabled=True):
@@ -75,14 +91,16 @@ def _progress(total, desc, enabled=True):
 
 
 def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STAGES, seed=0,
-                 n_boot=200, min_gain=1e-3, params=None, verbose=True) -> tuple[pd.DataFrame, list]:
+                 n_boot=200, min_gain=1e-3, params=None, verbose=True, specs=()) -> tuple[pd.DataFrame, list]:
     """Run the ablation stages on an opened store. Returns ``(table, greedy_path)``.
 
-    ``table`` has one row per configuration (columns :data:`COLUMNS`), ranked by test AUC;
-    ``greedy_path`` lists ``{"added", "features", "val_auc"}`` per greedy step.
+    ``table`` has one row per configuration (columns :data:`COLUMNS`, then ``auc@spec`` per
+    perturbation spec in ``specs``), ranked by test AUC; ``greedy_path`` lists
+    ``{"added", "features", "val_auc"}`` per greedy step.
     """
     features, fusions = list(features), list(fusions)
     splits = {s: train.load_split(store, features, s) for s in ("train", "val", "test")}
+    perturbed = {spec: robustness.perturbed_split(store, features, spec, "test") for spec in specs}
     for s in ("train", "test"):
         if len(splits[s]) == 0 or len(np.unique(splits[s].y)) < 2:
             raise UsageError(f"--store: split {s!r} needs both reals and fakes (has {len(splits[s])} samples)")
@@ -92,7 +110,7 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
     def run(kind, feats, fusion=base):
         key = (fusion, tuple(feats))
         if key not in cache:
-            cache[key] = evaluate_config(splits, list(feats), fusion, head, seed, n_boot, params)
+            cache[key] = evaluate_config(splits, list(feats), fusion, head, seed, n_boot, params, perturbed)
         rows.append({"kind": kind, **cache[key]})
         bar.update()
         return cache[key]
@@ -114,7 +132,7 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
         chosen, best = [], -np.inf
         while len(chosen) < n:
             trial = {f: (cache.get((base, tuple(chosen + [f]))) or
-                         evaluate_config(splits, chosen + [f], base, head, seed, n_boot, params))
+                         evaluate_config(splits, chosen + [f], base, head, seed, n_boot, params, perturbed))
                      for f in features if f not in chosen}
             for f, r in trial.items():
                 cache[(base, tuple(chosen + [f]))] = r
@@ -133,20 +151,28 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
     table = pd.DataFrame(rows)
     table = table.sort_values(["auc", "val_auc"], ascending=False, ignore_index=True)
     table.insert(0, "rank", np.arange(1, len(table) + 1))
-    return table[COLUMNS], path
+    return table[COLUMNS + [auc_column(s) for s in specs]], path
+
+
+def perturbation_columns(table: pd.DataFrame) -> list[str]:
+    """The ``auc@spec`` columns of an ablation table, in order."""
+    return [c for c in table.columns if c.startswith(auc_column(""))]
 
 
 def markdown_table(table: pd.DataFrame) -> str:
     """The ranked table as Markdown: AUC, EER and FAR@FRR=1% with their 95% CIs."""
     def ci(v, lo, hi):
         return "n/a" if not np.isfinite(v) else f"{v:.4f} [{lo:.4f}, {hi:.4f}]"
-    lines = ["| rank | kind | fusion | features | val AUC | AUC [95% CI] | EER [95% CI] | FAR@FRR=1% [95% CI] |",
-             "|---:|---|---|---|---:|---|---|---|"]
+    extra = perturbation_columns(table)
+    lines = ["| rank | kind | fusion | features | val AUC | AUC [95% CI] | EER [95% CI] | FAR@FRR=1% [95% CI] |"
+             + "".join(f" AUC{c[len('auc'):]} |" for c in extra),
+             "|---:|---|---|---|---:|---|---|---|" + "---:|" * len(extra)]
     for r in table.itertuples(index=False):
         d = r._asdict()
         lines.append(f"| {d['rank']} | {d['kind']} | {d['fusion']} | {d['features']} | {d['val_auc']:.4f} | "
                      f"{ci(d['auc'], d['auc_lo'], d['auc_hi'])} | {ci(d['eer'], d['eer_lo'], d['eer_hi'])} | "
-                     f"{ci(r[COLUMNS.index('far_at_frr_0.01')], d['far_lo'], d['far_hi'])} |")
+                     f"{ci(r[COLUMNS.index('far_at_frr_0.01')], d['far_lo'], d['far_hi'])} |"
+                     + "".join(f" {r[list(table.columns).index(c)]:.4f} |" for c in extra))
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +184,14 @@ def write_outputs(table, path, out, meta) -> Path:
     (out / "ablation.json").write_text(json.dumps(metrics.to_jsonable(
         {**meta, "greedy_path": path, "rows": table.to_dict(orient="records")}), indent=2))
     plots.ablation_bars(table, out / "ablation.png", title=f"Ablation ({meta.get('store', '')})")
+    extra = perturbation_columns(table)
+    if extra:
+        top = table.head(ROBUSTNESS_ROWS)
+        series = {f"{r['rank']}. {r['fusion']} [{r['features']}]": r for r in top.to_dict(orient="records")}
+        plots.robustness_curves(
+            {name: {c[len(auc_column("")):]: {"auc": r[c]} for c in extra} for name, r in series.items()},
+            out / "robustness.png", clean={name: {"auc": r["auc"]} for name, r in series.items()},
+            metric_names=("auc",), title=f"Test AUC under perturbations (top {len(top)})")
     return out
 
 
@@ -175,6 +209,9 @@ def build_parser():
     p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per row (default 200)")
     p.add_argument("--min-gain", type=float, default=1e-3, help="greedy stops below this val-AUC gain")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fusion hyper-parameter")
+    p.add_argument("--perturb", default=None, metavar="SPECS|all",
+                   help="add test AUC under perturbations stored by the extract CLI's --perturb, "
+                        "e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
     return p
 
 
@@ -196,11 +233,13 @@ def main(argv=None) -> int:
             if fusion in heads.FUSIONS and heads.FUSIONS[fusion].inputs != "vector":
                 raise UsageError(f"--fusions: {fusion!r} reads maps; ablation covers vector fusions only")
             train.validate_run(store, features, fusion, args.head, params=params)
+        specs = robustness.resolve_perturbations(store, features, args.perturb)
         t0 = time.time()
         table, path = run_ablation(store, features, fusions, args.head, stages, args.seed, args.bootstrap,
-                                   args.min_gain, params)
+                                   args.min_gain, params, specs=specs)
         out = write_outputs(table, path, args.out, {"store": str(store_path), "features": features,
                                                     "fusions": fusions, "head": args.head, "stages": stages,
+                                                    "perturbations": specs,
                                                     "seconds": round(time.time() - t0, 2)})
     except UsageError as e:
         print(f"python -m fusion.ablate: error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """PNG plots of detection results: ROC, DET (FAR vs FRR, normal-deviate axes), score
-histograms by method and ablation bars. Matplotlib's Agg backend; every function writes one
-file and returns its path.
+histograms by method, ablation bars and robustness curves. Matplotlib's Agg backend; every
+function writes one file and returns its path.
 """
 from __future__ import annotations
 
@@ -10,7 +10,12 @@ import numpy as np
 
 from fusion import metrics
 
-__all__ = ["roc_plot", "det_plot", "score_histograms", "ablation_bars"]
+__all__ = ["roc_plot", "det_plot", "score_histograms", "ablation_bars", "robustness_curves"]
+
+#: Value of each perturbation that leaves an image unchanged (where the clean point goes).
+IDENTITY = {"jpeg": 100.0, "blur": 0.0, "noise": 0.0, "resize": 1.0, "gamma": 1.0}
+#: Perturbations that get stronger as their value goes down (their x axis is inverted).
+STRONGER_WHEN_LOWER = {"jpeg", "resize"}
 
 
 def _pyplot():
@@ -113,3 +118,48 @@ def ablation_bars(table, path, metric="auc", title="Ablation") -> Path:
     ax.invert_yaxis()
     ax.set(xlabel=metric.upper(), title=title)
     return _finish(fig, ax, path)
+
+
+def robustness_curves(results, path, clean=None, metric_names=("auc", "eer"), title="Robustness") -> Path:
+    """Metrics against perturbation strength: one column per perturbation type, one row per metric.
+
+    Parameters
+    ----------
+    results : dict
+        ``{series: {spec: metrics}}``, ``spec`` as ``"jpeg:50"`` and ``metrics`` a dict
+        holding ``metric_names`` (e.g. one series "model", or one per ablation row).
+    path : str or Path
+        Output PNG.
+    clean : dict, optional
+        ``{series: metrics}`` on unperturbed data, drawn at the identity value of each
+        perturbation (JPEG 100, blur 0, noise 0, resize 1, gamma 1) and joined to the curve.
+    """
+    plt = _pyplot()
+    by_type: dict = {}
+    for series, per_spec in results.items():
+        for spec, m in per_spec.items():
+            name, _, value = spec.partition(":")
+            by_type.setdefault(name, {}).setdefault(series, []).append((float(value), m))
+    types = sorted(by_type) or ["none"]
+    fig, axes = plt.subplots(len(metric_names), len(types), squeeze=False,
+                             figsize=(3.6 * len(types) + 0.6, 2.8 * len(metric_names) + 0.4))
+    for col, name in enumerate(types):
+        for row, key in enumerate(metric_names):
+            ax = axes[row, col]
+            for i, (series, points) in enumerate(sorted(by_type.get(name, {}).items())):
+                points = sorted(points, key=lambda p: p[0])
+                if clean and series in clean and name in IDENTITY:
+                    points = sorted(points + [(IDENTITY[name], clean[series])], key=lambda p: p[0])
+                    ax.plot([IDENTITY[name]], [clean[series].get(key, np.nan)], "k*", ms=9,
+                            label="clean" if i == 0 else None, zorder=3)
+                ax.plot([p[0] for p in points], [p[1].get(key, np.nan) for p in points], "o-",
+                        color=f"C{i}", lw=1.5, ms=4, label=str(series))
+            if name in STRONGER_WHEN_LOWER:
+                ax.invert_xaxis()
+            ax.set(xlabel=name if name == "gamma" else f"{name} (stronger ->)", ylabel=key.upper())
+            ax.grid(alpha=0.3)
+            if row == 0:
+                ax.set_title(name)
+    axes[0, -1].legend(loc="best", fontsize=7)
+    fig.suptitle(title)
+    return _finish(fig, axes[0, 0], path)

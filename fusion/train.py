@@ -3,7 +3,8 @@
 ::
 
     python -m fusion.train --store S.h5 --features lbp,dct --fusion concat --head logreg \\
-        --out RUN_DIR [--test-store OTHER.h5 ...] [--seed 0] [--param epochs=50 ...]
+        --out RUN_DIR [--test-store OTHER.h5 ...] [--seed 0] [--param epochs=50 ...] \\
+        [--perturb jpeg:50,blur:1.5 | --perturb all]
 
 * ``--store`` defaults to the last extraction's store: the path written by the extract CLI
   to ``~/.cache/clmf/last_store`` (``$CLMF_LAST_STORE`` overrides that file's location).
@@ -15,11 +16,16 @@
   the train-column mean inside the head, so the same imputation is saved with the model.
 * Each ``--test-store`` is scored on its ``test`` split, or on all its samples when it has
   no test split (a cross-data-set store usually has one split only).
+* ``--perturb`` also scores the test split of perturbed crops: each feature ``lbp`` is
+  swapped for ``lbp@jpeg:50``, stored by ``python -m pipelines.extract ... --perturb jpeg:50``
+  (see :mod:`fusion.robustness`); ``all`` takes every perturbation the store has for all
+  the features. A spec the store lacks stops the run before any work.
 
 Writes into ``RUN_DIR``: ``metrics.json`` (features, fusion, head, threshold, val, test,
-cross), ``scores.csv`` (sample_id, split, label, method, video_id, score for val and test
-rows), ``scores_<store stem>.csv`` per test store, ``model/`` (model.json + weights, see
-:mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split.
+cross, robustness), ``scores.csv`` (sample_id, split, label, method, video_id, score for val
+and test rows), ``scores_<store stem>.csv`` per test store, ``model/`` (model.json + weights,
+see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
+with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength).
 """
 from __future__ import annotations
 
@@ -201,12 +207,17 @@ def cross_split(store) -> str | None:
 
 
 def train_run(store_path, features, fusion="concat", head="logreg", out="run", test_stores=(),
-              seed=0, params=None, n_boot=1000, plots_on=True, verbose=True) -> dict:
-    """Fit, choose the threshold on val, evaluate, and write the run directory. Returns metrics."""
+              seed=0, params=None, n_boot=1000, plots_on=True, verbose=True, perturb=None) -> dict:
+    """Fit, choose the threshold on val, evaluate, and write the run directory. Returns metrics.
+
+    ``perturb`` is a ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5").
+    """
+    from fusion import robustness  # it builds on this module's loaders
     t0 = time.time()
     store = open_store_or_usage(store_path)
     others = [open_store_or_usage(p, "--test-store") for p in test_stores]
     inputs = validate_run(store, features, fusion, head, others, params)
+    specs = robustness.resolve_perturbations(store, features, perturb, inputs)
     out = Path(out)
     splits = {s: load_split(store, features, s, inputs) for s in ("train", "val", "test")}
     if len(splits["train"]) == 0:
@@ -247,8 +258,14 @@ def train_run(store_path, features, fusion="concat", head="logreg", out="run", t
         result["cross"][stem] = evaluate_scores(frame, threshold, n_boot, seed)
         if plots_on:
             write_plots(frame, out, threshold, prefix=f"{stem}_", title=stem)
+    result["robustness"] = robustness.evaluate_under_perturbations(model, store, features, specs, "test",
+                                                                   threshold, n_boot, seed)
+    if plots_on and specs:
+        plots.robustness_curves({"test": result["robustness"]}, out / "robustness.png",
+                                clean={"test": result["test"]}, title=f"Robustness ({fusion})")
     model.save(out / "model", extra={"threshold": threshold, "store": str(store_path),
-                                     "feature_attrs": feature_attrs(store, features)})
+                                     "feature_attrs": feature_attrs(store, features),
+                                     "ingest": store.run})
     if plots_on:
         write_plots(frames["test"], out, threshold)
     result["seconds"] = round(time.time() - t0, 2)
@@ -268,7 +285,9 @@ def summary(result: dict, out) -> str:
              + f" on {', '.join(result['features'])}; threshold {_fmt(result['threshold'])} "
              f"(EER on {result['threshold_from']})",
              f"{'set':<16}{'n_real':>8}{'n_fake':>8}{'AUC':>8}{'EER':>8}{'FAR@1%':>8}{'vidAUC':>8}"]
-    rows = [("val", result["val"]), ("test", result["test"])] + list(result.get("cross", {}).items())
+    rows = [("val", result["val"]), ("test", result["test"])] \
+        + [(f"test@{spec}", m) for spec, m in result.get("robustness", {}).items()] \
+        + list(result.get("cross", {}).items())
     for name, m in rows:
         lines.append(f"{name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}{_fmt(m.get('auc')):>8}"
                      f"{_fmt(m.get('eer')):>8}{_fmt(m.get('far_at_frr', {}).get('0.01')):>8}"
@@ -301,6 +320,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="fusion hyper-parameter, e.g. epochs=50, mode=self, pool=max, k=2, "
                         "groups='a,b;c', size=64 (repeatable)")
+    p.add_argument("--perturb", default=None, metavar="SPECS|all",
+                   help="also score the test split under perturbations stored by the extract CLI's "
+                        "--perturb, e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
     add_report_flags(p)
     return p
 
@@ -331,7 +353,8 @@ def main(argv=None) -> int:
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
         train_run(args.store or default_store(), features, args.fusion, args.head, args.out,
-                  args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots)
+                  args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
+                  perturb=args.perturb)
     return run_cli(parser.prog, work)
 
 
