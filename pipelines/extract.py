@@ -28,13 +28,13 @@ import shutil
 import sys
 import time
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import SampleError, UsageError
-from pipelines.ingest import IngestConfig, SourceCrops, error_row, load_source
+from pipelines.errors import UsageError
+from pipelines.ingest import IngestConfig, SourceCrops, load_source
 
 #: The fast handcrafted set extracted when --features is not given.
 DEFAULT_FEATURES = "rgb,mask,lbp,dct,fft,npr,color"

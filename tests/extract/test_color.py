@@ -2,22 +2,11 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 import scipy.stats
 from skimage import color as skcolor
 
 from extract.color import COLOR_SPACES, ColorExtractor, color_spaces, standardized_moments
 from extract.registry import FaceBatch
-
-
-@pytest.fixture(scope="module")
-def faces(request) -> FaceBatch:
-    """The shared ``real_face_batch`` when conftest provides it, else tests/face_fixtures."""
-    try:
-        return request.getfixturevalue("real_face_batch")
-    except pytest.FixtureLookupError:
-        from tests.face_fixtures import load_aligned_faces
-        return load_aligned_faces(8, 256)
 
 
 REFERENCE = {"rgb": lambda x: x / 255.0, "hsv": skcolor.rgb2hsv, "ycbcr": skcolor.rgb2ycbcr,

@@ -10,16 +10,6 @@ from extract.registry import FaceBatch
 
 
 @pytest.fixture(scope="module")
-def faces(request) -> FaceBatch:
-    """The shared ``real_face_batch`` when conftest provides it, else tests/face_fixtures."""
-    try:
-        return request.getfixturevalue("real_face_batch")
-    except pytest.FixtureLookupError:
-        from tests.face_fixtures import load_aligned_faces
-        return load_aligned_faces(8, 256)
-
-
-@pytest.fixture(scope="module")
 def few(faces) -> FaceBatch:
     return faces.subset(slice(0, 3))
 

@@ -9,16 +9,6 @@ from extract.noise import PRNUExtractor, lag1_correlation, wavelet_noise_residua
 from extract.registry import FaceBatch
 
 
-@pytest.fixture(scope="module")
-def faces(request) -> FaceBatch:
-    """The shared ``real_face_batch`` when conftest provides it, else tests/face_fixtures."""
-    try:
-        return request.getfixturevalue("real_face_batch")
-    except pytest.FixtureLookupError:
-        from tests.face_fixtures import load_aligned_faces
-        return load_aligned_faces(8, 256)
-
-
 def _smooth(h=256, w=256):
     """A smooth periodic image (the transform extends images periodically)."""
     y, x = np.mgrid[0:h, 0:w]

@@ -13,16 +13,6 @@ from extract.texture import (GLCM_PROPERTIES, GLCMExtractor, HOGExtractor, LBPEx
 
 
 @pytest.fixture(scope="module")
-def faces(request) -> FaceBatch:
-    """The shared ``real_face_batch`` when conftest provides it, else tests/face_fixtures."""
-    try:
-        return request.getfixturevalue("real_face_batch")
-    except pytest.FixtureLookupError:
-        from tests.face_fixtures import load_aligned_faces
-        return load_aligned_faces(8, 256)
-
-
-@pytest.fixture(scope="module")
 def random_gray():
     rng = np.random.default_rng(0)
     # few grey levels: many exact ties between neighbours and centres

