@@ -116,6 +116,9 @@ class Extractor:
     defaults: ClassVar[dict] = {}
     #: Deep extractors batch across samples and may use a GPU.
     batch_hint: ClassVar[int] = 64
+    #: Parameters that change how, not what, is computed (device, batch size): they are
+    #: left out of the stored attributes so stores made on a GPU and a CPU compare equal.
+    runtime_params: ClassVar[tuple] = ()
 
     def __init__(self, **params):
         unknown = set(params) - set(self.defaults)
@@ -143,7 +146,8 @@ class Extractor:
     def attributes(self) -> dict:
         """What the store records about this extractor beside its arrays."""
         return {"extractor": self.name, "version": self.version,
-                "params": dict(sorted(self.params.items()))}
+                "params": {k: v for k, v in sorted(self.params.items())
+                           if k not in self.runtime_params}}
 
 
 def register_extractor(cls: type[Extractor]) -> type[Extractor]:

@@ -75,11 +75,30 @@ def shard_name(index: int, sources) -> str:
 _EXTRACTORS: dict = {}
 
 
-def _extractor(name: str):
+def _extractor(name: str, params: dict | None = None):
+    """One extractor per process and parameter set (deep models load once per worker)."""
     from extract.registry import create_extractor
-    if name not in _EXTRACTORS:
-        _EXTRACTORS[name] = create_extractor(name)
-    return _EXTRACTORS[name]
+    key = (name, json.dumps(params or {}, sort_keys=True, default=str))
+    if key not in _EXTRACTORS:
+        _EXTRACTORS[key] = create_extractor(name, **(params or {}))
+    return _EXTRACTORS[key]
+
+
+def feature_params(args, features) -> dict:
+    """Per-feature parameters from the deep-feature flags (only those an extractor takes)."""
+    from extract.registry import _REGISTRY
+    wanted = {"device": args.device, "batch_size": args.deep_batch_size}
+    by_feature = {"clip": {"model": args.clip_model, "weights": args.clip_weights},
+                  "cnn": {"model": args.cnn_model, "weights": args.cnn_weights},
+                  "sequence": {"clip_model": args.clip_model, "clip_weights": args.clip_weights}}
+    out = {}
+    for name in features:
+        defaults = _REGISTRY[name].defaults
+        params = {**wanted, **by_feature.get(name, {})}
+        params = {k: v for k, v in params.items() if k in defaults and v is not None}
+        if params:
+            out[name] = params
+    return out
 
 
 def _limit_threads():
@@ -90,15 +109,16 @@ def _limit_threads():
         sys.modules["torch"].set_num_threads(1)
 
 
-def run_extractors(batch, names):
+def run_extractors(batch, names, params=None):
     """Run every extractor on ``batch``; a failing extractor marks its rows invalid.
 
-    Returns ``(outputs, attrs, errors)`` where outputs maps feature -> {vector/map/valid}.
+    ``params`` maps a feature to its extractor parameters. Returns ``(outputs, attrs,
+    errors)`` where outputs maps feature -> {vector/map/valid}.
     """
     outputs, attrs, errors = {}, {}, []
     size = batch.images.shape[1]
     for name in names:
-        extractor = _extractor(name)
+        extractor = _extractor(name, (params or {}).get(name))
         specs = extractor.outputs(size)
         try:
             result = extractor.extract(batch)
@@ -126,7 +146,7 @@ def _feature_jobs(features, perturbations):
 
 
 def process_partition(sources, features, config: IngestConfig, shard_path: str,
-                      perturbations=()) -> dict:
+                      perturbations=(), params=None) -> dict:
     """Decode, align and extract one partition, and write its shard. Runs in a worker.
 
     Returns a small summary (samples, errors by cause). A shard that already exists is
@@ -152,11 +172,11 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
                           np.asarray(crops.mask_valid, bool),
                           np.asarray([r["video_id"] for r in crops.records]),
                           np.asarray([r["frame_index"] for r in crops.records], np.int64))
-        outputs, attrs, ext_errors = run_extractors(batch, features)
+        outputs, attrs, ext_errors = run_extractors(batch, features, params)
         errors += ext_errors
         for name, value in perturbations:
             perturbed = _perturbed(batch, name, value, shard_path)
-            p_out, p_attrs, p_err = run_extractors(perturbed, features)
+            p_out, p_attrs, p_err = run_extractors(perturbed, features, params)
             errors += p_err
             for feature in features:
                 key = f"{feature}@{format_perturbation(name, value)}"
@@ -235,6 +255,19 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(default: every method present)")
     p.add_argument("--no-diff-masks", action="store_true",
                    help="do not derive masks from paired real videos for fakes without mask files")
+    p.add_argument("--clip-model", default=None,
+                   help="open_clip model of the clip feature (default ViT-B-32; ViT-L-14 works)")
+    p.add_argument("--clip-weights", default=None,
+                   help="local open_clip checkpoint for clip (or set CLMF_CLIP_WEIGHTS); "
+                        "required by --features clip")
+    p.add_argument("--cnn-model", default=None,
+                   help="cnn backbone: efficientnet-lite0 (default, offline ImageNet weights) "
+                        "or timm:NAME with --cnn-weights")
+    p.add_argument("--cnn-weights", default=None, help="local checkpoint for --cnn-model timm:NAME")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                   help="device of the deep features (auto: CUDA when available)")
+    p.add_argument("--deep-batch-size", type=int, default=32,
+                   help="images per forward pass of the deep features")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="Dask worker processes of the local cluster; 0 runs in this process")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler "
@@ -288,7 +321,11 @@ def validate(args) -> tuple:
         if args.detector not in DETECTORS:
             raise UsageError(f"--detector: unknown detector {args.detector!r}; "
                              f"choose one of {', '.join(DETECTORS)}")
-    needs_landmarks = [f for f in features if "landmarks" in _extractor(f).needs]
+    if args.deep_batch_size < 1:
+        raise UsageError(f"--deep-batch-size must be at least 1, got {args.deep_batch_size}")
+    params = feature_params(args, features)
+    # building each extractor here makes missing weights stop the run before any work
+    needs_landmarks = [f for f in features if "landmarks" in _extractor(f, params.get(f)).needs]
     if needs_landmarks and align != "face" and args.dataset != "editbench":
         raise UsageError(f"--features {','.join(needs_landmarks)} need facial landmarks, "
                          "which --align none does not produce; use --align face "
@@ -308,7 +345,7 @@ def validate(args) -> tuple:
     config = IngestConfig(frames=args.frames, clip_len=args.clip_len, size=args.size,
                           margin=args.margin, align=align, detector=args.detector,
                           min_face=args.min_face, diff_masks=not args.no_diff_masks)
-    return sources, features, perturbations, config, out
+    return sources, features, perturbations, params, config, out
 
 
 def _run_identity(args, config: IngestConfig) -> dict:
@@ -375,7 +412,7 @@ def run_tasks(tasks, args):
 def extract(args) -> dict:
     """Run an extraction described by parsed ``args``; returns the summary."""
     t0 = time.perf_counter()
-    sources, features, perturbations, config, out = validate(args)
+    sources, features, perturbations, params, config, out = validate(args)
     identity = _run_identity(args, config)
     have = _existing_features(out, identity)
     jobs = _feature_jobs(features, perturbations)
@@ -390,11 +427,12 @@ def extract(args) -> dict:
                        note="every requested feature is already in the store")
         return summary
     parts = plan_partitions(sources, args.images_per_task)
-    work = {**identity, "features": todo, "perturb": todo_perturb}
+    work = {**identity, "features": todo, "perturb": todo_perturb,
+            "params": {f: _extractor(f, params.get(f)).attributes()["params"] for f in todo}}
     shard_dir = out.with_name(out.name + ".shards") / _digest(work)
     shard_dir.mkdir(parents=True, exist_ok=True)
     (shard_dir / "run.json").write_text(json.dumps(work, indent=1))
-    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb)
+    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb, params)
              for i, part in enumerate(parts)]
     results = list(run_tasks(tasks, args))
     shards = [t[3] for t in tasks]

@@ -108,7 +108,9 @@ class FeatureStore:
         """
         kind = kind or ("vector" if name in self.features else "map")
         a = self._dataset(name, kind).attrs
-        return {"extractor": str(a.get("extractor", "")), "version": str(a.get("version", "")),
+        standard = ("extractor", "version", "params", "columns", "code_version")
+        extra = {k: str(v) for k, v in a.items() if k not in standard}
+        return {**extra, "extractor": str(a.get("extractor", "")), "version": str(a.get("version", "")),
                 "params": json.loads(a.get("params", "{}")),
                 "columns": json.loads(a.get("columns", "[]")),
                 "code_version": str(a.get("code_version", "")), "kind": kind,

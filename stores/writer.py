@@ -73,6 +73,9 @@ def _set_attrs(dataset, attrs: dict):
     dataset.attrs["params"] = dumps(attrs.get("params", {}))
     dataset.attrs["columns"] = dumps(list(attrs.get("columns", [])))
     dataset.attrs["code_version"] = attrs.get("code_version", code_version())
+    for key, value in attrs.items():  # extractor-specific facts: model name, weights hash...
+        if key not in ("extractor", "version", "params", "columns", "code_version"):
+            dataset.attrs[key] = value if isinstance(value, str) else dumps(value)
 
 
 def _write_root_attrs(h5, run: dict | None):
