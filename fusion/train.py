@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -41,14 +40,10 @@ import pandas as pd
 
 from fusion import heads, metrics, plots
 from pipelines.errors import UsageError
+from stores.schema import last_store_file
 
 SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score"]
 COMPARED_ATTRS = ("extractor", "version", "params", "shape")
-
-
-def last_store_file() -> Path:
-    """Where the extract CLI records its last store (``$CLMF_LAST_STORE`` overrides)."""
-    return Path(os.environ.get("CLMF_LAST_STORE", Path.home() / ".cache" / "clmf" / "last_store"))
 
 
 def default_store() -> str | None:

@@ -38,7 +38,6 @@ from pipelines.ingest import IngestConfig, SourceCrops, load_source
 
 #: The fast handcrafted set extracted when --features is not given.
 DEFAULT_FEATURES = "rgb,mask,lbp,dct,fft,npr,color"
-LAST_STORE_FILE = Path.home() / ".cache" / "clmf" / "last_store"
 FACE_DATASETS = ("ff++", "celebdf", "dfdc")
 
 
@@ -457,10 +456,11 @@ def extract(args) -> dict:
                    resumed_tasks=sum(r["resumed"] for r in results),
                    wall_s=round(wall, 2), samples_per_s=round(n / wall, 2) if wall else None)
     try:
-        LAST_STORE_FILE.parent.mkdir(parents=True, exist_ok=True)
-        LAST_STORE_FILE.write_text(str(out.resolve()))
+        from stores.schema import last_store_file
+        last_store_file().parent.mkdir(parents=True, exist_ok=True)
+        last_store_file().write_text(str(out.resolve()))
     except OSError:
-        pass
+        pass  # a convenience default only
     return summary
 
 

@@ -15,7 +15,9 @@ Readers refuse a file whose ``schema_version`` differs from :data:`SCHEMA_VERSIO
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata
+from pathlib import Path
 
 SCHEMA_VERSION = 1
 STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path")
@@ -30,6 +32,14 @@ def code_version() -> str:
         return metadata.version("clmf")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def last_store_file() -> Path:
+    """Where ``pipelines.extract`` records its last store, for ``fusion.train``'s default.
+
+    ``~/.cache/clmf/last_store``; the environment variable ``CLMF_LAST_STORE`` moves it.
+    """
+    return Path(os.environ.get("CLMF_LAST_STORE", Path.home() / ".cache" / "clmf" / "last_store"))
 
 
 def dumps(obj) -> str:
