@@ -143,8 +143,8 @@ def test_mid_video_decode_failure_keeps_earlier_frames(tmp_path, monkeypatch):
     class FailingCapture:
         """Wraps a real capture; frame 6 fails to decode."""
 
-        def __init__(self, p):
-            self.cap, self.pos = real_capture(p), 0
+        def __init__(self, *args):
+            self.cap, self.pos = real_capture(*args), 0
 
         def __getattr__(self, name):
             return getattr(self.cap, name)
