@@ -193,3 +193,23 @@ def test_editbench_landmarks_reach_the_store(tmp_path):
     with open_store(out) as store:
         np.testing.assert_allclose(store.landmarks()[0], face.landmarks, atol=1e-4)
         assert store.valid("head_pose").all()
+
+
+def test_an_existing_dask_scheduler_is_used(tmp_path):
+    from dask.distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster:
+        out = tmp_path / "s.h5"
+        assert _run("--out", out, "--features", "lbp", "--limit", 4,
+                    "--scheduler", cluster.scheduler_address) == 0
+    with open_store(out) as store:
+        assert len(store) == 4 and store.valid("lbp").all()
+
+
+def test_clip_without_weights_stops_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("CLMF_CLIP_WEIGHTS", raising=False)
+    out = tmp_path / "c.h5"
+    assert _run("--out", out, "--features", "lbp,clip", "--workers", 0) == 2
+    err = capsys.readouterr().err
+    assert "--clip-weights" in err and len(err.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
