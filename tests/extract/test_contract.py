@@ -40,7 +40,7 @@ def _check(result, specs, n):
         assert out.shape == (n,) + tuple(spec.shape), (kind, out.shape, spec.shape)
         assert out.dtype == np.dtype(spec.dtype), (kind, out.dtype, spec.dtype)
         if spec.columns:
-            assert len(spec.columns) == spec.shape[0]
+            assert len(spec.columns) == spec.shape[0] == len(set(spec.columns))
         if np.issubdtype(out.dtype, np.floating):
             assert np.isfinite(out[result["valid"]]).all()
 

@@ -119,27 +119,6 @@ def test_npr_stats_match_scipy(faces):
 
 
 @pytest.mark.parametrize("cls", [DCTExtractor, FFTExtractor, NPRExtractor])
-def test_contract(faces, cls):
-    ex = cls()
-    size = faces.images.shape[1]
-    specs = ex.outputs(size)
-    out = ex.extract(faces)
-    assert out["valid"].dtype == bool and out["valid"].all()
-    for key, spec in specs.items():
-        assert out[key].shape == (len(faces),) + spec.shape, key
-        assert out[key].dtype == np.dtype(spec.dtype), key
-        assert np.isfinite(out[key]).all(), key
-        if spec.columns:
-            assert len(spec.columns) == spec.shape[0] == len(set(spec.columns))
-    again = ex.extract(faces)
-    parts = [ex.extract(faces.subset(slice(i, i + 1))) for i in (0, len(faces) - 1)]
-    for key in specs:
-        np.testing.assert_array_equal(again[key], out[key])
-        np.testing.assert_array_equal(parts[0][key][0], out[key][0])
-        np.testing.assert_array_equal(parts[1][key][0], out[key][-1])
-
-
-@pytest.mark.parametrize("cls", [DCTExtractor, FFTExtractor, NPRExtractor])
 def test_empty_and_tiny_batches_do_not_raise(cls):
     ex = cls()
     empty = ex.extract(_batch(np.zeros((0, 64, 64, 3))))
