@@ -175,8 +175,27 @@ def _fill_value(dtype):
     return np.nan if np.issubdtype(dtype, np.floating) else 0
 
 
+def _same_chunk_layout(src, dst) -> bool:
+    """True when a chunk of ``src`` is byte for byte a valid chunk of ``dst``."""
+    return (src.chunks is not None and src.chunks == dst.chunks and src.chunks[0] == 1
+            and src.dtype == dst.dtype and src.compression == dst.compression
+            and src.compression_opts == dst.compression_opts and src.shuffle == dst.shuffle)
+
+
+def _copy_map_chunks(src, dst, rows, positions):
+    """Copy one-sample chunks without decompressing and recompressing them."""
+    zeros = (0,) * (src.ndim - 1)
+    for row, pos in zip(rows, positions):
+        mask, chunk = src.id.read_direct_chunk((int(row),) + zeros)
+        dst.id.write_direct_chunk((int(pos),) + zeros, chunk, mask)
+
+
 def _copy_feature_rows(out, shards, layout, positions_of):
-    """Copy every feature of every shard into ``out`` at the rows ``positions_of(shard)``."""
+    """Copy every feature of every shard into ``out`` at the rows ``positions_of(shard)``.
+
+    Maps (one sample per chunk in shards and stores alike) are copied as compressed
+    chunks: the merge costs disk bandwidth, not a second gzip pass.
+    """
     for shard in shards:
         with h5py.File(shard, "r") as h5:
             pos = positions_of(h5)
@@ -189,9 +208,13 @@ def _copy_feature_rows(out, shards, layout, positions_of):
                 src = h5.get(f"{GROUPS[kind]}/{name}")
                 if src is None:
                     continue
-                data = src[...][order]
                 valid = h5[f"valid/{name}"][...][order]
                 dst, vdst = out[f"{GROUPS[kind]}/{name}"], out[f"valid/{name}"]
+                if kind == "map" and _same_chunk_layout(src, dst):
+                    _copy_map_chunks(src, dst, order, pos_sorted)
+                    vdst[pos_sorted] = valid
+                    continue
+                data = src[...][order]
                 if contiguous:
                     sl = slice(int(pos_sorted[0]), int(pos_sorted[-1]) + 1)
                     dst[sl], vdst[sl] = data, valid
