@@ -270,7 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
                    help="Dask worker processes of the local cluster; 0 runs in this process")
     p.add_argument("--scheduler", help="address of an existing Dask scheduler "
-                                       "(tcp://host:8786); the store folder must be shared")
+                                       "(tcp://host:8786); the store folder must be shared; "
+                                       "GPU features go to workers started with "
+                                       "--resources GPU=1")
     p.add_argument("--limit", type=int, help="only the first N videos/images (for trials)")
     p.add_argument("--images-per-task", type=int, default=16,
                    help="images grouped into one Dask task (videos are one task each)")
@@ -373,17 +375,27 @@ def _existing_features(out: Path, identity: dict) -> set:
     return have
 
 
-def _client(args):
+def uses_gpu(features, params) -> bool:
+    """Whether any of ``features`` will run on CUDA (deep extractors resolve ``--device``)."""
+    return any(getattr(_extractor(f, params.get(f)), "device", "cpu") == "cuda" for f in features)
+
+
+def _client(args, workers: int):
     from dask.distributed import Client, LocalCluster
     if args.scheduler:
         return Client(args.scheduler), None
-    cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                            dashboard_address=None, silence_logs=logging.ERROR)
     return Client(cluster), cluster
 
 
-def run_tasks(tasks, args):
-    """Run ``tasks`` (partition arguments) in this process or on Dask; yields results."""
+def run_tasks(tasks, args, gpu: bool = False):
+    """Run ``tasks`` (partition arguments) in this process or on Dask; yields results.
+
+    With ``gpu``, one worker owns the GPU: the local cluster gets a single worker (models
+    load once, batches stay on one device), and on an existing scheduler the tasks ask
+    for the ``GPU`` resource, so only workers started with ``--resources GPU=1`` run them.
+    """
     from tqdm import tqdm
     bar = tqdm(total=len(tasks), unit="task", desc="extract", disable=args.no_progress,
                file=sys.stderr)
@@ -394,9 +406,17 @@ def run_tasks(tasks, args):
                 bar.update()
             return
         from dask.distributed import as_completed
-        client, cluster = _client(args)
+        workers = args.workers
+        if gpu and not args.scheduler and workers > 1:
+            print("note: deep features run on the GPU, which one worker owns: 1 worker for "
+                  "this run (extract CPU-only features in another run to use every core)",
+                  file=sys.stderr)
+            workers = 1
+        client, cluster = _client(args, workers)
+        resources = {"GPU": 1} if gpu and args.scheduler else None
         try:
-            futures = [client.submit(process_partition, *task, pure=False) for task in tasks]
+            futures = [client.submit(process_partition, *task, pure=False, resources=resources)
+                       for task in tasks]
             for future in as_completed(futures):
                 yield future.result()
                 bar.update()
@@ -433,7 +453,7 @@ def extract(args) -> dict:
     (shard_dir / "run.json").write_text(json.dumps(work, indent=1))
     tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb, params)
              for i, part in enumerate(parts)]
-    results = list(run_tasks(tasks, args))
+    results = list(run_tasks(tasks, args, gpu=uses_gpu(todo, params)))
     shards = [t[3] for t in tasks]
     if have:
         from stores import add_features

@@ -213,3 +213,25 @@ def test_clip_without_weights_stops_before_any_work(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert "--clip-weights" in err and len(err.strip().splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gpu_features_get_one_worker(monkeypatch, capsys):
+    """Without a GPU here, the rule is checked with a stand-in extractor on 'cuda'."""
+    import pipelines.extract as px
+
+    class OnCuda:
+        device = "cuda"
+
+    monkeypatch.setattr(px, "_extractor", lambda name, params=None: OnCuda() if name == "cnn" else object())
+    assert px.uses_gpu(["lbp", "cnn"], {}) and not px.uses_gpu(["lbp"], {})
+    seen = {}
+
+    def fake_client(args, workers):
+        seen["workers"] = workers
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(px, "_client", fake_client)
+    args = px.build_parser().parse_args(["--workers", "2", "--no-progress"])
+    with pytest.raises(RuntimeError, match="stop here"):
+        list(px.run_tasks([()], args, gpu=True))
+    assert seen["workers"] == 1 and "one worker owns" in capsys.readouterr().err
