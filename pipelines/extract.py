@@ -38,6 +38,9 @@ from pipelines.ingest import IngestConfig, SourceCrops, load_source
 
 #: The fast handcrafted set extracted when --features is not given.
 DEFAULT_FEATURES = "rgb,mask,lbp,dct,fft,npr,color"
+#: Maps kept by default: what the cascaded model reads. Other maps (fft, npr, prnu...)
+#: cost up to 0.8 MB a sample and are kept on request (--maps).
+DEFAULT_MAPS = ("rgb", "mask", "lbp", "dct")
 FACE_DATASETS = ("ff++", "celebdf", "dfdc")
 
 
@@ -145,7 +148,7 @@ def _feature_jobs(features, perturbations):
 
 
 def process_partition(sources, features, config: IngestConfig, shard_path: str,
-                      perturbations=(), params=None) -> dict:
+                      perturbations=(), params=None, keep_maps=None) -> dict:
     """Decode, align and extract one partition, and write its shard. Runs in a worker.
 
     Returns a small summary (samples, errors by cause). A shard that already exists is
@@ -186,7 +189,7 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
         for name, result in outputs.items():
             if "vector" in result:
                 vectors[name] = result["vector"]
-            if "map" in result:
+            if "map" in result and (keep_maps is None or name.split("@")[0] in keep_maps):
                 maps[name] = result["map"]
             valid[name] = result["valid"]
     import pandas as pd
@@ -232,6 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", default=DEFAULT_FEATURES,
                    help="comma-separated extractor names; `--list-features` shows them")
     p.add_argument("--list-features", action="store_true", help="list extractors and exit")
+    p.add_argument("--maps", default="default",
+                   help="which features also store their map (N x H x W x C): default "
+                        f"({','.join(DEFAULT_MAPS)}), all, none, or a comma list")
     p.add_argument("--perturb", default="",
                    help="also store every feature computed on perturbed crops, as "
                         "<feature>@<spec> (e.g. lbp@jpeg:50), for robustness reports; "
@@ -325,6 +331,7 @@ def validate(args) -> tuple:
     if args.deep_batch_size < 1:
         raise UsageError(f"--deep-batch-size must be at least 1, got {args.deep_batch_size}")
     params = feature_params(args, features)
+    keep_maps = parse_maps(args.maps, features, params)
     # building each extractor here makes missing weights stop the run before any work
     needs_landmarks = [f for f in features if "landmarks" in _extractor(f, params.get(f)).needs]
     if needs_landmarks and align != "face" and args.dataset != "editbench":
@@ -346,7 +353,27 @@ def validate(args) -> tuple:
     config = IngestConfig(frames=args.frames, clip_len=args.clip_len, size=args.size,
                           margin=args.margin, align=align, detector=args.detector,
                           min_face=args.min_face, diff_masks=not args.no_diff_masks)
-    return sources, features, perturbations, params, config, out
+    return sources, features, perturbations, params, keep_maps, config, out
+
+
+def parse_maps(text: str, features, params) -> set | None:
+    """``--maps`` -> the set of features whose maps are stored (None: all)."""
+    from extract.registry import list_extractors
+    text = text.strip()
+    if text == "all":
+        return None
+    keep = set(DEFAULT_MAPS) if text == "default" else set() if text == "none" else \
+        {t.strip() for t in text.split(",") if t.strip()}
+    unknown = keep - set(list_extractors())
+    if unknown:
+        raise UsageError(f"--maps: unknown feature(s) {','.join(sorted(unknown))}; "
+                         "give default, all, none or feature names")
+    map_only = [f for f in features if f not in keep
+                 and "vector" not in _extractor(f, params.get(f)).outputs(64)]
+    if map_only:
+        raise UsageError(f"--maps leaves out {','.join(map_only)}, which has only a map; "
+                         f"add it to --maps")
+    return keep
 
 
 def _run_identity(args, config: IngestConfig) -> dict:
@@ -431,7 +458,7 @@ def run_tasks(tasks, args, gpu: bool = False):
 def extract(args) -> dict:
     """Run an extraction described by parsed ``args``; returns the summary."""
     t0 = time.perf_counter()
-    sources, features, perturbations, params, config, out = validate(args)
+    sources, features, perturbations, params, keep_maps, config, out = validate(args)
     identity = _run_identity(args, config)
     have = _existing_features(out, identity)
     jobs = _feature_jobs(features, perturbations)
@@ -447,12 +474,13 @@ def extract(args) -> dict:
         return summary
     parts = plan_partitions(sources, args.images_per_task)
     work = {**identity, "features": todo, "perturb": todo_perturb,
+            "maps": sorted(keep_maps) if keep_maps is not None else "all",
             "params": {f: _extractor(f, params.get(f)).attributes()["params"] for f in todo}}
     shard_dir = out.with_name(out.name + ".shards") / _digest(work)
     shard_dir.mkdir(parents=True, exist_ok=True)
     (shard_dir / "run.json").write_text(json.dumps(work, indent=1))
-    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb, params)
-             for i, part in enumerate(parts)]
+    tasks = [(part, todo, config, str(shard_dir / shard_name(i, part)), todo_perturb, params,
+              keep_maps) for i, part in enumerate(parts)]
     results = list(run_tasks(tasks, args, gpu=uses_gpu(todo, params)))
     shards = [t[3] for t in tasks]
     if have:

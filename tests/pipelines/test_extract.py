@@ -235,3 +235,17 @@ def test_gpu_features_get_one_worker(monkeypatch, capsys):
     with pytest.raises(RuntimeError, match="stop here"):
         list(px.run_tasks([()], args, gpu=True))
     assert seen["workers"] == 1 and "one worker owns" in capsys.readouterr().err
+
+
+def test_maps_are_kept_by_choice(tmp_path, capsys):
+    out = tmp_path / "m.h5"
+    assert _run("--out", out, "--workers", 0, "--features", "lbp,fft", "--limit", 4) == 0
+    with open_store(out) as store:
+        assert store.maps == ["lbp"] and store.features == ["fft", "lbp"]
+    out2 = tmp_path / "m2.h5"
+    assert _run("--out", out2, "--workers", 0, "--features", "lbp,fft", "--limit", 4,
+                "--maps", "all") == 0
+    with open_store(out2) as store:
+        assert store.maps == ["fft", "lbp"]
+    assert _run("--out", tmp_path / "x.h5", "--features", "rgb", "--maps", "none") == 2
+    assert "rgb, which has only a map" in capsys.readouterr().err
