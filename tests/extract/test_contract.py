@@ -61,8 +61,9 @@ def test_extractor_contract(name, real_face_batch):
         result = extractor.extract(batch)
         _check(result, specs, len(batch))
         if "video" not in extractor.needs:
-            # most faces are computable: a feature that is NaN everywhere is broken
-            assert result["valid"].mean() >= (0.25 if name == "eyes" else 1.0)
+            # every face is computable, except that corneal highlights need open eyes that
+            # catch the light: a feature that is NaN everywhere is broken
+            assert result["valid"].any() if name == "eyes" else result["valid"].all()
         parts = [np.arange(0, 4), np.arange(4, 8)] if "video" in extractor.needs else \
             [np.arange(i, i + 1) for i in range(len(batch))]
         pieces = [extractor.extract(batch.subset(idx)) for idx in parts]
