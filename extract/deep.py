@@ -258,8 +258,23 @@ def load_timm_features(name: str, weights: str, device: str):
 
 
 # -- cnn ------------------------------------------------------------------------------------
+class TorchExtractor(Extractor):
+    """Base of the torch extractors: ``device`` and ``batch_size`` parameters, checked once.
+
+    Both change how, not what, is computed, so they are not recorded with the feature.
+    """
+
+    batch_hint = 32
+    runtime_params = ("device", "batch_size")
+
+    def __init__(self, **params):
+        super().__init__(**params)
+        self.device = resolve_device(self.params["device"])
+        _check_batch_size(self.params["batch_size"])
+
+
 @register_extractor
-class CnnExtractor(Extractor):
+class CnnExtractor(TorchExtractor):
     """Multi-level pooled CNN embedding of the aligned crop.
 
     Default: EfficientNet-Lite0 with its ImageNet weights (packaged offline); the crop is
@@ -288,13 +303,9 @@ class CnnExtractor(Extractor):
     version = "1"
     needs = ()
     defaults = {"model": "efficientnet-lite0", "weights": None, "device": "auto", "batch_size": 32}
-    batch_hint = 32
-    runtime_params = ("device", "batch_size")
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.device = resolve_device(self.params["device"])
-        _check_batch_size(self.params["batch_size"])
         model, weights = str(self.params["model"]), self.params["weights"]
         if model == "efficientnet-lite0":
             if weights:
@@ -367,7 +378,7 @@ class CnnExtractor(Extractor):
 
 # -- gram -----------------------------------------------------------------------------------
 @register_extractor
-class GramExtractor(Extractor):
+class GramExtractor(TorchExtractor):
     """Gram-matrix texture statistics of EfficientNet-Lite0 activations (Gram-Net idea).
 
     Liu et al., "Global texture enhancement for fake face detection in the wild", CVPR 2020:
@@ -396,13 +407,9 @@ class GramExtractor(Extractor):
     version = "1"
     needs = ()
     defaults = {"channels": 16, "seed": 0, "device": "auto", "batch_size": 32}
-    batch_hint = 32
-    runtime_params = ("device", "batch_size")
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.device = resolve_device(self.params["device"])
-        _check_batch_size(self.params["batch_size"])
         c = self.params["channels"]
         if not isinstance(c, (int, np.integer)) or not 1 <= c <= min(GRAM_TAP_CHANNELS):
             raise UsageError(f"gram: channels must be an integer in 1..{min(GRAM_TAP_CHANNELS)}, got {c!r}")
@@ -496,7 +503,7 @@ def load_clip_visual(model: str, weights: str | None, device: str, random_cfg: d
 
 
 @register_extractor
-class ClipExtractor(Extractor):
+class ClipExtractor(TorchExtractor):
     """CLIP image embedding of the aligned crop (open_clip), L2-normalised.
 
     CLIP features generalise across forgery methods when a linear head is trained on them
@@ -529,13 +536,9 @@ class ClipExtractor(Extractor):
     version = "1"
     needs = ()
     defaults = {"model": "ViT-B-32", "weights": None, "device": "auto", "batch_size": 32}
-    batch_hint = 32
-    runtime_params = ("device", "batch_size")
 
     def __init__(self, **params):
         super().__init__(**params)
-        self.device = resolve_device(self.params["device"])
-        _check_batch_size(self.params["batch_size"])
         model = str(self.params["model"])
         self._random = None
         weights = self.params["weights"] or os.environ.get(CLIP_WEIGHTS_ENV) or None

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
+from extract.deep import TorchExtractor
 from pipelines.errors import UsageError
 
 _STATS = ("mean", "max", "std", "p50", "p90")
@@ -219,7 +220,7 @@ class TemporalConsistencyExtractor(Extractor):
 
 
 @register_extractor
-class SequenceExtractor(Extractor):
+class SequenceExtractor(TorchExtractor):
     """Per-frame embeddings laid out for sequence models (the fusion BiLSTM head).
 
     Layout: one row per frame, ``[embedding (D), position]``. The sequence of a video is
@@ -253,14 +254,10 @@ class SequenceExtractor(Extractor):
     needs = ("video",)
     defaults = {"source": "cnn", "dim": 0, "seed": 0, "device": "auto", "batch_size": 32,
                 "clip_model": "ViT-B-32", "clip_weights": None}
-    batch_hint = 32
-    runtime_params = ("device", "batch_size")
 
     def __init__(self, **params):
         super().__init__(**params)
-        from extract.deep import HEAD_CHANNELS, ClipExtractor, _check_batch_size, resolve_device
-        self.device = resolve_device(self.params["device"])
-        _check_batch_size(self.params["batch_size"])
+        from extract.deep import HEAD_CHANNELS, ClipExtractor
         source, dim = self.params["source"], self.params["dim"]
         if source == "cnn":
             self._clip, base = None, HEAD_CHANNELS
