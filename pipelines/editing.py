@@ -40,13 +40,15 @@ __all__ = ["splice", "blend", "local_color", "local_blur", "EDITS", "NEEDS_DONOR
            "apply_edit", "changed_mask"]
 
 
-def _check_image(image, name: str) -> np.ndarray:
+def _check_image(image, name: str, min_side: int = 8) -> np.ndarray:
+    """``image`` as an H x W x 3 uint8 array of at least ``min_side`` pixels a side."""
     image = np.asarray(image)
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
         raise ValueError(f"{name} must be an H x W x 3 uint8 RGB image, got {image.dtype} "
                          f"{image.shape}")
-    if min(image.shape[:2]) < 8:
-        raise ValueError(f"{name} must be at least 8 x 8 pixels, got {image.shape[:2]}")
+    if min(image.shape[:2]) < min_side:
+        raise ValueError(f"{name} must be at least {min_side} x {min_side} pixels, "
+                         f"got {image.shape[:2]}")
     return image
 
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from pipelines.editing import changed_mask
+from pipelines.editing import _check_image, changed_mask
 from pipelines.faces import similarity_transform
 
 __all__ = ["FACE_EDITS", "NEEDS_DONOR", "DIFFICULTIES", "difficulty_value", "apply_face_edit",
@@ -82,12 +82,7 @@ def difficulty_value(difficulty) -> float:
 
 
 def _check_face(image, landmarks, name: str) -> tuple[np.ndarray, np.ndarray]:
-    image = np.asarray(image)
-    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-        raise ValueError(f"{name} must be an H x W x 3 uint8 RGB image, got {image.dtype} "
-                         f"{image.shape}")
-    if min(image.shape[:2]) < 32:
-        raise ValueError(f"{name} must be at least 32 x 32 pixels, got {image.shape[:2]}")
+    image = _check_image(image, name, min_side=32)
     lm = np.asarray(landmarks, np.float64)
     if lm.shape != (68, 2) or not np.isfinite(lm).all():
         raise ValueError(f"{name} landmarks must be a finite 68 x 2 array, got shape {lm.shape}")
