@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.errors import UsageError
+from pipelines.perturb import SEPARATOR
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -63,7 +64,7 @@ def extractors_for(config: dict) -> dict:
     out = {}
     for feature in config["features"]:
         attrs = recorded.get(feature, {})
-        name = attrs.get("extractor") or feature.split("@")[0]
+        name = attrs.get("extractor") or feature.partition(SEPARATOR)[0]
         params = {k: _tuplify(v) for k, v in attrs.get("params", {}).items() if k != "perturbation"}
         extractor = create_extractor(name, **params)
         if attrs.get("version") and str(attrs["version"]) != str(extractor.version):

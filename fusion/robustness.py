@@ -20,13 +20,11 @@ import numpy as np
 
 from fusion import heads, train
 from pipelines.errors import UsageError
-from pipelines.perturb import parse_perturbations
+from pipelines.perturb import SEPARATOR, parse_perturbations, perturbed_name
 
 __all__ = ["SEPARATOR", "spec_string", "perturbed_name", "normalize_specs", "available_perturbations",
            "resolve_perturbations", "perturbed_split", "evaluate_under_perturbations"]
 
-#: Between a feature name and its perturbation spec in a store: ``lbp@jpeg:50``.
-SEPARATOR = "@"
 #: Attributes a perturbed variant must share with its clean feature (params minus "perturbation").
 SHARED_ATTRS = ("extractor", "version", "params", "shape")
 
@@ -35,11 +33,6 @@ def spec_string(name: str, value: float) -> str:
     """``("jpeg", 50.0)`` -> ``"jpeg:50"``: the spelling ``pipelines.extract`` stores."""
     from pipelines.perturb import format_perturbation
     return format_perturbation(name, value)
-
-
-def perturbed_name(feature: str, spec: str) -> str:
-    """The store name of ``feature`` computed on crops perturbed by ``spec``."""
-    return f"{feature}{SEPARATOR}{spec}"
 
 
 def normalize_specs(text: str) -> list[str]:

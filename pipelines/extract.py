@@ -35,6 +35,7 @@ import numpy as np
 
 from pipelines.errors import UsageError
 from pipelines.ingest import IngestConfig, SourceCrops, load_source
+from pipelines.perturb import SEPARATOR
 
 #: The fast handcrafted set extracted when --features is not given.
 DEFAULT_FEATURES = "rgb,mask,lbp,dct,fft,npr,color"
@@ -140,10 +141,11 @@ def run_extractors(batch, names, params=None):
 
 def _feature_jobs(features, perturbations):
     """``[(store name, extractor name, (perturbation, value) or None)]`` to compute."""
-    from pipelines.perturb import format_perturbation
+    from pipelines.perturb import format_perturbation, perturbed_name
     jobs = [(f, f, None) for f in features]
     for name, value in perturbations:
-        jobs += [(f"{f}@{format_perturbation(name, value)}", f, (name, value)) for f in features]
+        spec = format_perturbation(name, value)
+        jobs += [(perturbed_name(f, spec), f, (name, value)) for f in features]
     return jobs
 
 
@@ -155,7 +157,7 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     finished work from an earlier run: it is counted, not redone.
     """
     from extract.registry import FaceBatch
-    from pipelines.perturb import format_perturbation
+    from pipelines.perturb import format_perturbation, perturbed_name
     from stores import write_store
     shard_path = Path(shard_path)
     if shard_path.exists():
@@ -180,16 +182,17 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
             perturbed = _perturbed(batch, name, value, shard_path)
             p_out, p_attrs, p_err = run_extractors(perturbed, features, params)
             errors += p_err
+            spec = format_perturbation(name, value)
             for feature in features:
-                key = f"{feature}@{format_perturbation(name, value)}"
+                key = perturbed_name(feature, spec)
                 outputs[key] = p_out[feature]
                 attrs[key] = {**p_attrs[feature],
-                              "params": {**p_attrs[feature]["params"],
-                                         "perturbation": format_perturbation(name, value)}}
+                              "params": {**p_attrs[feature]["params"], "perturbation": spec}}
         for name, result in outputs.items():
             if "vector" in result:
                 vectors[name] = result["vector"]
-            if "map" in result and (keep_maps is None or name.split("@")[0] in keep_maps):
+            base = name.partition(SEPARATOR)[0]
+            if "map" in result and (keep_maps is None or base in keep_maps):
                 maps[name] = result["map"]
             valid[name] = result["valid"]
     import pandas as pd

@@ -32,7 +32,11 @@ import math
 import cv2
 import numpy as np
 
-__all__ = ["PERTURBATIONS", "parse_perturbations", "format_perturbation", "apply_perturbation", "psnr"]
+__all__ = ["PERTURBATIONS", "SEPARATOR", "parse_perturbations", "format_perturbation",
+           "perturbed_name", "apply_perturbation", "psnr"]
+
+#: Joins a feature and a perturbation spec in store names: ``lbp@jpeg:50``.
+SEPARATOR = "@"
 
 #: Perturbation name -> (description of accepted values, validity test).
 PERTURBATIONS = {
@@ -86,6 +90,15 @@ def format_perturbation(name: str, value) -> str:
     'blur:1.5'
     """
     return f"{name}:{float(value):g}"
+
+
+def perturbed_name(feature: str, spec: str) -> str:
+    """The store name of ``feature`` computed on crops perturbed by ``spec``.
+
+    >>> perturbed_name("lbp", format_perturbation("jpeg", 50))
+    'lbp@jpeg:50'
+    """
+    return f"{feature}{SEPARATOR}{spec}"
 
 
 def _check_images(images) -> np.ndarray:
