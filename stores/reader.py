@@ -191,8 +191,9 @@ class FeatureStore:
                          for k, v in meta.groupby("label").size().items()},
             "by_method": meta.groupby("method").size().to_dict(),
             "videos": int(meta["video_id"].nunique()),
-            "features": {n: {"shape": self.attrs(n)["shape"], "valid": int(self.valid(n).sum()),
-                             "version": self.attrs(n)["version"]} for n in self.features},
+            "features": {n: {"shape": a["shape"], "valid": int(self.valid(n).sum()),
+                             "version": a["version"]}
+                         for n, a in ((n, self.attrs(n)) for n in self.features)},
             "maps": {n: {"shape": self.attrs(n, "map")["shape"], "valid": int(self.valid(n).sum())}
                      for n in self.maps},
             "errors": errors.groupby("cause").size().to_dict() if len(errors) else {},
