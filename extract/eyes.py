@@ -58,13 +58,43 @@ def eye_patch(gray: np.ndarray, eye: np.ndarray, width: int, height: int) -> tup
     return patch, mask.astype(bool)
 
 
-def highlight_mask(patch: np.ndarray, region: np.ndarray, k: float, floor: float) -> np.ndarray:
-    """Pixels of ``region`` brighter than ``max(mean + k std, floor)`` of the region."""
+def cornea_disk(patch: np.ndarray, region: np.ndarray, radius: float,
+                dark_quantile: float) -> np.ndarray:
+    """The part of ``region`` within ``radius`` px of the centroid of its darkest pixels.
+
+    The iris and pupil are the darkest part of an open eye; their centroid (of the pixels
+    at or below the ``dark_quantile`` of the region's luma) locates the cornea, whose
+    radius is a fixed fraction of the eye's width.
+    """
     values = patch[region]
     if values.size == 0:
         return np.zeros_like(region)
-    threshold = max(values.mean() + k * values.std(), floor)
-    return region & (patch > threshold)
+    ys, xs = np.nonzero(region)
+    dark = values <= np.quantile(values, dark_quantile)
+    cy, cx = ys[dark].mean(), xs[dark].mean()
+    yy, xx = np.indices(region.shape)
+    return region & ((yy - cy) ** 2 + (xx - cx) ** 2 <= radius ** 2)
+
+
+def highlight_mask(patch: np.ndarray, cornea: np.ndarray, kernel: int,
+                   min_contrast: float) -> np.ndarray:
+    """Specular highlight pixels of ``cornea``: a white top-hat of ``kernel`` px keeps
+    bright spots smaller than the kernel against their surroundings; highlight pixels
+    reach at least half of the strongest top-hat response inside the cornea, and that
+    response must be ``min_contrast`` luma levels or more (else the mask is empty). Only
+    the cornea's interior (2 px in from its edge) counts, so the bright sclera next to the
+    iris is not taken for a highlight."""
+    interior = cv2.erode(cornea.astype(np.uint8), np.ones((5, 5), np.uint8),
+                         borderType=cv2.BORDER_CONSTANT, borderValue=0).astype(bool)
+    if not interior.any():
+        return np.zeros_like(cornea)
+    element = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (kernel, kernel))
+    tophat = cv2.morphologyEx(patch, cv2.MORPH_TOPHAT, element,
+                              borderType=cv2.BORDER_REPLICATE)
+    peak = tophat[interior].max()
+    if peak < min_contrast:
+        return np.zeros_like(cornea)
+    return interior & (tophat >= peak / 2)
 
 
 @register_extractor
@@ -72,17 +102,22 @@ class CornealHighlightExtractor(Extractor):
     """Consistency of the corneal specular highlights of the two eyes (Hu, Li & Lyu 2021).
 
     Each eye (landmarks 36-41 and 42-47) is resampled to a common ``patch_width`` x
-    ``patch_width/2`` grid (:func:`eye_patch`); inside the eye contour, highlight pixels
-    are those whose luma exceeds ``max(mean + k std, min_brightness)`` of the eye region.
-    The two highlight masks are compared in place (no mirroring: one light source lands at
-    the same relative spot in both eyes).
+    ``patch_width/2`` grid (:func:`eye_patch`). Inside the eye contour the cornea is a
+    disk of ``cornea_radius`` eye widths around the centroid of the darkest pixels
+    (:func:`cornea_disk`); its highlight is what a white top-hat finds there
+    (:func:`highlight_mask`), a contrast test rather than a fixed brightness, so dim and
+    compressed frames keep their highlights. The two highlight masks are compared in place
+    (no mirroring: one light source lands at the same relative spot in both eyes).
 
     Parameters
     ----------
-    k : float
-        Threshold in standard deviations above the eye region's mean luma.
-    min_brightness : float
-        Lowest luma (0-255) a highlight pixel may have, so a dull eye has no highlight.
+    cornea_radius : float
+        Cornea radius as a fraction of the eye's corner-to-corner width (the iris is about
+        0.4 of the palpebral fissure's width).
+    dark_quantile : float
+        Luma quantile of the eye region below which pixels count as iris or pupil.
+    min_contrast : float
+        Smallest top-hat response (luma levels, 0-255) that counts as a highlight.
     min_ear : float
         Eyes with an eye aspect ratio below this are taken as closed.
     patch_width : int
@@ -96,13 +131,12 @@ class CornealHighlightExtractor(Extractor):
         centroid in patch widths / heights; ``centroid_dist``: their distance in patch
         widths; ``area_ratio``: smaller / larger highlight area. NaN and ``valid`` False
         where an eye landmark is NaN, an eye is closed or leaves the crop, or an eye has no
-        highlight.
+        highlight of ``min_contrast``.
 
     Notes
     -----
-    In a 256 px crop an eye is only ~20-25 px wide and its highlight a few pixels, so the
-    feature is noisy there (the paper works on 1024 px faces); ``min_brightness`` is set
-    low (100) because compressed video frames rarely keep saturated highlights.
+    In a 256 px crop an eye is only ~20-25 px wide and its highlight a pixel or two, so
+    the feature is noisy there (the paper works on 1024 px faces).
 
     References
     ----------
@@ -111,9 +145,10 @@ class CornealHighlightExtractor(Extractor):
     """
 
     name = "eyes"
-    version = "1"
+    version = "2"
     needs = ("landmarks",)
-    defaults = {"k": 2.0, "min_brightness": 100.0, "min_ear": 0.15, "patch_width": 64}
+    defaults = {"cornea_radius": 0.2, "dark_quantile": 0.25, "min_contrast": 10.0,
+                "min_ear": 0.15, "patch_width": 64}
     columns = ("iou", "intensity_diff", "centroid_dx", "centroid_dy", "centroid_dist",
                "area_ratio")
 
@@ -124,6 +159,8 @@ class CornealHighlightExtractor(Extractor):
         p = self.params
         width = int(p["patch_width"])
         height = max(width // 2, 1)
+        radius = p["cornea_radius"] * width / 1.2          # the patch spans 1.2 eye widths
+        kernel = 2 * int(round(radius)) + 1                # spots narrower than the cornea
         n = len(batch)
         lm = np.asarray(batch.landmarks, np.float64)
         eyes = np.stack([lm[:, EYE_INDEX[0]], lm[:, EYE_INDEX[1]]], axis=1)   # N x 2 x 6 x 2
@@ -137,7 +174,9 @@ class CornealHighlightExtractor(Extractor):
             found = [eye_patch(gray[i], eyes[i, e], width, height) for e in range(2)]
             if any(f is None for f in found):
                 continue
-            masks = [highlight_mask(patch, region, p["k"], p["min_brightness"])
+            masks = [highlight_mask(patch, cornea_disk(patch, region, radius,
+                                                       p["dark_quantile"]),
+                                    kernel, p["min_contrast"])
                      for patch, region in found]
             areas = np.array([m.sum() for m in masks], np.float64)
             if (areas == 0).any():
