@@ -22,12 +22,34 @@ COLOR_SPACES = {"rgb": "RGB", "hsv": "HSV", "ycbcr": ("Y", "Cb", "Cr"), "lab": (
 MOMENTS = ("mean", "std", "skew", "kurtosis")
 
 
+#: Block length of the float32 dot products in :func:`_power_sums`: float32 sums over a
+#: block stay exact to ~1e-7 relative; the per-block results add up in float64.
+_BLOCK = 256
+
+
+def _dot_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise dot products of two R x P arrays as float64: float32 ``einsum`` over blocks
+    of :data:`_BLOCK` elements (one fused multiply-add pass, no temporaries), the block sums
+    and the remainder in float64."""
+    rows, p = a.shape
+    k = p // _BLOCK * _BLOCK
+    out = np.einsum("ijk,ijk->ij", a[:, :k].reshape(rows, -1, _BLOCK),
+                    b[:, :k].reshape(rows, -1, _BLOCK)).sum(axis=1, dtype=np.float64)
+    if k < p:
+        out += np.einsum("ij,ij->i", a[:, k:].astype(np.float64), b[:, k:].astype(np.float64))
+    return out
+
+
 def standardized_moments(x: np.ndarray, axis=-1):
     """Mean, standard deviation, skewness and excess kurtosis along ``axis``.
 
     The biased (population) estimators of ``np.std``, ``scipy.stats.skew`` and
     ``scipy.stats.kurtosis`` (Fisher) defaults, in float64. Where the variance is 0,
     skewness and kurtosis are defined as 0 (scipy gives NaN).
+
+    float32 input stays float32 for the deviations (the central sums are then fused
+    multiply-adds over blocks, :func:`_dot_rows`, accumulated in float64): about 2x faster
+    than float64 and within ~1e-5 of scipy's float64 results.
 
     Examples
     --------
@@ -36,29 +58,40 @@ def standardized_moments(x: np.ndarray, axis=-1):
     0.7071
     """
     x = np.asarray(x)
-    # Reduce along a contiguous last axis; float32 input stays float32 for the element-wise
-    # powers (sums accumulate in float64), which is several times faster than float64.
     work = np.float32 if x.dtype == np.float32 else np.float64
     x = np.ascontiguousarray(np.moveaxis(x, axis, -1), dtype=work)
+    shape = x.shape[:-1]
+    x = x.reshape(-1, x.shape[-1])
     mean = x.mean(axis=-1, dtype=np.float64)
-    d = x - mean[..., None].astype(work)
-    d2 = d * d
-    m2 = d2.mean(axis=-1, dtype=np.float64)
-    d2 *= d
-    m3 = d2.mean(axis=-1, dtype=np.float64)
-    d2 *= d
-    m4 = d2.mean(axis=-1, dtype=np.float64)
+    d = x - mean[:, None].astype(work)
+    if work is np.float32:
+        d2 = d * d
+        m2, m3, m4 = _dot_rows(d, d), _dot_rows(d2, d), _dot_rows(d2, d2)
+        count = x.shape[-1]
+        m2, m3, m4 = m2 / count, m3 / count, m4 / count
+    else:
+        d2 = d * d
+        m2 = d2.mean(axis=-1)
+        d2 *= d
+        m3 = d2.mean(axis=-1)
+        d2 *= d
+        m4 = d2.mean(axis=-1)
     flat = m2 <= 1e-14 * np.maximum(mean ** 2, 1e-300)
     safe = np.where(flat, 1.0, m2)
     skew = np.where(flat, 0.0, m3 / safe ** 1.5)
     kurt = np.where(flat, 0.0, m4 / safe ** 2 - 3.0)
-    return mean, np.sqrt(m2), skew, kurt
+    return tuple(v.reshape(shape) for v in (mean, np.sqrt(m2), skew, kurt))
+
+
+def _rows(images: np.ndarray) -> np.ndarray:
+    """N x H x W x C as one (N*H) x W x C image, so one OpenCV call covers the batch."""
+    n, h, w, c = images.shape
+    return images.reshape(n * h, w, c)
 
 
 def _stacked_cvt(rgb: np.ndarray, code: int) -> np.ndarray:
     """cv2.cvtColor on all N images of ``rgb`` (N x H x W x 3 float32) in one call."""
-    n, h, w, _ = rgb.shape
-    return cv2.cvtColor(rgb.reshape(n * h, w, 3), code).reshape(n, h, w, 3)
+    return cv2.cvtColor(_rows(rgb), code).reshape(rgb.shape)
 
 
 #: skimage.color's sRGB (linear) -> XYZ matrix and D65 (2 degree) white point.
@@ -76,23 +109,31 @@ def _srgb_linear_table() -> np.ndarray:
 _SRGB_LINEAR = _srgb_linear_table()
 
 
+#: XYZ (relative to the D65 white) -> Lab from f = the CIE cube root of each channel:
+#: L = 116 f(Y) - 16, a = 500 (f(X) - f(Y)), b = 200 (f(Y) - f(Z)), as a 3 x 4 affine map.
+_LAB_FROM_F = np.array([[0, 116, 0, -16], [500, -500, 0, 0], [0, 200, -200, 0]], np.float32)
+
+
 def rgb_to_lab(images: np.ndarray) -> np.ndarray:
-    """CIE Lab of uint8 sRGB images (... x 3), float32, as ``skimage.color.rgb2lab``.
+    """CIE Lab of uint8 sRGB images (N x H x W x 3), float32, as ``skimage.color.rgb2lab``.
 
     OpenCV's float RGB2Lab differs from skimage by up to 0.4 (it approximates the sRGB
     curve), so this follows skimage's formulas: a 256-entry table for the sRGB
-    linearisation, the XYZ matrix, then L = 116 f(Y) - 16, a = 500 (f(X) - f(Y)),
-    b = 200 (f(Y) - f(Z)) with f the CIE cube root (linear below 0.008856).
+    linearisation (``cv2.LUT``), the XYZ matrix over the D65 white (``cv2.transform``), f
+    the CIE cube root (linear below 0.008856), then the affine map :data:`_LAB_FROM_F`.
     """
-    linear = _SRGB_LINEAR.astype(np.float32)[np.asarray(images, np.uint8)]
-    xyz = linear @ (XYZ_FROM_RGB / D65_WHITE[:, None]).T.astype(np.float32)
+    images = np.asarray(images, np.uint8)
+    if images.ndim != 4 or images.shape[-1] != 3:
+        raise ValueError(f"images must be N x H x W x 3, got shape {images.shape}")
+    if images.size == 0:
+        return np.zeros(images.shape, np.float32)
+    linear = cv2.LUT(_rows(images), _SRGB_LINEAR.astype(np.float32))
+    xyz = cv2.transform(linear, (XYZ_FROM_RGB / D65_WHITE[:, None]).astype(np.float32))
     f = np.cbrt(xyz)
-    dark = xyz <= 0.008856  # CIE's linear segment near black (rare in faces: fix in place)
+    dark = xyz <= 0.008856  # CIE's linear segment near black
     if dark.any():
-        f[dark] = np.float32(7.787) * xyz[dark] + np.float32(16 / 116)
-    fx, fy, fz = f[..., 0], f[..., 1], f[..., 2]
-    return np.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], axis=-1).astype(
-        np.float32)
+        f = np.where(dark, np.float32(7.787) * xyz + np.float32(16 / 116), f)
+    return cv2.transform(f, _LAB_FROM_F).reshape(images.shape)
 
 
 def color_spaces(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -115,7 +156,8 @@ def color_spaces(images: np.ndarray) -> dict[str, np.ndarray]:
     spread = value - np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     hsv[..., 1] = np.divide(spread, value, out=np.zeros_like(value), where=value > 0)
     lab = rgb_to_lab(images)
-    ycbcr = rgb @ YCBCR_FROM_RGB.T.astype(np.float32) + YCBCR_OFFSET.astype(np.float32)
+    ycbcr = cv2.transform(_rows(rgb), np.hstack([YCBCR_FROM_RGB, YCBCR_OFFSET[:, None]])
+                          .astype(np.float32)).reshape(rgb.shape)
     return {"rgb": rgb, "hsv": hsv, "ycbcr": ycbcr, "lab": lab}
 
 
@@ -164,9 +206,12 @@ class ColorExtractor(Extractor):
         grads = []
         for diff in (planes[:, :, :, 1:] - planes[:, :, :, :-1],
                      planes[:, :, 1:, :] - planes[:, :, :-1, :]):
-            flat = diff.reshape(n, 3, -1)
-            grads.append(np.abs(flat).mean(axis=2, dtype=np.float64))
-            grads.append(flat.std(axis=2, dtype=np.float64))
+            flat = diff.reshape(n * 3, -1)
+            count = flat.shape[1]
+            mean = flat.sum(axis=1).astype(np.float64) / count     # float32 pairwise sums
+            grads.append(np.abs(flat).sum(axis=1).astype(np.float64).reshape(n, 3) / count)
+            variance = np.maximum(_dot_rows(flat, flat) / count - mean ** 2, 0)
+            grads.append(np.sqrt(variance).reshape(n, 3))
         # column order R_h_meanabs, R_h_std, R_v_meanabs, R_v_std, G_h_meanabs, ...
         grads = np.stack(grads, axis=2).reshape(n, 3, 4).reshape(n, 12)
         parts.append(grads)
