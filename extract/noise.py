@@ -8,9 +8,9 @@ axes, ``uniform_filter`` with a 1 x w x w window).
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pywt
-from scipy.ndimage import uniform_filter
 
 from extract.color import standardized_moments
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
@@ -19,28 +19,27 @@ from extract.texture import invalid_result
 BANDS = ("H", "V", "D")
 
 
+#: OpenCV's largest channel count (CV_CN_MAX): images per cv2.boxFilter call.
+_MAX_CHANNELS = 512
+
+
 def _min_local_mean(values: np.ndarray, windows) -> np.ndarray:
     """Minimum over ``windows`` of the w x w local mean of each image (N x h x w).
 
-    Equal to ``min_w uniform_filter(values, (1, w, w), mode="reflect")``: the box sums
-    come from one summed-area table of the symmetrically padded images, so every window
-    size costs four slices instead of a filter pass.
+    Equal to ``min_w uniform_filter(values, size=(1, w, w), mode="reflect")``: the N images
+    become the channels of one h x w image, so each window size is one ``cv2.boxFilter``
+    (OpenCV's BORDER_REFLECT is scipy's "reflect", fedcba|abcdef) over the whole batch.
     """
     n, h, w = values.shape
-    half = max(windows) // 2
-    if half >= min(h, w):  # padding wider than the band: let scipy handle the reflection
-        return np.min([uniform_filter(values, size=(1, s, s), mode="reflect")
-                       for s in windows], axis=0)
-    padded = np.pad(values, ((0, 0), (half, half), (half, half)), mode="symmetric")
-    table = np.zeros((n, h + 2 * half + 1, w + 2 * half + 1))
-    np.cumsum(np.cumsum(padded, axis=1), axis=2, out=table[:, 1:, 1:])
-    best = None
-    for size in windows:
-        k = size // 2
-        a, b = half - k, half - k + size  # window rows a..b-1 of padded, shifted per pixel
-        box = (table[:, b:b + h, b:b + w] - table[:, a:a + h, b:b + w]
-               - table[:, b:b + h, a:a + w] + table[:, a:a + h, a:a + w]) / (size * size)
-        best = box if best is None else np.minimum(best, box)
+    best = np.empty((n, h, w))
+    for start in range(0, n, _MAX_CHANNELS):
+        stop = min(n, start + _MAX_CHANNELS)
+        planes = np.ascontiguousarray(values[start:stop].transpose(1, 2, 0), np.float64)
+        low = None
+        for size in windows:
+            box = cv2.boxFilter(planes, -1, (size, size), borderType=cv2.BORDER_REFLECT)
+            low = box if low is None else np.minimum(low, box, out=low)
+        best[start:stop] = low.reshape(h, w, stop - start).transpose(2, 0, 1)
     return best
 
 
@@ -87,13 +86,12 @@ def wavelet_noise_residual(gray: np.ndarray, wavelet: str = "db4", levels: int =
     noise_coeffs = [np.zeros_like(coeffs[0])]
     energy = np.empty((n, levels, 3))
     for k, detail in enumerate(coeffs[1:]):  # coarsest level first
-        bands = []
-        for b, c in enumerate(detail):
-            variance = np.maximum(_min_local_mean(c * c, windows) - s2, 0)
-            noise = c * (s2 / (variance + s2))
-            bands.append(noise)
-            energy[:, levels - 1 - k, b] = (noise * noise).mean(axis=(1, 2))
-        noise_coeffs.append(tuple(bands))
+        bands = np.stack(detail)                                  # 3 x N x h x w
+        squares = (bands * bands).reshape(3 * n, *bands.shape[2:])
+        variance = np.maximum(_min_local_mean(squares, windows) - s2, 0)
+        noise = bands * (s2 / (variance.reshape(bands.shape) + s2))
+        energy[:, levels - 1 - k] = (noise * noise).mean(axis=(2, 3)).T
+        noise_coeffs.append(tuple(noise))
     residual = pywt.waverec2(noise_coeffs, wavelet, mode="periodization", axes=(-2, -1))
     return residual[:, :h, :w], energy
 
@@ -101,12 +99,18 @@ def wavelet_noise_residual(gray: np.ndarray, wavelet: str = "db4", levels: int =
 def lag1_correlation(residual: np.ndarray, axis: int) -> np.ndarray:
     """Pearson correlation of each image (N x H x W) with itself shifted by one pixel."""
     n = residual.shape[0]
-    a = np.delete(residual, -1, axis=axis).reshape(n, -1)
-    b = np.delete(residual, 0, axis=axis).reshape(n, -1)
-    a = a - a.mean(axis=1, keepdims=True)
-    b = b - b.mean(axis=1, keepdims=True)
-    denom = np.sqrt((a * a).sum(1) * (b * b).sum(1))
-    return np.divide((a * b).sum(1), denom, out=np.zeros(n), where=denom > 0)
+    cut = [slice(None)] * 3
+    cut[axis] = slice(None, -1)
+    a = residual[tuple(cut)]
+    cut[axis] = slice(1, None)
+    b = residual[tuple(cut)]
+    count = a[0].size
+    sa, sb = a.sum(axis=(1, 2)), b.sum(axis=(1, 2))
+    cov = np.einsum("nij,nij->n", a, b) - sa * sb / count
+    var_a = np.einsum("nij,nij->n", a, a) - sa * sa / count
+    var_b = np.einsum("nij,nij->n", b, b) - sb * sb / count
+    denom = np.sqrt(np.maximum(var_a, 0) * np.maximum(var_b, 0))
+    return np.divide(cov, denom, out=np.zeros(n), where=denom > 0)
 
 
 @register_extractor
