@@ -3,13 +3,57 @@
 ``python -m extract.bench [--n 32] [--size 256] [--images DIR] [--json PATH]``
 
 Both sides run single-threaded (OpenCV, OpenMP, MKL and OpenBLAS limited to one thread)
-on the same aligned face crops, in one process. The naive side is what one would write
-with scikit-image / scipy / OpenCV one image at a time (``hog``, ``local_binary_pattern``,
-``graycomatrix`` + ``graycoprops``, ``skimage.color`` + ``scipy.stats`` moments,
-``denoise_wavelet``, per-image ``dctn`` / ``fft2``, ``scipy.stats`` for NPR, and the same
-OpenCV detectors), computing the same outputs with the same parameters where the library
-allows it. Prints CPU ms per image (best of --repeat runs) on each side and their ratio
-per feature and in total.
+on the same aligned face crops (with their landmarks), in one process. The naive side is
+what one would write with scikit-image / scipy / OpenCV one image at a time, computing the
+same outputs with the same parameters (the extractors' defaults) where the library allows
+it. Prints CPU ms per image (best of --repeat runs) on each side and their ratio per
+feature and in total.
+
+Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gray``,
+``gray`` OpenCV's 8-bit ``cvtColor(RGB2GRAY)``, as the extractors use them):
+
+- ``lbp``: ``skimage.feature.local_binary_pattern`` (uniform; P, R = 8, 1 / 16, 2 / 24, 3)
+  on ``gray`` and ``np.bincount`` histograms, whole crop and 4 x 4 cells (P8R1; returned
+  in a different order than our vector: P8R1 whole, its 16 cells, then P16R2, P24R3).
+- ``hog``: ``skimage.feature.hog`` on ``gray`` (9 orientations, 16 px cells, 2 x 2 blocks,
+  L2-Hys): our vector.
+- ``glcm``: ``graycomatrix`` + ``graycoprops`` on ``gray`` quantised to 32 levels: our
+  per-angle columns (not the per-distance mean and range).
+- ``dct``: ``scipy.fft.dctn`` of the whole ``luma`` and of its 8 x 8 tiles; the AC mean
+  |c|, std and ``np.histogram`` counts (8 bins over [-32, 32]).
+- ``fft``: ``np.fft.fft2`` of ``luma``, ``np.bincount`` ring means of the log amplitude
+  and the energy fractions beyond 0.25, 0.5, 0.75 of the Nyquist radius.
+- ``npr``: the 2 x 2 nearest-neighbour residual and ``scipy.stats`` moments: our vector.
+- ``color``: ``skimage.color`` rgb2hsv / rgb2ycbcr / rgb2lab and ``scipy.stats``
+  moments, ``np.diff`` gradient statistics: our vector.
+- ``prnu``: ``skimage.restoration.denoise_wavelet`` (db4, 4 levels, BayesShrink) of
+  ``gray`` / 255 and the residual's std and kurtosis. A stand-in: it is not our Mihcak
+  local-Wiener denoiser, so its numbers differ from ours.
+- ``keypoints``: the same OpenCV SIFT / ORB / AKAZE ``detectAndCompute`` on ``gray``
+  (raw keypoints and descriptors, no statistics).
+- ``symmetry``: ``np.fliplr`` + ``scipy.ndimage.shift`` (linear) to mirror ``luma`` and its
+  ``cv2.Sobel`` magnitude about the nose-bridge midline, the ``cv2.convexHull`` /
+  ``cv2.fillConvexPoly`` landmark hull, a numpy 3 x 3 LBP (skimage's circular LBP samples
+  the diagonals by interpolation, not the square neighbourhood) with ``np.bincount``
+  histograms, and the landmark mirror distances: our vector.
+- ``head_pose``: three ``cv2.solvePnP`` (iterative) fits per image, all 68 points, the
+  whole face, the central face, each from the previous pose
+  (``extract.geometry.solve_head_pose``, whose frontal start pose is part of the method),
+  then ``cv2.Rodrigues`` and the Euler angles: our vector. Our extractor makes the very
+  same OpenCV calls one image at a time, hence the "TOTAL w/o keypoints, head_pose" row.
+- ``eyes``: eye aspect ratios, then per eye the shared per-image helpers of
+  ``extract.eyes`` (``eye_patch``: ``cv2.warpAffine`` + ``cv2.fillPoly``; ``cornea_disk``;
+  ``highlight_mask``: ``cv2.erode`` + ``cv2.morphologyEx`` top-hat) and the mask
+  statistics: our vector. Ours also works one eye patch at a time, so the two sides differ
+  only in how the luma and the eye aspect ratios are computed.
+- ``warping``: the landmark hull, ``cv2.erode`` / ``cv2.dilate`` with discs,
+  ``cv2.Laplacian`` (ksize 1), ``cv2.GaussianBlur`` (sigma 1 and 2, scipy's 4-sigma
+  kernel) and masked means / variances: our vector.
+- ``blending``: the landmark hull, ``cv2.erode`` / ``cv2.dilate`` with discs, ``cv2.Sobel``
+  magnitude, ``cv2.cvtColor`` float RGB2LAB (ours uses OpenCV's Lab here, not
+  ``skimage.color.rgb2lab``, which differs by up to ~0.4) and masked means: our vector.
+
+``tests/extract/test_bench.py`` checks each reference against our vector.
 """
 from __future__ import annotations
 
@@ -22,7 +66,8 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                 "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
-FEATURES = ("lbp", "hog", "glcm", "dct", "fft", "npr", "color", "prnu", "keypoints")
+FEATURES = ("lbp", "hog", "glcm", "dct", "fft", "npr", "color", "prnu", "keypoints",
+            "symmetry", "head_pose", "eyes", "warping", "blending")
 
 
 def _single_threaded_or_reexec(argv):
@@ -116,12 +161,24 @@ def _naive_functions():
     import numpy as np
     import scipy.fft
     import scipy.stats
+    from scipy import ndimage
     from skimage import color as skcolor
     from skimage.feature import graycomatrix, graycoprops, hog, local_binary_pattern
     from skimage.restoration import denoise_wavelet
 
+    from extract.eyes import EYE_INDEX, cornea_disk, eye_patch, highlight_mask
+    from extract.geometry import (IBUG68_MIRROR, YANG_CENTRAL_FACE, YANG_WHOLE_FACE,
+                                  solve_head_pose)
+
+    bt601 = np.array([0.299, 0.587, 0.114], np.float32)
+    nan = float("nan")
+
     def gray_of(rgb):
         return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+
+    def luma_of(rgb):
+        """float32 BT.601 luma, the same per-pixel product as ``FaceBatch.gray``."""
+        return rgb.astype(np.float32) @ bt601
 
     def lbp(rgb, _):
         gray = gray_of(rgb)
@@ -150,7 +207,7 @@ def _naive_functions():
         return np.concatenate([p.ravel() for p in props])
 
     def dct(rgb, _):
-        gray = gray_of(rgb).astype(np.float64)
+        gray = luma_of(rgb).astype(np.float64)
         full = np.log1p(np.abs(scipy.fft.dctn(gray, norm="ortho")))
         h, w = gray.shape
         tiles = gray[:h // 8 * 8, :w // 8 * 8].reshape(h // 8, 8, w // 8, 8)
@@ -161,14 +218,15 @@ def _naive_functions():
         return full, np.abs(ac).mean(0), ac.std(0), hists
 
     def fft(rgb, _):
-        gray = gray_of(rgb).astype(np.float64)
+        gray = luma_of(rgb).astype(np.float64)
         amp = np.abs(np.fft.fftshift(np.fft.fft2(gray)))
         h, w = gray.shape
         y, x = np.indices((h, w))
-        r = np.hypot(y - h // 2, x - w // 2).astype(int)
+        radius = np.hypot(y - h // 2, x - w // 2)
+        r = radius.astype(int)
         rings = np.bincount(r.ravel(), np.log1p(amp).ravel()) / np.bincount(r.ravel())
         energy = amp ** 2
-        ratios = [energy[r > f * min(h, w) / 2].sum() / energy[r > 0].sum()
+        ratios = [energy[radius > f * min(h, w) / 2].sum() / energy[radius > 0].sum()
                   for f in (0.25, 0.5, 0.75)]
         return rings[:min(h, w) // 2], ratios
 
@@ -210,19 +268,175 @@ def _naive_functions():
         gray = gray_of(rgb)
         return [d.detectAndCompute(gray, None) for d in detectors.values()]
 
+    # ------------------------------------------------- landmark-based: geometry, eyes, artifacts
+
+    def hull_of(lm, shape):
+        """uint8 H x W mask of the convex hull of the (rounded) landmarks."""
+        mask = np.zeros(shape, np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(lm).astype(np.int32)), 1)
+        return mask
+
+    def morph(mask, radius, dilate):
+        """Disc dilation / erosion; the image border counts as background, as ours."""
+        disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+        return (cv2.dilate if dilate else cv2.erode)(mask, disc, borderValue=0).astype(bool)
+
+    def sobel_magnitude(gray):
+        gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        return cv2.magnitude(gx, gy)
+
+    def log_ratio(a, b, eps=1e-6):
+        return np.log((a + eps) / (b + eps))
+
+    def lbp3x3(gray):
+        """8-neighbour LBP, ``neighbour >= centre``, edges replicated, bit k clockwise from
+        the top-left neighbour (skimage has no square-neighbourhood LBP)."""
+        pad = np.pad(gray, 1, mode="edge")
+        h, w = gray.shape
+        codes = np.zeros((h, w), np.uint8)
+        for bit, (dy, dx) in enumerate(((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1),
+                                        (2, 0), (1, 0))):
+            codes |= (pad[dy:dy + h, dx:dx + w] >= gray).astype(np.uint8) << bit
+        return codes
+
+    def symmetry(rgb, landmarks):
+        lm = np.asarray(landmarks, np.float64)
+        if not np.isfinite(lm).all():
+            return [nan] * 4
+        h, w = rgb.shape[:2]
+        midline = lm[27:31, 0].mean()
+
+        def mirror(image):  # image[y, 2 m - x], linear interpolation, edges clamped
+            return ndimage.shift(np.fliplr(image), (0, 2 * midline - (w - 1)), order=1,
+                                 mode="nearest")
+
+        gray = luma_of(rgb)
+        mirrored = mirror(gray)
+        source = 2 * midline - np.arange(w)
+        region = hull_of(lm, (h, w)).astype(bool) & ((source >= 0) & (source <= w - 1))[None]
+        pixel = np.abs(gray - mirrored)[region].mean(dtype=np.float64)
+        grad = sobel_magnitude(gray)
+        gradient = np.abs(grad - mirror(grad))[region].mean(dtype=np.float64)
+        hist = np.bincount(lbp3x3(gray)[region], minlength=256) / region.sum()
+        hist_m = np.bincount(lbp3x3(mirrored)[region], minlength=256) / region.sum()
+        lateral = np.flatnonzero(IBUG68_MIRROR != np.arange(68))
+        reflected = np.column_stack([2 * midline - lm[:, 0], lm[:, 1]])
+        gaps = np.linalg.norm(lm[lateral] - reflected[IBUG68_MIRROR[lateral]], axis=1)
+        interocular = np.linalg.norm(lm[36:42].mean(0) - lm[42:48].mean(0))
+        out = [pixel, gradient, 0.5 * np.abs(hist - hist_m).sum(), gaps.mean() / interocular]
+        return out if np.isfinite(out).all() else [nan] * 4
+
+    def head_pose(rgb, landmarks):
+        pts = np.asarray(landmarks, np.float64)
+        if not np.isfinite(pts).all():
+            return [nan] * 7
+        h, w = rgb.shape[:2]
+        camera = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], np.float64)
+        # cv2.solvePnP (iterative) from the same start pose as ours: the plain call without
+        # an extrinsic guess lands on other poses (some behind the camera) for some faces
+        full = solve_head_pose(pts, np.arange(68), camera)
+        whole = full and solve_head_pose(pts, YANG_WHOLE_FACE, camera, full)
+        central = whole and solve_head_pose(pts, YANG_CENTRAL_FACE, camera, whole)
+        if not central:
+            return [nan] * 7
+        r = cv2.Rodrigues(full[0])[0]
+        angles = np.degrees([np.arctan2(r[2, 1], r[2, 2]), np.arcsin(np.clip(-r[2, 0], -1, 1)),
+                             np.arctan2(r[1, 0], r[0, 0])])
+        relative = cv2.Rodrigues(cv2.Rodrigues(whole[0])[0] @ cv2.Rodrigues(central[0])[0].T)[0]
+        return [*angles, *(whole[0] - central[0]), np.degrees(np.linalg.norm(relative))]
+
+    eye_width, eye_height = 64, 32                     # CornealHighlightExtractor defaults
+    cornea_radius = 0.2 * eye_width / 1.2
+    tophat_kernel = 2 * int(round(cornea_radius)) + 1
+
+    def eyes(rgb, landmarks):
+        lm = np.asarray(landmarks, np.float64)
+        contours = [lm[EYE_INDEX[0]], lm[EYE_INDEX[1]]]
+        if not np.isfinite(contours).all():
+            return [nan] * 6
+        for e in contours:   # eye aspect ratio: closed eyes are invalid
+            d = lambda a, b: np.linalg.norm(e[a] - e[b])  # noqa: E731
+            if (d(1, 5) + d(2, 4)) / (2 * d(0, 3)) < 0.15:
+                return [nan] * 6
+        gray = luma_of(rgb)
+        found = [eye_patch(gray, e, eye_width, eye_height) for e in contours]
+        if any(f is None for f in found):
+            return [nan] * 6
+        masks = [highlight_mask(patch, cornea_disk(patch, region, cornea_radius, 0.25),
+                                tophat_kernel, 10.0) for patch, region in found]
+        areas = np.array([m.sum() for m in masks], np.float64)
+        if (areas == 0).any():
+            return [nan] * 6
+        intensity = [found[e][0][masks[e]].mean() for e in range(2)]
+        centroid = [np.nonzero(m)[::-1] for m in masks]             # (xs, ys)
+        centroid = [np.array([xs.mean() / eye_width, ys.mean() / eye_height])
+                    for xs, ys in centroid]
+        dx, dy = centroid[1] - centroid[0]
+        return [(masks[0] & masks[1]).sum() / (masks[0] | masks[1]).sum(),
+                abs(intensity[0] - intensity[1]) / 255, dx, dy,
+                np.hypot(dx, dy * eye_height / eye_width), areas.min() / areas.max()]
+
+    def warping(rgb, landmarks, margin=4, band=16, sigmas=(1.0, 2.0)):
+        lm = np.asarray(landmarks, np.float64)
+        if not np.isfinite(lm).all():
+            return [nan] * (3 + len(sigmas))
+        hull = hull_of(lm, rgb.shape[:2])
+        inner = morph(hull, margin, False)
+        context = morph(hull, margin + band, True) & ~morph(hull, margin, True)
+        gray = luma_of(rgb)
+        lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1, borderType=cv2.BORDER_REPLICATE)
+        var_in = np.var(lap[inner], dtype=np.float64)
+        var_ctx = np.var(lap[context], dtype=np.float64)
+        out = [var_in, var_ctx, log_ratio(var_in, var_ctx)]
+        for sigma in sigmas:
+            k = 2 * int(4.0 * sigma + 0.5) + 1       # scipy's gaussian_filter truncate=4
+            energy = (gray - cv2.GaussianBlur(gray, (k, k), sigma,
+                                              borderType=cv2.BORDER_REPLICATE)) ** 2
+            out.append(log_ratio(energy[inner].mean(dtype=np.float64),
+                                 energy[context].mean(dtype=np.float64)))
+        return out if np.isfinite(out).all() else [nan] * len(out)
+
+    def blending(rgb, landmarks, band=6, ring=6):
+        lm = np.asarray(landmarks, np.float64)
+        if not np.isfinite(lm).all():
+            return [nan] * 7
+        hull = hull_of(lm, rgb.shape[:2])
+        eroded, dilated = morph(hull, band, False), morph(hull, band, True)
+        boundary = dilated & ~eroded
+        outside = morph(hull, 2 * band, True) & ~dilated
+        inner_ring = hull.astype(bool) & ~morph(hull, ring, False)
+        outer_ring = morph(hull, ring, True) & ~hull.astype(bool)
+        grad = sobel_magnitude(luma_of(rgb))
+        g_band, g_in, g_out = (grad[m].mean(dtype=np.float64)
+                               for m in (boundary, eroded, outside))
+        lab = cv2.cvtColor(rgb.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)  # as ours
+        diff = lab[inner_ring].mean(0, dtype=np.float64) - lab[outer_ring].mean(
+            0, dtype=np.float64)
+        out = [g_band, g_in, g_out, log_ratio(g_band, (g_in + g_out) / 2), diff[0],
+               np.hypot(diff[1], diff[2]), np.linalg.norm(diff)]
+        return out if np.isfinite(out).all() else [nan] * 7
+
     return {"lbp": lbp, "hog": hog_, "glcm": glcm, "dct": dct, "fft": fft, "npr": npr,
-            "color": color, "prnu": prnu, "keypoints": keypoints}
+            "color": color, "prnu": prnu, "keypoints": keypoints, "symmetry": symmetry,
+            "head_pose": head_pose, "eyes": eyes, "warping": warping, "blending": blending}
 
 
 def _ours():
+    from extract.artifacts import BlendingBoundaryExtractor, WarpingArtifactExtractor
     from extract.color import ColorExtractor
+    from extract.eyes import CornealHighlightExtractor
     from extract.frequency import DCTExtractor, FFTExtractor, NPRExtractor
+    from extract.geometry import HeadPoseExtractor, SymmetryExtractor
     from extract.keypoints import KeypointExtractor
     from extract.noise import PRNUExtractor
     from extract.texture import GLCMExtractor, HOGExtractor, LBPExtractor
     return {"lbp": LBPExtractor(), "hog": HOGExtractor(), "glcm": GLCMExtractor(),
             "dct": DCTExtractor(), "fft": FFTExtractor(), "npr": NPRExtractor(),
-            "color": ColorExtractor(), "prnu": PRNUExtractor(), "keypoints": KeypointExtractor()}
+            "color": ColorExtractor(), "prnu": PRNUExtractor(), "keypoints": KeypointExtractor(),
+            "symmetry": SymmetryExtractor(), "head_pose": HeadPoseExtractor(),
+            "eyes": CornealHighlightExtractor(), "warping": WarpingArtifactExtractor(),
+            "blending": BlendingBoundaryExtractor()}
 
 
 # ---------------------------------------------------------------------------------- running
@@ -295,10 +509,14 @@ def main(argv=None, reexec: bool = False) -> int:
     print(f"{len(batch)} crops of {args.size} px: {source}; 1 thread; best of {args.repeat} "
           "runs in CPU time", file=sys.stderr)
     rows = run(batch, features, args.repeat)
-    rows.append(_total(rows, "TOTAL"))
-    if "keypoints" in features and len(features) > 1:
-        rows.append(_total(rows[:-1], "TOTAL w/o keypoints",
-                           lambda r: r["feature"] != "keypoints"))
+    per_feature = list(rows)
+    rows.append(_total(per_feature, "TOTAL"))
+    # keypoints and head_pose run the same OpenCV calls (detectAndCompute, solvePnP) one
+    # image at a time on both sides: totals without them show what batching changes
+    for label, left_out in (("TOTAL w/o keypoints", {"keypoints"}),
+                            ("TOTAL w/o keypoints, head_pose", {"keypoints", "head_pose"})):
+        if left_out <= set(features) and len(features) > len(left_out):
+            rows.append(_total(per_feature, label, lambda r: r["feature"] not in left_out))
     print(format_table(rows))
     if args.json:
         with open(args.json, "w") as fh:

@@ -4,7 +4,7 @@ Camera images carry a photo-response non-uniformity pattern and demosaicing nois
 generated or blended faces lack or carry differently. The residual is the high-frequency
 part a wavelet denoiser removes, as in Lukas, Fridrich & Goljan [1]_ (the Mihcak et al.
 [2]_ denoiser), computed on the whole batch at once (``pywt.wavedec2`` over the last two
-axes, ``uniform_filter`` with a 1 x w x w window).
+axes, local means by ``cv2.boxFilter`` with the batch as channels).
 """
 from __future__ import annotations
 

@@ -7,6 +7,8 @@ scikit-image loop over pixels in Cython one image at a time; these give the same
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -249,6 +251,29 @@ class LBPExtractor(Extractor):
 
 # ----------------------------------------------------------------------------------------- HOG
 
+#: Largest central difference of 8-bit grey levels: gradients lie in [-255, 255].
+_GRAD_MAX = 255
+
+
+@functools.lru_cache(maxsize=8)
+def _hog_tables(orientations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude and orientation bin of every integer gradient pair of 8-bit images.
+
+    Indexed by ``(g_row + 255) * 511 + (g_col + 255)``: ``hypot(g_col, g_row)`` and the bin
+    of ``rad2deg(arctan2(g_row, g_col)) % 180`` under skimage's test ``start <= o < end``
+    (an orientation that rounds to 180.0 falls in no bin there, here in bin
+    ``orientations``, which is dropped). Same float64 operations as computing them per
+    pixel, once per table instead of once per pixel.
+    """
+    g = np.arange(-_GRAD_MAX, _GRAD_MAX + 1, dtype=np.float64)
+    g_row, g_col = g[:, None], g[None, :]
+    magnitude = np.hypot(g_col, g_row).ravel()
+    orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+    edges = (180.0 / orientations) * np.arange(orientations + 1)
+    bins = (np.searchsorted(edges, orientation.ravel(), side="right") - 1).astype(np.int32)
+    return magnitude, bins
+
+
 def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
               cells_per_block=(2, 2)) -> np.ndarray:
     """HOG descriptors of a batch of grey images, as ``skimage.feature.hog``.
@@ -257,7 +282,9 @@ def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
     block_norm='L2-Hys', feature_vector=True)`` on each float64 image (central-difference
     gradients, unsigned orientations binned in [0, 180), magnitude summed per cell and
     divided by the cell area, L2-Hys normalisation per block with eps 1e-5), to float
-    rounding (sums are pairwise here, sequential in skimage).
+    rounding (sums are pairwise here, sequential in skimage). For 8-bit input the
+    gradients are integers in [-255, 255], so magnitude and bin come from
+    :func:`_hog_tables` instead of ``hypot`` and ``arctan2`` per pixel.
 
     Parameters
     ----------
@@ -269,10 +296,10 @@ def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
     -------
     ndarray, N x D float64, D = blocks_row * blocks_col * cells_per_block * orientations
     """
-    image = np.asarray(gray, np.float64)
-    if image.ndim != 3:
-        raise ValueError(f"gray must be N x H x W, got shape {image.shape}")
-    n, h, w = image.shape
+    gray = np.asarray(gray)
+    if gray.ndim != 3:
+        raise ValueError(f"gray must be N x H x W, got shape {gray.shape}")
+    n, h, w = gray.shape
     c_row, c_col = (int(v) for v in pixels_per_cell)
     b_row, b_col = (int(v) for v in cells_per_block)
     cells_r, cells_c = h // c_row, w // c_col
@@ -280,16 +307,27 @@ def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
     if blocks_r < 1 or blocks_c < 1:
         raise ValueError(f"image {h}x{w} is too small for {c_row}x{c_col} cells in "
                          f"{b_row}x{b_col} blocks")
-    g_row = np.zeros_like(image)
-    g_col = np.zeros_like(image)
-    g_row[:, 1:-1, :] = image[:, 2:, :] - image[:, :-2, :]
-    g_col[:, :, 1:-1] = image[:, :, 2:] - image[:, :, :-2]
-    magnitude = np.hypot(g_col, g_row)
-    orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
-    # skimage's bin test is start <= o < end with start = (180 / k) * i; an orientation
-    # that rounds to 180.0 falls in no bin there, and here goes to the dropped bin k.
-    edges = (180.0 / orientations) * np.arange(orientations + 1)
-    bins = np.searchsorted(edges, orientation, side="right") - 1
+    if gray.dtype == np.uint8:
+        magnitude_table, bin_table = _hog_tables(orientations)
+        image = gray.astype(np.int32)
+        side = 2 * _GRAD_MAX + 1
+        index = np.full((n, h, w), _GRAD_MAX * side + _GRAD_MAX, np.int32)  # zero gradient
+        index[:, 1:-1, :] += (image[:, 2:, :] - image[:, :-2, :]) * side
+        index[:, :, 1:-1] += image[:, :, 2:] - image[:, :, :-2]
+        magnitude = magnitude_table.take(index)
+        bins = bin_table.take(index)
+    else:
+        image = gray.astype(np.float64)
+        g_row = np.zeros_like(image)
+        g_col = np.zeros_like(image)
+        g_row[:, 1:-1, :] = image[:, 2:, :] - image[:, :-2, :]
+        g_col[:, :, 1:-1] = image[:, :, 2:] - image[:, :, :-2]
+        magnitude = np.hypot(g_col, g_row)
+        orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
+        # skimage's bin test is start <= o < end with start = (180 / k) * i; an orientation
+        # that rounds to 180.0 falls in no bin there, and here goes to the dropped bin k.
+        edges = (180.0 / orientations) * np.arange(orientations + 1)
+        bins = np.searchsorted(edges, orientation, side="right") - 1
     cell_r = np.arange(h) // c_row
     cell_c = np.arange(w) // c_col
     inside = (cell_r[:, None] < cells_r) & (cell_c[None, :] < cells_c)

@@ -72,12 +72,15 @@ def test_hog_matches_skimage(faces, random_gray):
     for gray, params in ((gray_uint8(faces)[:3], (9, (16, 16), (2, 2))),
                          (gray_uint8(faces)[:2], (6, (8, 12), (3, 2))),
                          (random_gray, (9, (8, 8), (2, 2)))):
-        ours = hog_batch(gray.astype(np.float64), *params)
+        assert gray.dtype == np.uint8
+        tables = hog_batch(gray, *params)                     # uint8: lookup tables
+        direct = hog_batch(gray.astype(np.float64), *params)  # float: per-pixel arctan2
+        np.testing.assert_allclose(tables, direct, rtol=1e-12, atol=1e-15)
         for i, image in enumerate(gray):
             ref = hog(image.astype(np.float64), orientations=params[0],
                       pixels_per_cell=params[1], cells_per_block=params[2],
                       block_norm="L2-Hys", feature_vector=True)
-            np.testing.assert_allclose(ours[i], ref, atol=1e-5)
+            np.testing.assert_allclose(tables[i], ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("levels", [8, 32, 256])
