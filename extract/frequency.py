@@ -230,13 +230,39 @@ def npr_residual(images: np.ndarray) -> np.ndarray:
 
     Returns
     -------
-    ndarray, N x H x W x C float32, in the units of ``images``
+    ndarray, N x H x W x C, in the units of ``images``: int16 for 8-bit input (exact),
+    float32 otherwise
     """
-    x = np.asarray(images, np.float32)
+    x = np.asarray(images)
+    x = x.astype(np.int16 if x.dtype in (np.uint8, np.int8) else np.float32)
     n, h, w = x.shape[:3]
     anchor = x[:, ::2, ::2]
     up = np.repeat(np.repeat(anchor, 2, axis=1), 2, axis=2)[:, :h, :w]
     return x - up
+
+
+def histogram_moments(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Mean |x|, standard deviation, skewness and excess kurtosis from histograms.
+
+    ``counts`` (... x K) counts how often each of the K ``values`` occurs; the statistics
+    are those of the samples the histogram describes (biased estimators, as ``np.std`` and
+    ``scipy.stats.skew`` / ``kurtosis`` defaults), exact in float64. Skewness and kurtosis
+    of a constant sample are 0. Returns ... x 4.
+    """
+    counts = np.asarray(counts, np.float64)
+    total = counts.sum(axis=-1)
+    p = counts / np.maximum(total, 1)[..., None]
+    mean = p @ values
+    d = values - mean[..., None]
+    d2 = d * d
+    m2 = np.sum(p * d2, axis=-1)
+    m3 = np.sum(p * d2 * d, axis=-1)
+    m4 = np.sum(p * d2 * d2, axis=-1)
+    flat = m2 <= 1e-14 * np.maximum(mean ** 2, 1e-300)
+    safe = np.where(flat, 1.0, m2)
+    skew = np.where(flat, 0.0, m3 / safe ** 1.5)
+    kurt = np.where(flat, 0.0, m4 / safe ** 2 - 3.0)
+    return np.stack([p @ np.abs(values), np.sqrt(m2), skew, kurt], axis=-1)
 
 
 @register_extractor
@@ -278,12 +304,17 @@ class NPRExtractor(Extractor):
         n, h, w = batch.images.shape[:3]
         if n == 0 or max(h, w) < 2:
             return invalid_result(self, batch)
-        residual = npr_residual(batch.images) / np.float32(255)
+        images = batch.images
+        if images.dtype != np.uint8:
+            raise ValueError(f"npr: expected uint8 images, got {images.dtype}")
+        residual = npr_residual(images)        # integer grey-level steps in [-255, 255]
         anchor = np.zeros((h, w), bool)
         anchor[::2, ::2] = True
-        samples = residual[:, ~anchor, :]  # N x M x 3
-        mean_abs = np.abs(samples).mean(axis=1, dtype=np.float64)
-        _, std, skew, kurt = standardized_moments(samples, axis=1)
-        vector = np.stack([mean_abs, std, skew, kurt], axis=2).reshape(n, -1)
-        return {"vector": vector.astype(np.float32), "map": residual,
-                "valid": np.ones(n, bool)}
+        # The residual of 8-bit images takes 511 integer values, so each channel's moments
+        # come exactly (float64) from its histogram: one bincount over the batch.
+        steps = residual[:, ~anchor, :].astype(np.int32) + 255          # N x M x 3
+        index = steps + (np.arange(n * 3, dtype=np.int32) * 511).reshape(n, 1, 3)
+        counts = np.bincount(index.ravel(), minlength=n * 3 * 511).reshape(n, 3, 511)
+        vector = histogram_moments(counts, np.arange(-255, 256) / 255.0)
+        return {"vector": vector.reshape(n, -1).astype(np.float32),
+                "map": residual / np.float32(255), "valid": np.ones(n, bool)}
