@@ -308,13 +308,15 @@ class NPRExtractor(Extractor):
         if images.dtype != np.uint8:
             raise ValueError(f"npr: expected uint8 images, got {images.dtype}")
         residual = npr_residual(images)        # integer grey-level steps in [-255, 255]
-        anchor = np.zeros((h, w), bool)
-        anchor[::2, ::2] = True
         # The residual of 8-bit images takes 511 integer values, so each channel's moments
-        # come exactly (float64) from its histogram: one bincount over the batch.
-        steps = residual[:, ~anchor, :].astype(np.int32) + 255          # N x M x 3
-        index = steps + (np.arange(n * 3, dtype=np.int32) * 511).reshape(n, 1, 3)
+        # come exactly (float64) from its histogram: one bincount over the batch. Anchors
+        # (the top-left pixel of each 2 x 2 cell) are 0 by construction and left out by
+        # taking their count off the zero bin.
+        index = residual.astype(np.int32)
+        index += (np.arange(3, dtype=np.int32) * 511 + 255)[None, None, None, :]
+        index += (np.arange(n, dtype=np.int32) * 3 * 511)[:, None, None, None]
         counts = np.bincount(index.ravel(), minlength=n * 3 * 511).reshape(n, 3, 511)
+        counts[:, :, 255] -= ((h + 1) // 2) * ((w + 1) // 2)
         vector = histogram_moments(counts, np.arange(-255, 256) / 255.0)
         return {"vector": vector.reshape(n, -1).astype(np.float32),
                 "map": residual / np.float32(255), "valid": np.ones(n, bool)}
