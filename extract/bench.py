@@ -357,7 +357,7 @@ def _naive_functions():
             return [nan] * 6
         for e in contours:   # eye aspect ratio: closed eyes are invalid
             d = lambda a, b: np.linalg.norm(e[a] - e[b])  # noqa: E731
-            if (d(1, 5) + d(2, 4)) / (2 * d(0, 3)) < 0.15:
+            if not (d(1, 5) + d(2, 4)) / (2 * d(0, 3)) >= 0.15:   # NaN too, as ours
                 return [nan] * 6
         gray = luma_of(rgb)
         found = [eye_patch(gray, e, eye_width, eye_height) for e in contours]
@@ -483,12 +483,14 @@ def _total(rows, label, keep=lambda r: True) -> dict:
 
 
 def format_table(rows) -> str:
-    lines = [f"{'feature':<22} {'naive ms/img':>12} {'ours ms/img':>12} {'speed-up':>8}",
-             "-" * 57]
+    width = max([22] + [len(r["feature"]) for r in rows])
+    rule = "-" * (width + 35)
+    lines = [f"{'feature':<{width}} {'naive ms/img':>12} {'ours ms/img':>12} {'speed-up':>8}",
+             rule]
     for r in rows:
         if r["feature"].startswith("TOTAL") and not lines[-1].startswith("-"):
-            lines.append("-" * 57)
-        lines.append(f"{r['feature']:<22} {r['naive_ms']:12.2f} {r['ours_ms']:12.2f} "
+            lines.append(rule)
+        lines.append(f"{r['feature']:<{width}} {r['naive_ms']:12.2f} {r['ours_ms']:12.2f} "
                      f"{r['ratio']:7.1f}x")
     return "\n".join(lines)
 
