@@ -89,6 +89,18 @@ def _rows(images: np.ndarray) -> np.ndarray:
     return images.reshape(n * h, w, c)
 
 
+def _transform(images: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    """``cv2.transform`` (per-pixel affine map of the channels) of each image of an
+    N x H x W x C float32 batch. One call per image: OpenCV's block processing makes the
+    last bit of a pixel depend on where it falls in one long call, so a stacked call would
+    not give each image the result it gets alone."""
+    matrix = np.asarray(matrix, np.float32)
+    out = np.empty(images.shape[:3] + (matrix.shape[0],), np.float32)
+    for i, image in enumerate(images):
+        out[i] = cv2.transform(image, matrix).reshape(out.shape[1:])
+    return out
+
+
 def _stacked_cvt(rgb: np.ndarray, code: int) -> np.ndarray:
     """cv2.cvtColor on all N images of ``rgb`` (N x H x W x 3 float32) in one call."""
     return cv2.cvtColor(_rows(rgb), code).reshape(rgb.shape)
@@ -119,7 +131,7 @@ def rgb_to_lab(images: np.ndarray) -> np.ndarray:
 
     OpenCV's float RGB2Lab differs from skimage by up to 0.4 (it approximates the sRGB
     curve), so this follows skimage's formulas: a 256-entry table for the sRGB
-    linearisation (``cv2.LUT``), the XYZ matrix over the D65 white (``cv2.transform``), f
+    linearisation (``cv2.LUT``), the XYZ matrix over the D65 white (:func:`_transform`), f
     the CIE cube root (linear below 0.008856), then the affine map :data:`_LAB_FROM_F`.
     """
     images = np.asarray(images, np.uint8)
@@ -127,13 +139,13 @@ def rgb_to_lab(images: np.ndarray) -> np.ndarray:
         raise ValueError(f"images must be N x H x W x 3, got shape {images.shape}")
     if images.size == 0:
         return np.zeros(images.shape, np.float32)
-    linear = cv2.LUT(_rows(images), _SRGB_LINEAR.astype(np.float32))
-    xyz = cv2.transform(linear, (XYZ_FROM_RGB / D65_WHITE[:, None]).astype(np.float32))
+    linear = cv2.LUT(_rows(images), _SRGB_LINEAR.astype(np.float32)).reshape(images.shape)
+    xyz = _transform(linear, XYZ_FROM_RGB / D65_WHITE[:, None])
     f = np.cbrt(xyz)
     dark = xyz <= 0.008856  # CIE's linear segment near black
     if dark.any():
         f = np.where(dark, np.float32(7.787) * xyz + np.float32(16 / 116), f)
-    return cv2.transform(f, _LAB_FROM_F).reshape(images.shape)
+    return _transform(f, _LAB_FROM_F)
 
 
 def color_spaces(images: np.ndarray) -> dict[str, np.ndarray]:
@@ -156,8 +168,7 @@ def color_spaces(images: np.ndarray) -> dict[str, np.ndarray]:
     spread = value - np.minimum(np.minimum(rgb[..., 0], rgb[..., 1]), rgb[..., 2])
     hsv[..., 1] = np.divide(spread, value, out=np.zeros_like(value), where=value > 0)
     lab = rgb_to_lab(images)
-    ycbcr = cv2.transform(_rows(rgb), np.hstack([YCBCR_FROM_RGB, YCBCR_OFFSET[:, None]])
-                          .astype(np.float32)).reshape(rgb.shape)
+    ycbcr = _transform(rgb, np.hstack([YCBCR_FROM_RGB, YCBCR_OFFSET[:, None]]))
     return {"rgb": rgb, "hsv": hsv, "ycbcr": ycbcr, "lab": lab}
 
 
