@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from extract.geometry import gradient_magnitude, landmark_hull_masks, landmarks_known
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
@@ -20,6 +19,18 @@ def laplacian(gray: np.ndarray) -> np.ndarray:
     g = np.asarray(gray, np.float32)
     p = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge")
     return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4 * g
+
+
+def gaussian_blur(gray: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of each N x H x W image with scipy's kernel (radius ``int(4 sigma +
+    0.5)``) and its "nearest" edges, by ``cv2.GaussianBlur`` one image at a time."""
+    g = np.asarray(gray, np.float32)
+    size = 2 * int(4.0 * sigma + 0.5) + 1
+    out = np.empty_like(g)
+    for i, image in enumerate(g):
+        out[i] = cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma,
+                                  borderType=cv2.BORDER_REPLICATE)
+    return out
 
 
 def morph(masks: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
@@ -33,16 +44,25 @@ def morph(masks: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
 
 
 def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-row mean of ``values`` (N x H x W [x C]) over ``mask`` (N x H x W); NaN if empty."""
-    m = mask.reshape(mask.shape + (1,) * (values.ndim - mask.ndim)).astype(np.float64)
-    axes = (1, 2)
+    """Per-row mean of ``values`` (N x H x W [x C]) over ``mask`` (N x H x W); NaN if empty.
+
+    The masked sums are one matrix-vector product per image (``np.matmul`` of the 0/1 mask
+    row with the pixels), in the precision of ``values``.
+    """
+    n = len(mask)
+    flat_mask = mask.reshape(n, 1, -1)
+    work = np.float32 if values.dtype == np.float32 else np.float64
+    pixels = np.asarray(values, work).reshape(n, flat_mask.shape[2], -1)
+    sums = np.matmul(flat_mask.astype(work), pixels)[:, 0, :].astype(np.float64)
+    count = flat_mask.sum(axis=2, dtype=np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (values * m).sum(axes) / m.sum(axes)
+        out = sums / count
+    return out if values.ndim > mask.ndim else out[:, 0]
 
 
 def masked_var(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
     """Per-row variance of ``values`` (N x H x W) over ``mask``; NaN if empty."""
-    mean = masked_mean(values, mask)
+    mean = masked_mean(values, mask).astype(values.dtype)
     return masked_mean((values - mean[:, None, None]) ** 2, mask)
 
 
@@ -112,8 +132,7 @@ class WarpingArtifactExtractor(Extractor):
             cols = [masked_var(lap, inner), masked_var(lap, context)]
             cols.append(log_ratio(cols[0], cols[1]))
             for sigma in self.params["sigmas"]:
-                energy = (gray - ndimage.gaussian_filter(gray, (0, sigma, sigma),
-                                                         mode="nearest")) ** 2
+                energy = (gray - gaussian_blur(gray, sigma)) ** 2
                 cols.append(log_ratio(masked_mean(energy, inner), masked_mean(energy, context)))
             out[valid] = np.stack(cols, 1)
         ok = np.isfinite(out).all(1)

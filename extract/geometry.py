@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
-from scipy import ndimage
 
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
 
@@ -253,14 +252,18 @@ def masked_histograms(codes: np.ndarray, mask: np.ndarray, bins: int = 256) -> n
 
 
 def gradient_magnitude(gray: np.ndarray) -> np.ndarray:
-    """N x H x W Sobel gradient magnitude of each image (per-image 2-D filter)."""
+    """N x H x W Sobel gradient magnitude of each image (3 x 3 Sobel, edges replicated).
+
+    ``cv2.Sobel`` one image at a time (a 2-D filter must not mix the images of a batch),
+    then ``hypot`` of the two derivatives, in float32.
+    """
     g = np.asarray(gray, np.float32)
-    # separable 3x3 Sobel on the image axes only (ndimage.sobel would also smooth across
-    # the batch axis)
-    def sobel(axis, across):
-        d = ndimage.correlate1d(g, [-1.0, 0.0, 1.0], axis=axis, mode="nearest")
-        return ndimage.correlate1d(d, [1.0, 2.0, 1.0], axis=across, mode="nearest")
-    return np.hypot(sobel(2, 1), sobel(1, 2))
+    out = np.empty(g.shape, np.float32)
+    for i, image in enumerate(g):
+        dx = cv2.Sobel(image, cv2.CV_32F, 1, 0, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        dy = cv2.Sobel(image, cv2.CV_32F, 0, 1, ksize=3, borderType=cv2.BORDER_REPLICATE)
+        out[i] = np.hypot(dx, dy)
+    return out
 
 
 @register_extractor
