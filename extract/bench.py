@@ -26,9 +26,10 @@ Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gr
 - ``npr``: the 2 x 2 nearest-neighbour residual and ``scipy.stats`` moments: our vector.
 - ``color``: ``skimage.color`` rgb2hsv / rgb2ycbcr / rgb2lab and ``scipy.stats``
   moments, ``np.diff`` gradient statistics: our vector.
-- ``prnu``: ``skimage.restoration.denoise_wavelet`` (db4, 4 levels, BayesShrink) of
-  ``gray`` / 255 and the residual's std and kurtosis. A stand-in: it is not our Mihcak
-  local-Wiener denoiser, so its numbers differ from ours.
+- ``prnu``: the Mihcak local-Wiener wavelet denoiser of ``luma``: ``pywt.wavedec2`` (db4,
+  4 levels, periodization), ``scipy.ndimage.uniform_filter`` local variances over 3-9 px
+  windows per band, ``pywt.waverec2`` of the noise parts, then ``scipy.stats`` moments,
+  ``np.corrcoef`` lag-1 correlations and band energies: our vector.
 - ``keypoints``: the same OpenCV SIFT / ORB / AKAZE ``detectAndCompute`` on ``gray``
   (raw keypoints and descriptors, no statistics).
 - ``symmetry``: ``np.fliplr`` + ``scipy.ndimage.shift`` (linear) to mirror ``luma`` and its
@@ -164,7 +165,7 @@ def _naive_functions():
     from scipy import ndimage
     from skimage import color as skcolor
     from skimage.feature import graycomatrix, graycoprops, hog, local_binary_pattern
-    from skimage.restoration import denoise_wavelet
+    import pywt
 
     from extract.eyes import EYE_INDEX, cornea_disk, eye_patch, highlight_mask
     from extract.geometry import (IBUG68_MIRROR, YANG_CENTRAL_FACE, YANG_WHOLE_FACE,
@@ -255,9 +256,23 @@ def _naive_functions():
         return out
 
     def prnu(rgb, _):
-        gray = gray_of(rgb).astype(np.float64) / 255
-        residual = gray - denoise_wavelet(gray, wavelet="db4", wavelet_levels=4, mode="soft")
-        return residual.std(), scipy.stats.kurtosis(residual.ravel())
+        gray = luma_of(rgb).astype(np.float64)
+        coeffs = pywt.wavedec2(gray, "db4", mode="periodization", level=4)
+        s2 = 3.0 ** 2
+        noise, energy = [np.zeros_like(coeffs[0])], []
+        for detail in coeffs[1:]:                       # coarsest level first
+            bands = []
+            for c in detail:                            # H, V, D
+                local = np.min([ndimage.uniform_filter(c * c, size=s, mode="reflect")
+                                for s in (3, 5, 7, 9)], axis=0)
+                bands.append(c * (s2 / (np.maximum(local - s2, 0) + s2)))
+            noise.append(tuple(bands))
+            energy.insert(0, [np.mean(b * b) for b in bands])   # finest level first
+        residual = pywt.waverec2(noise, "db4", mode="periodization")
+        return [residual.std(), scipy.stats.kurtosis(residual.ravel()),
+                np.corrcoef(residual[:, :-1].ravel(), residual[:, 1:].ravel())[0, 1],
+                np.corrcoef(residual[:-1].ravel(), residual[1:].ravel())[0, 1],
+                *np.ravel(energy)]
 
     detectors = {}
 
@@ -329,7 +344,7 @@ def _naive_functions():
 
     def head_pose(rgb, landmarks):
         pts = np.asarray(landmarks, np.float64)
-        if not np.isfinite(pts).all():
+        if not np.isfinite(pts).all() or np.ptp(pts, axis=0).min() < 2:   # min_span
             return [nan] * 7
         h, w = rgb.shape[:2]
         camera = np.array([[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], np.float64)

@@ -159,7 +159,8 @@ class HeadPoseExtractor(Extractor):
         Rx(pitch)``, 0 = frontal upright), ``drot_x``, ``drot_y``, ``drot_z`` (whole minus
         central rotation vector, radians) and ``pose_angle`` (degrees, angle of the
         rotation between the whole-face and central-face poses). NaN and ``valid`` False
-        where a landmark is NaN or a fit fails.
+        where a landmark is NaN, the landmarks span less than ``min_span`` px in x or y
+        (collapsed: no pose to fit), or a fit fails.
 
     References
     ----------
@@ -167,9 +168,9 @@ class HeadPoseExtractor(Extractor):
     """
 
     name = "head_pose"
-    version = "1"
+    version = "2"
     needs = ("landmarks",)
-    defaults = {}
+    defaults = {"min_span": 2.0}
     columns = ("pitch", "yaw", "roll", "drot_x", "drot_y", "drot_z", "pose_angle")
 
     def outputs(self, size: int) -> dict[str, OutputSpec]:
@@ -180,6 +181,9 @@ class HeadPoseExtractor(Extractor):
         camera = camera_matrix(w, h)
         out = np.full((n, len(self.columns)), np.nan, np.float64)
         valid = landmarks_known(batch.landmarks)
+        with np.errstate(invalid="ignore"):
+            spread = np.ptp(np.asarray(batch.landmarks, np.float64), axis=1).min(axis=1)
+        valid &= spread >= float(self.params["min_span"])
         every = np.arange(68)
         for i in np.flatnonzero(valid):
             pts = np.asarray(batch.landmarks[i], np.float64)

@@ -65,6 +65,15 @@ def test_head_pose_nan_landmarks_are_invalid():
     assert np.isnan(out["vector"][1]).all() and np.isfinite(out["vector"][0]).all()
 
 
+def test_head_pose_collapsed_landmarks_are_invalid(real_face_batch):
+    batch = real_face_batch.subset(slice(0, 2))
+    landmarks = batch.landmarks.copy()
+    landmarks[1] = 128.0                 # every point on the crop centre: no pose to fit
+    out = HeadPoseExtractor().extract(FaceBatch(batch.images, landmarks))
+    np.testing.assert_array_equal(out["valid"], [True, False])
+    assert np.isnan(out["vector"][1]).all() and np.isfinite(out["vector"][0]).all()
+
+
 def test_head_pose_contract(real_face_batch):
     out = check_contract(HeadPoseExtractor(), real_face_batch)
     assert out["valid"].all()
