@@ -102,14 +102,11 @@ def test_naive_reference_computes_our_vector(name, batch, naive, ours):
     else:
         assert not invalid.any()
     if name == "dct":
-        # beta and std: same coefficients on both sides (bitwise); histograms: an AC
-        # coefficient a few ulps below a bin edge (the +-1e-16 left of an exact 0 in a flat
-        # tile) goes to the bin below in np.histogram but to the bin above in ours, whose
-        # floor((c + 32) * 8 / 64) rounds c + 32 onto the edge: measured up to 2 of 1024
-        # tiles per coefficient move to a neighbouring bin
+        # beta and std: the same coefficients to ~1e-12; histograms: counts must agree to
+        # the tile, except that a coefficient within rounding of a bin edge (+-8, 16, 24)
+        # may fall on either side (none on these faces; allowed: one tile per bin)
         np.testing.assert_allclose(got[:, :126], expected[:, :126], rtol=RTOL, atol=ATOL)
-        np.testing.assert_allclose(got[:, 126:], expected[:, 126:], rtol=0, atol=3 / 1024)
-        assert np.abs(got[:, 126:] - expected[:, 126:]).sum(1).max() < 0.05
+        np.testing.assert_allclose(got[:, 126:], expected[:, 126:], rtol=0, atol=1.01 / 1024)
     else:
         np.testing.assert_allclose(got[~invalid], expected[~invalid], rtol=RTOL, atol=ATOL)
 
