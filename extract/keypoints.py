@@ -50,19 +50,29 @@ def region_boxes(landmarks: np.ndarray, padding: float, size: tuple[int, int]):
     return boxes
 
 
-def _descriptor_values(name: str, descriptors: np.ndarray) -> np.ndarray:
-    """Descriptors as numbers to average: SIFT floats, binary ORB/AKAZE as unpacked bits."""
+def _descriptor_sums(name: str, descriptors: np.ndarray | None) -> tuple:
+    """Per-keypoint sum and sum of squares of the descriptor values, and values per
+    descriptor: SIFT's 128 floats; for the binary ORB / AKAZE descriptors the bits (whose
+    squares are themselves), counted with ``np.bitwise_count``."""
+    if descriptors is None:
+        return np.zeros(0), np.zeros(0), 1
     if name == "sift":
-        return descriptors.astype(np.float64)
-    return np.unpackbits(descriptors, axis=1).astype(np.float64)
+        values = descriptors.astype(np.float64)
+        return values.sum(axis=1), (values * values).sum(axis=1), values.shape[1]
+    ones = np.bitwise_count(descriptors).sum(axis=1, dtype=np.float64)
+    return ones, ones, descriptors.shape[1] * 8
 
 
-def _stats(name: str, response, size, values) -> list[float]:
-    """count, mean response, mean size, mean and std of the descriptor values (0 if empty)."""
-    if len(response) == 0:
+def _stats(response, size, sums, squares, width: int) -> list[float]:
+    """count, mean response, mean size, mean and std of all the descriptor values of the
+    keypoints (0 if none), from the per-keypoint sums (:func:`_descriptor_sums`)."""
+    count = len(response)
+    if count == 0:
         return [0.0, 0.0, 0.0, 0.0, 0.0]
-    return [float(len(response)), float(np.mean(response)), float(np.mean(size)),
-            float(values.mean()), float(values.std())]
+    total = count * width
+    mean = sums.sum() / total
+    std = np.sqrt(max(squares.sum() / total - mean * mean, 0.0))
+    return [float(count), float(response.mean()), float(size.mean()), float(mean), float(std)]
 
 
 @register_extractor
@@ -140,14 +150,14 @@ class KeypointExtractor(Extractor):
     @staticmethod
     def _detector_stats(name, keypoints, descriptors, boxes) -> list[float]:
         count = len(keypoints)
-        pts = np.array([k.pt for k in keypoints], np.float64).reshape(count, 2)
+        pts = (cv2.KeyPoint_convert(keypoints).reshape(count, 2).astype(np.float64) if count
+               else np.zeros((0, 2)))
         response = np.array([k.response for k in keypoints], np.float64)
         size = np.array([k.size for k in keypoints], np.float64)
-        values = (_descriptor_values(name, descriptors) if descriptors is not None
-                  else np.zeros((0, 1)))
-        if len(values) != count:  # descriptors are computed for every kept keypoint
-            raise cv2.error(f"{name}: {len(values)} descriptors for {count} keypoints")
-        row = _stats(name, response, size, values)
+        sums, squares, width = _descriptor_sums(name, descriptors)
+        if len(sums) != count:  # descriptors are computed for every kept keypoint
+            raise cv2.error(f"{name}: {len(sums)} descriptors for {count} keypoints")
+        row = _stats(response, size, sums, squares, width)
         for region in REGIONS:
             box = boxes[region]
             if box is None:
@@ -156,5 +166,6 @@ class KeypointExtractor(Extractor):
             x0, y0, x1, y1 = box
             inside = ((pts[:, 0] >= x0) & (pts[:, 0] < x1) & (pts[:, 1] >= y0)
                       & (pts[:, 1] < y1))
-            row += _stats(name, response[inside], size[inside], values[inside])
+            row += _stats(response[inside], size[inside], sums[inside], squares[inside],
+                          width)
         return row
