@@ -7,6 +7,8 @@ these hand-made statistics compare inside, across and outside that hull.
 """
 from __future__ import annotations
 
+import functools
+
 import cv2
 import numpy as np
 
@@ -14,59 +16,63 @@ from extract.geometry import gradient_magnitude, landmark_hull_masks, landmarks_
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
 
 
-def laplacian(gray: np.ndarray) -> np.ndarray:
-    """N x H x W 4-neighbour Laplacian of each image (edges replicated), vectorised."""
-    g = np.asarray(gray, np.float32)
-    p = np.pad(g, ((0, 0), (1, 1), (1, 1)), mode="edge")
-    return p[:, :-2, 1:-1] + p[:, 2:, 1:-1] + p[:, 1:-1, :-2] + p[:, 1:-1, 2:] - 4 * g
+def laplacian(image: np.ndarray) -> np.ndarray:
+    """4-neighbour Laplacian of one H x W image (edges replicated), float32:
+    ``cv2.Laplacian`` with ``ksize=1`` (kernel [[0, 1, 0], [1, -4, 1], [0, 1, 0]])."""
+    return cv2.Laplacian(np.asarray(image, np.float32), cv2.CV_32F, ksize=1,
+                         borderType=cv2.BORDER_REPLICATE)
 
 
-def gaussian_blur(gray: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian blur of each N x H x W image with scipy's kernel (radius ``int(4 sigma +
-    0.5)``) and its "nearest" edges, by ``cv2.GaussianBlur`` one image at a time."""
-    g = np.asarray(gray, np.float32)
+def gaussian_blur(image: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian blur of one H x W float32 image with scipy's kernel (radius ``int(4 sigma +
+    0.5)``) and its "nearest" edges, by ``cv2.GaussianBlur``."""
     size = 2 * int(4.0 * sigma + 0.5) + 1
-    out = np.empty_like(g)
-    for i, image in enumerate(g):
-        out[i] = cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma,
-                                  borderType=cv2.BORDER_REPLICATE)
-    return out
+    return cv2.GaussianBlur(image, (size, size), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REPLICATE)
 
 
-def morph(masks: np.ndarray, radius: int, dilate: bool) -> np.ndarray:
-    """Dilate (or erode) each N x H x W bool mask with a disc of ``radius`` pixels."""
-    if radius <= 0:
-        return masks.copy()
-    disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
-    op = cv2.dilate if dilate else cv2.erode
-    return np.stack([op(m.astype(np.uint8), disc, borderValue=0) for m in masks]).astype(bool) \
-        if len(masks) else masks.copy()
+@functools.lru_cache(maxsize=32)
+def _disc(radius: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+
+
+class HullMorphology:
+    """Dilations and erosions of one uint8 (0/1) hull mask by discs, each radius computed
+    once (``cv2.dilate`` / ``cv2.erode`` with OpenCV's elliptic element; the image border
+    counts as background)."""
+
+    def __init__(self, hull: np.ndarray):
+        self.hull = np.ascontiguousarray(hull, np.uint8)
+        self._cache = {}
+
+    def __call__(self, radius: int, dilate: bool) -> np.ndarray:
+        if radius <= 0:
+            return self.hull
+        key = (int(radius), bool(dilate))
+        if key not in self._cache:
+            op = cv2.dilate if dilate else cv2.erode
+            self._cache[key] = op(self.hull, _disc(key[0]), borderValue=0)
+        return self._cache[key]
 
 
 def masked_mean(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-row mean of ``values`` (N x H x W [x C]) over ``mask`` (N x H x W); NaN if empty.
-
-    The masked sums are one matrix-vector product per image (``np.matmul`` of the 0/1 mask
-    row with the pixels), in the precision of ``values``.
-    """
-    n = len(mask)
-    flat_mask = mask.reshape(n, 1, -1)
-    work = np.float32 if values.dtype == np.float32 else np.float64
-    pixels = np.asarray(values, work).reshape(n, flat_mask.shape[2], -1)
-    sums = np.matmul(flat_mask.astype(work), pixels)[:, 0, :].astype(np.float64)
-    count = flat_mask.sum(axis=2, dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = sums / count
-    return out if values.ndim > mask.ndim else out[:, 0]
+    """Mean of one image's ``values`` (H x W [x C], float32) over a uint8 ``mask``, per
+    channel (``cv2.mean``, accumulated in double); NaN when the mask is empty."""
+    channels = 1 if values.ndim == 2 else values.shape[2]
+    if not cv2.countNonZero(mask):
+        return np.full(channels, np.nan)
+    return np.array(cv2.mean(values, mask=mask)[:channels])
 
 
-def masked_var(values: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Per-row variance of ``values`` (N x H x W) over ``mask``; NaN if empty."""
-    mean = masked_mean(values, mask).astype(values.dtype)
-    return masked_mean((values - mean[:, None, None]) ** 2, mask)
+def masked_var(values: np.ndarray, mask: np.ndarray) -> float:
+    """Variance of one image's ``values`` (H x W float32) over a uint8 ``mask``
+    (``cv2.meanStdDev``); NaN when the mask is empty."""
+    if not cv2.countNonZero(mask):
+        return np.nan
+    return float(cv2.meanStdDev(values, mask=mask)[1][0, 0]) ** 2
 
 
-def log_ratio(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> np.ndarray:
+def log_ratio(a, b, eps: float = 1e-6):
     """``log((a + eps) / (b + eps))``: 0 when equal, negative when ``a`` is smaller."""
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.log((a + eps) / (b + eps))
@@ -123,27 +129,26 @@ class WarpingArtifactExtractor(Extractor):
         margin, band = int(self.params["margin"]), int(self.params["band"])
         out = np.full((n, len(self.columns())), np.nan, np.float64)
         valid = landmarks_known(batch.landmarks)
-        if valid.any():
-            hull = landmark_hull_masks(batch.landmarks[valid], (h, w))
-            inner = morph(hull, margin, dilate=False)
-            context = morph(hull, margin + band, dilate=True) & ~morph(hull, margin, dilate=True)
-            gray = batch.gray[valid]
-            lap = laplacian(gray)
-            cols = [masked_var(lap, inner), masked_var(lap, context)]
-            cols.append(log_ratio(cols[0], cols[1]))
+        hulls = landmark_hull_masks(batch.landmarks, (h, w))
+        gray = batch.gray
+        # one image at a time: the masks are per-image morphology (each radius once) and
+        # the masked statistics are OpenCV's, with no boolean gathers
+        for i in np.flatnonzero(valid):
+            shapes = HullMorphology(hulls[i])
+            inner = shapes(margin, False)
+            context = cv2.subtract(shapes(margin + band, True), shapes(margin, True))
+            lap = laplacian(gray[i])
+            var_in, var_ctx = masked_var(lap, inner), masked_var(lap, context)
+            row = [var_in, var_ctx, log_ratio(var_in, var_ctx)]
             for sigma in self.params["sigmas"]:
-                energy = (gray - gaussian_blur(gray, sigma)) ** 2
-                cols.append(log_ratio(masked_mean(energy, inner), masked_mean(energy, context)))
-            out[valid] = np.stack(cols, 1)
+                energy = gray[i] - gaussian_blur(gray[i], sigma)
+                energy *= energy
+                row.append(log_ratio(masked_mean(energy, inner)[0],
+                                     masked_mean(energy, context)[0]))
+            out[i] = row
         ok = np.isfinite(out).all(1)
         out[~ok] = np.nan
         return {"vector": out.astype(np.float32), "valid": valid & ok}
-
-
-def rgb_to_lab(images: np.ndarray) -> np.ndarray:
-    """N x H x W x 3 uint8 RGB -> float32 CIE L*a*b* (L 0-100, D65), per image by OpenCV."""
-    return np.stack([cv2.cvtColor(im.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
-                     for im in images]) if len(images) else np.zeros(images.shape, np.float32)
 
 
 @register_extractor
@@ -194,20 +199,22 @@ class BlendingBoundaryExtractor(Extractor):
         band, ring = int(self.params["band"]), int(self.params["ring"])
         out = np.full((n, len(self.columns)), np.nan, np.float64)
         valid = landmarks_known(batch.landmarks)
-        if valid.any():
-            hull = landmark_hull_masks(batch.landmarks[valid], (h, w))
-            eroded, dilated = morph(hull, band, False), morph(hull, band, True)
-            boundary = dilated & ~eroded
-            outside = morph(hull, 2 * band, True) & ~dilated
-            inner_ring = hull & ~morph(hull, ring, False)
-            outer_ring = morph(hull, ring, True) & ~hull
-            grad = gradient_magnitude(batch.gray[valid])
-            g_band, g_in, g_out = (masked_mean(grad, m) for m in (boundary, eroded, outside))
-            lab = rgb_to_lab(batch.images[valid])
-            diff = masked_mean(lab, inner_ring) - masked_mean(lab, outer_ring)   # M x 3
-            out[valid] = np.column_stack([
-                g_band, g_in, g_out, log_ratio(g_band, (g_in + g_out) / 2),
-                diff[:, 0], np.hypot(diff[:, 1], diff[:, 2]), np.linalg.norm(diff, axis=1)])
+        hulls = landmark_hull_masks(batch.landmarks, (h, w))
+        grads = gradient_magnitude(batch.gray[valid])
+        for k, i in enumerate(np.flatnonzero(valid)):
+            shapes = HullMorphology(hulls[i])          # ring == band shares its masks
+            eroded, dilated = shapes(band, False), shapes(band, True)
+            boundary = cv2.subtract(dilated, eroded)
+            outside = cv2.subtract(shapes(2 * band, True), dilated)
+            inner_ring = cv2.subtract(shapes.hull, shapes(ring, False))
+            outer_ring = cv2.subtract(shapes(ring, True), shapes.hull)
+            g_band, g_in, g_out = (masked_mean(grads[k], m)[0]
+                                   for m in (boundary, eroded, outside))
+            lab = cv2.cvtColor(batch.images[i].astype(np.float32) / np.float32(255),
+                               cv2.COLOR_RGB2LAB)
+            diff = masked_mean(lab, inner_ring) - masked_mean(lab, outer_ring)
+            out[i] = [g_band, g_in, g_out, log_ratio(g_band, (g_in + g_out) / 2), diff[0],
+                      np.hypot(diff[1], diff[2]), np.linalg.norm(diff)]
         ok = np.isfinite(out).all(1)
         out[~ok] = np.nan
         return {"vector": out.astype(np.float32), "valid": valid & ok}

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 
-from extract.artifacts import (BlendingBoundaryExtractor, WarpingArtifactExtractor, laplacian,
-                               masked_var, morph)
+from extract.artifacts import (BlendingBoundaryExtractor, HullMorphology,
+                               WarpingArtifactExtractor, laplacian, masked_mean, masked_var)
 from extract.geometry import landmark_hull_masks
 from extract.registry import FaceBatch
 from tests.extract.test_basic import check_contract
@@ -21,21 +22,28 @@ def edited(batch: FaceBatch, edit) -> FaceBatch:
 
 
 def test_laplacian_hand_computed():
-    g = np.zeros((1, 3, 3), np.float32)
-    g[0, 1, 1] = 1
-    np.testing.assert_array_equal(laplacian(g)[0], [[0, 1, 0], [1, -4, 1], [0, 1, 0]])
-    ramp = np.tile(np.arange(5, dtype=np.float32), (1, 5, 1))
-    assert (laplacian(ramp)[0, :, 1:-1] == 0).all()      # linear ramp: no curvature
+    g = np.zeros((3, 3), np.float32)
+    g[1, 1] = 1
+    np.testing.assert_array_equal(laplacian(g), [[0, 1, 0], [1, -4, 1], [0, 1, 0]])
+    ramp = np.tile(np.arange(5, dtype=np.float32), (5, 1))
+    assert (laplacian(ramp)[:, 1:-1] == 0).all()      # linear ramp: no curvature
 
 
-def test_masked_var_and_morph():
-    values = np.arange(8, dtype=np.float32).reshape(1, 2, 4)
-    mask = np.array([[[1, 1, 0, 0], [0, 0, 0, 1]]], bool)  # 0, 1, 7
-    np.testing.assert_allclose(masked_var(values, mask), [np.var([0, 1, 7])])
-    dot = np.zeros((1, 7, 7), bool)
-    dot[0, 3, 3] = True
-    assert morph(dot, 1, True).sum() == 5      # a radius-1 disc is the 3x3 cross
-    assert morph(morph(dot, 1, True), 1, False).sum() == 1
+def test_masked_statistics_and_morphology():
+    values = np.arange(8, dtype=np.float32).reshape(2, 4)
+    mask = np.array([[1, 1, 0, 0], [0, 0, 0, 1]], np.uint8)  # 0, 1, 7
+    assert masked_var(values, mask) == pytest.approx(np.var([0, 1, 7]), rel=1e-12)
+    np.testing.assert_allclose(masked_mean(np.dstack([values, 2 * values]), mask),
+                               [8 / 3, 16 / 3], rtol=1e-12)
+    assert np.isnan(masked_var(values, np.zeros_like(mask)))
+    assert np.isnan(masked_mean(values, np.zeros_like(mask))).all()
+    dot = np.zeros((7, 7), np.uint8)
+    dot[3, 3] = 1
+    shapes = HullMorphology(dot)
+    assert shapes(1, True).sum() == 5      # a radius-1 disc is the 3x3 cross
+    assert HullMorphology(shapes(1, True))(1, False).sum() == 1
+    assert shapes(1, True) is shapes(1, True)           # each radius computed once
+    assert (shapes(0, False) == dot).all()
 
 
 def test_blurred_inner_face_lowers_sharpness_ratio(real_face_batch):
