@@ -26,15 +26,17 @@ _MAX_CHANNELS = 512
 def _min_local_mean(values: np.ndarray, windows) -> np.ndarray:
     """Minimum over ``windows`` of the w x w local mean of each image (N x h x w).
 
-    Equal to ``min_w uniform_filter(values, size=(1, w, w), mode="reflect")``: the N images
-    become the channels of one h x w image, so each window size is one ``cv2.boxFilter``
-    (OpenCV's BORDER_REFLECT is scipy's "reflect", fedcba|abcdef) over the whole batch.
+    ``min_w uniform_filter(values, size=(1, w, w), mode="reflect")`` to float32 precision:
+    the N images become the channels of one h x w image, so each window size is one
+    ``cv2.boxFilter`` (OpenCV's BORDER_REFLECT is scipy's "reflect", fedcba|abcdef) over
+    the whole batch.
     """
     n, h, w = values.shape
     best = np.empty((n, h, w))
     for start in range(0, n, _MAX_CHANNELS):
         stop = min(n, start + _MAX_CHANNELS)
-        planes = np.ascontiguousarray(values[start:stop].transpose(1, 2, 0), np.float64)
+        # float32: a local variance estimate needs no more, and the filter runs twice as fast
+        planes = np.ascontiguousarray(values[start:stop].transpose(1, 2, 0), np.float32)
         low = None
         for size in windows:
             box = cv2.boxFilter(planes, -1, (size, size), borderType=cv2.BORDER_REFLECT)
