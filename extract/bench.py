@@ -30,8 +30,10 @@ Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gr
   4 levels, periodization), ``scipy.ndimage.uniform_filter`` local variances over 3-9 px
   windows per band, ``pywt.waverec2`` of the noise parts, then ``scipy.stats`` moments,
   ``np.corrcoef`` lag-1 correlations and band energies: our vector.
-- ``keypoints``: the same OpenCV SIFT / ORB / AKAZE ``detectAndCompute`` on ``gray``
-  (raw keypoints and descriptors, no statistics).
+- ``keypoints``: the same OpenCV SIFT / ORB / AKAZE ``detectAndCompute`` on ``gray``, then
+  per area (whole crop, and the eyes / nose / mouth boxes of
+  ``extract.keypoints.region_boxes``) the count, mean response and size, and the mean and
+  std of the descriptor values (``np.unpackbits`` for the binary ones): our vector.
 - ``symmetry``: ``np.fliplr`` + ``scipy.ndimage.shift`` (linear) to mirror ``luma`` and its
   ``cv2.Sobel`` magnitude about the nose-bridge midline, the ``cv2.convexHull`` /
   ``cv2.fillConvexPoly`` landmark hull, a numpy 3 x 3 LBP (skimage's circular LBP samples
@@ -168,6 +170,7 @@ def _naive_functions():
     import pywt
 
     from extract.eyes import EYE_INDEX, cornea_disk, eye_patch, highlight_mask
+    from extract.keypoints import REGIONS, region_boxes
     from extract.geometry import (IBUG68_MIRROR, YANG_CENTRAL_FACE, YANG_WHOLE_FACE,
                                   solve_head_pose)
 
@@ -277,12 +280,35 @@ def _naive_functions():
 
     detectors = {}
 
-    def keypoints(rgb, _):
+    def keypoints(rgb, landmarks):
         if not detectors:
             detectors.update(sift=cv2.SIFT_create(), orb=cv2.ORB_create(),
                              akaze=cv2.AKAZE_create())
         gray = gray_of(rgb)
-        return [d.detectAndCompute(gray, None) for d in detectors.values()]
+        boxes = region_boxes(np.asarray(landmarks, np.float64), 0.15, gray.shape)
+        out = []
+        for name, detector in detectors.items():
+            kps, desc = detector.detectAndCompute(gray, None)
+            pts = np.array([k.pt for k in kps]).reshape(-1, 2)
+            response = np.array([k.response for k in kps])
+            size = np.array([k.size for k in kps])
+            values = (desc.astype(np.float64) if name == "sift"
+                      else np.unpackbits(desc, axis=1).astype(np.float64))
+            areas = [np.ones(len(kps), bool)]
+            for region in REGIONS:
+                box = boxes[region]
+                areas.append(None if box is None else
+                             (pts[:, 0] >= box[0]) & (pts[:, 0] < box[2])
+                             & (pts[:, 1] >= box[1]) & (pts[:, 1] < box[3]))
+            for inside in areas:
+                if inside is None:
+                    out += [nan] * 5
+                elif not inside.any():
+                    out += [0.0] * 5
+                else:
+                    out += [inside.sum(), response[inside].mean(), size[inside].mean(),
+                            values[inside].mean(), values[inside].std()]
+        return out
 
     # ------------------------------------------------- landmark-based: geometry, eyes, artifacts
 
