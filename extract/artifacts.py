@@ -39,10 +39,13 @@ def _disc(radius: int) -> np.ndarray:
 class HullMorphology:
     """Dilations and erosions of one uint8 (0/1) hull mask by discs, each radius computed
     once (``cv2.dilate`` / ``cv2.erode`` with OpenCV's elliptic element; the image border
-    counts as background)."""
+    counts as background). Only the hull's bounding box, grown by the radius for a
+    dilation, is filtered: everything outside it is 0 before and after, so the result is
+    the same as filtering the whole crop."""
 
     def __init__(self, hull: np.ndarray):
         self.hull = np.ascontiguousarray(hull, np.uint8)
+        self._box = cv2.boundingRect(self.hull)        # x, y, w, h; all 0 when empty
         self._cache = {}
 
     def __call__(self, radius: int, dilate: bool) -> np.ndarray:
@@ -50,8 +53,15 @@ class HullMorphology:
             return self.hull
         key = (int(radius), bool(dilate))
         if key not in self._cache:
-            op = cv2.dilate if dilate else cv2.erode
-            self._cache[key] = op(self.hull, _disc(key[0]), borderValue=0)
+            out = np.zeros_like(self.hull)
+            x, y, w, h = self._box
+            if w and h:
+                grow = key[0] + 1 if dilate else 0
+                rows = slice(max(y - grow, 0), y + h + grow)
+                cols = slice(max(x - grow, 0), x + w + grow)
+                op = cv2.dilate if dilate else cv2.erode
+                out[rows, cols] = op(self.hull[rows, cols], _disc(key[0]), borderValue=0)
+            self._cache[key] = out
         return self._cache[key]
 
 

@@ -46,6 +46,24 @@ def test_masked_statistics_and_morphology():
     assert (shapes(0, False) == dot).all()
 
 
+def test_hull_morphology_equals_whole_crop_filtering():
+    """Filtering only the hull's (grown) bounding box gives OpenCV's whole-crop result,
+    also for hulls cut by the crop border and for an empty mask."""
+    rng = np.random.default_rng(0)
+    for trial in range(60):
+        h, w = rng.integers(20, 120, 2)
+        mask = np.zeros((h, w), np.uint8)
+        if trial % 7:
+            pts = rng.integers(-10, max(h, w) + 10, (rng.integers(3, 9), 2)).astype(np.int32)
+            cv2.fillConvexPoly(mask, cv2.convexHull(pts), 1)
+        shapes = HullMorphology(mask)
+        for radius in (1, 6, 20):
+            disc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1,) * 2)
+            for dilate in (True, False):
+                whole = (cv2.dilate if dilate else cv2.erode)(mask, disc, borderValue=0)
+                np.testing.assert_array_equal(shapes(radius, dilate), whole)
+
+
 def test_blurred_inner_face_lowers_sharpness_ratio(real_face_batch):
     blurred = edited(real_face_batch, lambda im: cv2.GaussianBlur(im, (0, 0), 2.0))
     ext = WarpingArtifactExtractor()
