@@ -162,12 +162,12 @@ def _naive_functions():
     """feature -> function(rgb uint8 H x W x 3, landmarks 68 x 2) for one image."""
     import cv2
     import numpy as np
+    import pywt
     import scipy.fft
     import scipy.stats
     from scipy import ndimage
     from skimage import color as skcolor
     from skimage.feature import graycomatrix, graycoprops, hog, local_binary_pattern
-    import pywt
 
     from extract.eyes import EYE_INDEX, cornea_disk, eye_patch, highlight_mask
     from extract.keypoints import REGIONS, region_boxes
@@ -292,8 +292,11 @@ def _naive_functions():
             pts = np.array([k.pt for k in kps]).reshape(-1, 2)
             response = np.array([k.response for k in kps])
             size = np.array([k.size for k in kps])
-            values = (desc.astype(np.float64) if name == "sift"
-                      else np.unpackbits(desc, axis=1).astype(np.float64))
+            if desc is None:                                # no keypoints at all
+                values = np.zeros((0, 1))
+            else:
+                values = (desc.astype(np.float64) if name == "sift"
+                          else np.unpackbits(desc, axis=1).astype(np.float64))
             areas = [np.ones(len(kps), bool)]
             for region in REGIONS:
                 box = boxes[region]

@@ -12,7 +12,6 @@ import functools
 import numpy as np
 import scipy.fft
 
-from extract.color import standardized_moments
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
 from extract.texture import invalid_result
 

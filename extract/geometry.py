@@ -215,7 +215,7 @@ def mirror_about_columns(images: np.ndarray, midline: np.ndarray) -> tuple:
     inside : N x W bool, whether ``2 m_i - x`` falls inside the image.
     """
     images = np.asarray(images, np.float32)
-    n, w = images.shape[0], images.shape[2]
+    w = images.shape[2]
     source = 2 * np.asarray(midline, np.float64)[:, None] - np.arange(w)[None, :]
     inside = (source >= 0) & (source <= w - 1)
     source = np.clip(source, 0, w - 1)

@@ -6,9 +6,9 @@ import pytest
 import scipy.fft
 import scipy.stats
 
-from extract.frequency import (ZERO_COEFFICIENT, DCTExtractor, FFTExtractor, NPRExtractor, azimuthal_average,
-                               block_dct, histogram_moments, log_dct_map, npr_residual,
-                               radial_distance)
+from extract.frequency import (ZERO_COEFFICIENT, DCTExtractor, FFTExtractor, NPRExtractor,
+                               azimuthal_average, block_dct, histogram_moments, log_dct_map,
+                               npr_residual, radial_distance)
 from extract.registry import FaceBatch
 
 
