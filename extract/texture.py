@@ -255,23 +255,25 @@ class LBPExtractor(Extractor):
 _GRAD_MAX = 255
 
 
-@functools.lru_cache(maxsize=8)
-def _hog_tables(orientations: int) -> tuple[np.ndarray, np.ndarray]:
-    """Magnitude and orientation bin of every integer gradient pair of 8-bit images.
-
-    Indexed by ``(g_row + 255) * 511 + (g_col + 255)``: ``hypot(g_col, g_row)`` and the bin
-    of ``rad2deg(arctan2(g_row, g_col)) % 180`` under skimage's test ``start <= o < end``
-    (an orientation that rounds to 180.0 falls in no bin there, here in bin
-    ``orientations``, which is dropped). Same float64 operations as computing them per
-    pixel, once per table instead of once per pixel.
-    """
-    g = np.arange(-_GRAD_MAX, _GRAD_MAX + 1, dtype=np.float64)
-    g_row, g_col = g[:, None], g[None, :]
-    magnitude = np.hypot(g_col, g_row).ravel()
+def _gradient_bins(g_row: np.ndarray, g_col: np.ndarray, orientations: int) -> tuple:
+    """skimage HOG's magnitude ``hypot(g_col, g_row)`` and orientation bin of float64
+    gradients: the bin of ``rad2deg(arctan2(g_row, g_col)) % 180`` under skimage's test
+    ``start <= o < end`` with ``start = (180 / k) * i``; an orientation that rounds to
+    180.0 falls in no bin there, and here in bin ``orientations``, which is dropped."""
+    magnitude = np.hypot(g_col, g_row)
     orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
     edges = (180.0 / orientations) * np.arange(orientations + 1)
-    bins = (np.searchsorted(edges, orientation.ravel(), side="right") - 1).astype(np.int32)
-    return magnitude, bins
+    return magnitude, np.searchsorted(edges, orientation, side="right") - 1
+
+
+@functools.lru_cache(maxsize=8)
+def _hog_tables(orientations: int) -> tuple[np.ndarray, np.ndarray]:
+    """Magnitude and orientation bin (:func:`_gradient_bins`) of every integer gradient
+    pair of 8-bit images, indexed by ``(g_row + 255) * 511 + (g_col + 255)``: the same
+    float64 operations as per pixel, once per table instead of once per pixel."""
+    g = np.arange(-_GRAD_MAX, _GRAD_MAX + 1, dtype=np.float64)
+    magnitude, bins = _gradient_bins(g[:, None], g[None, :], orientations)
+    return magnitude.ravel(), bins.ravel().astype(np.int32)
 
 
 def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
@@ -322,12 +324,7 @@ def hog_batch(gray: np.ndarray, orientations: int = 9, pixels_per_cell=(16, 16),
         g_col = np.zeros_like(image)
         g_row[:, 1:-1, :] = image[:, 2:, :] - image[:, :-2, :]
         g_col[:, :, 1:-1] = image[:, :, 2:] - image[:, :, :-2]
-        magnitude = np.hypot(g_col, g_row)
-        orientation = np.rad2deg(np.arctan2(g_row, g_col)) % 180
-        # skimage's bin test is start <= o < end with start = (180 / k) * i; an orientation
-        # that rounds to 180.0 falls in no bin there, and here goes to the dropped bin k.
-        edges = (180.0 / orientations) * np.arange(orientations + 1)
-        bins = np.searchsorted(edges, orientation, side="right") - 1
+        magnitude, bins = _gradient_bins(g_row, g_col, orientations)
     cell_r = np.arange(h) // c_row
     cell_c = np.arange(w) // c_col
     inside = (cell_r[:, None] < cells_r) & (cell_c[None, :] < cells_c)
