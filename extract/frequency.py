@@ -12,6 +12,7 @@ import functools
 import numpy as np
 import scipy.fft
 
+from extract.color import moment_ratios
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
 from extract.texture import invalid_result
 
@@ -278,11 +279,7 @@ def histogram_moments(counts: np.ndarray, values: np.ndarray) -> np.ndarray:
     m2 = np.sum(p * d2, axis=-1)
     m3 = np.sum(p * d2 * d, axis=-1)
     m4 = np.sum(p * d2 * d2, axis=-1)
-    flat = m2 <= 1e-14 * np.maximum(mean ** 2, 1e-300)
-    safe = np.where(flat, 1.0, m2)
-    skew = np.where(flat, 0.0, m3 / safe ** 1.5)
-    kurt = np.where(flat, 0.0, m4 / safe ** 2 - 3.0)
-    return np.stack([p @ np.abs(values), np.sqrt(m2), skew, kurt], axis=-1)
+    return np.stack([p @ np.abs(values), *moment_ratios(mean, m2, m3, m4)], axis=-1)
 
 
 @register_extractor
