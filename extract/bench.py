@@ -45,9 +45,9 @@ Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gr
   then ``cv2.Rodrigues`` and the Euler angles: our vector. Our extractor makes the very
   same OpenCV calls one image at a time, hence the "TOTAL w/o keypoints, head_pose" row.
 - ``eyes``: eye aspect ratios, then per eye the shared per-image helpers of
-  ``extract.eyes`` (``eye_patch``: ``cv2.warpAffine`` + ``cv2.fillPoly``; ``cornea_disk``;
-  ``highlight_mask``: ``cv2.erode`` + ``cv2.morphologyEx`` top-hat) and the mask
-  statistics: our vector. Ours also works one eye patch at a time, so the two sides differ
+  ``extract.eyes`` (``eye_patch``: ``cv2.warpAffine`` + ``cv2.fillPoly``;
+  ``corneal_highlight``: the cornea disk, ``cv2.erode`` + ``cv2.morphologyEx`` top-hat)
+  and the mask statistics: our vector. Ours also works one eye patch at a time, so the two sides differ
   only in how the luma and the eye aspect ratios are computed.
 - ``warping``: the landmark hull, ``cv2.erode`` / ``cv2.dilate`` with discs,
   ``cv2.Laplacian`` (ksize 1), ``cv2.GaussianBlur`` (sigma 1 and 2, scipy's 4-sigma
@@ -169,7 +169,7 @@ def _naive_functions():
     from skimage import color as skcolor
     from skimage.feature import graycomatrix, graycoprops, hog, local_binary_pattern
 
-    from extract.eyes import EYE_INDEX, cornea_disk, eye_patch, highlight_mask
+    from extract.eyes import EYE_INDEX, corneal_highlight, eye_patch
     from extract.keypoints import REGIONS, region_boxes
     from extract.geometry import (IBUG68_MIRROR, YANG_CENTRAL_FACE, YANG_WHOLE_FACE,
                                   solve_head_pose)
@@ -392,8 +392,6 @@ def _naive_functions():
         return [*angles, *(whole[0] - central[0]), np.degrees(np.linalg.norm(relative))]
 
     eye_width, eye_height = 64, 32                     # CornealHighlightExtractor defaults
-    cornea_radius = 0.2 * eye_width / 1.2
-    tophat_kernel = 2 * int(round(cornea_radius)) + 1
 
     def eyes(rgb, landmarks):
         lm = np.asarray(landmarks, np.float64)
@@ -408,8 +406,7 @@ def _naive_functions():
         found = [eye_patch(gray, e, eye_width, eye_height) for e in contours]
         if any(f is None for f in found):
             return [nan] * 6
-        masks = [highlight_mask(patch, cornea_disk(patch, region, cornea_radius, 0.25),
-                                tophat_kernel, 10.0) for patch, region in found]
+        masks = [corneal_highlight(patch, region, 0.2, 0.25, 10.0) for patch, region in found]
         areas = np.array([m.sum() for m in masks], np.float64)
         if (areas == 0).any():
             return [nan] * 6

@@ -16,6 +16,9 @@ EYE_INDEX = (np.arange(36, 42), np.arange(42, 48))
 #: Fixed sub-pixel precision for cv2.fillPoly (coordinates in 1/16 pixel).
 _SHIFT = 4
 
+#: An eye patch spans this many corner-to-corner eye widths horizontally.
+PATCH_SPAN = 1.2
+
 
 def eye_aspect_ratio(eye: np.ndarray) -> np.ndarray:
     """Soukupova & Cech (2016) eye aspect ratio of ``... x 6 x 2`` eye contours.
@@ -32,15 +35,15 @@ def eye_aspect_ratio(eye: np.ndarray) -> np.ndarray:
 def eye_patch(gray: np.ndarray, eye: np.ndarray, width: int, height: int) -> tuple | None:
     """The eye resampled to a ``height x width`` patch, with its contour polygon mask.
 
-    The patch is centred on the eye contour's bounding box and spans 1.2 x the corner-to-
-    corner distance horizontally (same scale vertically), so both eyes of a face map onto
-    the same grid up to their shape. Returns ``(patch float32, mask bool)``, or None when
+    The patch is centred on the eye contour's bounding box and spans :data:`PATCH_SPAN` x
+    the corner-to-corner distance horizontally (same scale vertically), so both eyes of a
+    face map onto the same grid up to their shape. Returns ``(patch float32, mask bool)``, or None when
     the box leaves the crop or the eye has no width.
     """
     span = np.linalg.norm(eye[3] - eye[0])
     if not np.isfinite(span) or span < 2:
         return None
-    scale = width / (1.2 * span)
+    scale = width / (PATCH_SPAN * span)
     centre = (eye.min(0) + eye.max(0)) / 2
     box_half = np.array([width, height]) / scale / 2
     h, w = gray.shape
@@ -95,6 +98,17 @@ def highlight_mask(patch: np.ndarray, cornea: np.ndarray, kernel: int,
     if peak < min_contrast:
         return np.zeros_like(cornea)
     return interior & (tophat >= peak / 2)
+
+
+def corneal_highlight(patch: np.ndarray, region: np.ndarray, cornea_radius: float,
+                      dark_quantile: float, min_contrast: float) -> np.ndarray:
+    """Highlight mask of one eye patch (:func:`eye_patch`): the cornea of ``cornea_radius``
+    eye widths (:func:`cornea_disk`), then :func:`highlight_mask` with a top-hat as wide as
+    the cornea (odd size), so only spots narrower than the cornea count."""
+    radius = cornea_radius * patch.shape[1] / PATCH_SPAN
+    kernel = 2 * int(round(radius)) + 1
+    return highlight_mask(patch, cornea_disk(patch, region, radius, dark_quantile), kernel,
+                          min_contrast)
 
 
 @register_extractor
@@ -159,8 +173,6 @@ class CornealHighlightExtractor(Extractor):
         p = self.params
         width = int(p["patch_width"])
         height = max(width // 2, 1)
-        radius = p["cornea_radius"] * width / 1.2          # the patch spans 1.2 eye widths
-        kernel = 2 * int(round(radius)) + 1                # spots narrower than the cornea
         n = len(batch)
         lm = np.asarray(batch.landmarks, np.float64)
         eyes = np.stack([lm[:, EYE_INDEX[0]], lm[:, EYE_INDEX[1]]], axis=1)   # N x 2 x 6 x 2
@@ -174,10 +186,8 @@ class CornealHighlightExtractor(Extractor):
             found = [eye_patch(gray[i], eyes[i, e], width, height) for e in range(2)]
             if any(f is None for f in found):
                 continue
-            masks = [highlight_mask(patch, cornea_disk(patch, region, radius,
-                                                       p["dark_quantile"]),
-                                    kernel, p["min_contrast"])
-                     for patch, region in found]
+            masks = [corneal_highlight(patch, region, p["cornea_radius"], p["dark_quantile"],
+                                       p["min_contrast"]) for patch, region in found]
             areas = np.array([m.sum() for m in masks], np.float64)
             if (areas == 0).any():
                 continue
