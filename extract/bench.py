@@ -47,8 +47,8 @@ Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gr
 - ``eyes``: eye aspect ratios, then per eye the shared per-image helpers of
   ``extract.eyes`` (``eye_patch``: ``cv2.warpAffine`` + ``cv2.fillPoly``;
   ``corneal_highlight``: the cornea disk, ``cv2.erode`` + ``cv2.morphologyEx`` top-hat)
-  and the mask statistics: our vector. Ours also works one eye patch at a time, so the two sides differ
-  only in how the luma and the eye aspect ratios are computed.
+  and the mask statistics: our vector. Ours also works one eye patch at a time, so the
+  two sides differ only in how the luma and the eye aspect ratios are computed.
 - ``warping``: the landmark hull, ``cv2.erode`` / ``cv2.dilate`` with discs,
   ``cv2.Laplacian`` (ksize 1), ``cv2.GaussianBlur`` (sigma 1 and 2, scipy's 4-sigma
   kernel) and masked means / variances: our vector.

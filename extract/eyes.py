@@ -37,8 +37,8 @@ def eye_patch(gray: np.ndarray, eye: np.ndarray, width: int, height: int) -> tup
 
     The patch is centred on the eye contour's bounding box and spans :data:`PATCH_SPAN` x
     the corner-to-corner distance horizontally (same scale vertically), so both eyes of a
-    face map onto the same grid up to their shape. Returns ``(patch float32, mask bool)``, or None when
-    the box leaves the crop or the eye has no width.
+    face map onto the same grid up to their shape. Returns ``(patch float32, mask bool)``,
+    or None when the box leaves the crop or the eye has no width.
     """
     span = np.linalg.norm(eye[3] - eye[0])
     if not np.isfinite(span) or span < 2:
