@@ -465,20 +465,9 @@ def _naive_functions():
 
 
 def _ours():
-    from extract.artifacts import BlendingBoundaryExtractor, WarpingArtifactExtractor
-    from extract.color import ColorExtractor
-    from extract.eyes import CornealHighlightExtractor
-    from extract.frequency import DCTExtractor, FFTExtractor, NPRExtractor
-    from extract.geometry import HeadPoseExtractor, SymmetryExtractor
-    from extract.keypoints import KeypointExtractor
-    from extract.noise import PRNUExtractor
-    from extract.texture import GLCMExtractor, HOGExtractor, LBPExtractor
-    return {"lbp": LBPExtractor(), "hog": HOGExtractor(), "glcm": GLCMExtractor(),
-            "dct": DCTExtractor(), "fft": FFTExtractor(), "npr": NPRExtractor(),
-            "color": ColorExtractor(), "prnu": PRNUExtractor(), "keypoints": KeypointExtractor(),
-            "symmetry": SymmetryExtractor(), "head_pose": HeadPoseExtractor(),
-            "eyes": CornealHighlightExtractor(), "warping": WarpingArtifactExtractor(),
-            "blending": BlendingBoundaryExtractor()}
+    """feature -> our registered extractor with its default parameters."""
+    from extract.registry import create_extractor
+    return {name: create_extractor(name) for name in FEATURES}
 
 
 # ---------------------------------------------------------------------------------- running

@@ -82,8 +82,7 @@ def fft_vector(raw):
 TO_VECTOR = {"lbp": lbp_vector, "glcm": glcm_vector, "dct": dct_vector, "fft": fft_vector}
 
 
-@pytest.mark.parametrize("name", ["lbp", "hog", "glcm", "dct", "fft", "npr", "color", "prnu",
-                                  "keypoints", *LANDMARK_FEATURES])
+@pytest.mark.parametrize("name", bench.FEATURES)
 def test_naive_reference_computes_our_vector(name, batch, naive, ours):
     mine, theirs = run_both(name, batch, naive, ours)
     expected = mine["vector"].astype(np.float64)
