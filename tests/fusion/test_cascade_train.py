@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from fusion.cascade.__main__ import main
-from fusion.cascade.data import (StoreMaps, augment_batch, self_blend, to_model_inputs,
-                                 write_synthetic_store)
+from fusion.cascade.blend import augment_crop
+from fusion.cascade.data import StoreMaps, to_model_inputs, write_synthetic_store
 from fusion.cascade.localization import LocalizationAccumulator, auc_from_histograms, iou_f1
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.model import CascadeModel
@@ -39,41 +39,35 @@ def test_store_maps_batches_match_store_rows(small_store):
         streamed = StoreMaps(store, "train", cache_bytes=0)
         positions = np.array([5, 0, 3])  # unsorted on purpose
         a, b = cached.batch(positions), streamed.batch(positions)
-        for key in ("rgb", "lbp", "dct", "mask", "label", "mask_valid"):
+        for key in ("rgb", "mask", "label", "mask_valid"):
             np.testing.assert_array_equal(a[key], b[key])
         rgb, _ = store.read_map("rgb", index=[cached.rows[5]])
         np.testing.assert_array_equal(a["rgb"][0], rgb[0])
         assert (~store.valid("mask")).any(), "the fixture should hold fakes without a mask"
-        x = to_model_inputs(a, 16, cached.lbp_codes)
-        assert x["rgb"].shape == (3, 3, 16, 16) and x["lbp"].shape == (3, 10, 16, 16)
-        assert torch.allclose(x["lbp"].sum(1), torch.ones(3, 16, 16))
-        assert torch.allclose(x["dct"].mean((1, 2, 3)), torch.zeros(3), atol=1e-5)
+        # reals have a valid (empty) mask whether or not a mask file existed
+        assert cached.mask_valid[cached.labels == 0].all()
+        x = to_model_inputs(a, 16)
+        assert x["rgb"].shape == (3, 3, 16, 16) and x["mask"].shape == (3, 1, 16, 16)
+        assert float(x["rgb"].min()) >= 0 and float(x["rgb"].max()) <= 1
+        same = to_model_inputs(a, 32)  # at the crop size nothing is resampled
+        torch.testing.assert_close(same["rgb"] * 255, torch.from_numpy(a["rgb"]).permute(0, 3, 1, 2).float())
 
 
-def test_flip_moves_crop_lbp_and_mask_together(small_store):
-    with open_store(small_store) as store:
-        data = StoreMaps(store, "train")
-        x = to_model_inputs(data.batch(np.arange(8)), 32)
-    out = augment_batch(x, ("flip",), torch.Generator().manual_seed(0))
-    flipped = [i for i in range(8) if not torch.equal(out["rgb"][i], x["rgb"][i])]
-    assert flipped, "some samples should be flipped at p=0.5"
-    for i in flipped:
-        for key in ("rgb", "lbp", "mask"):
-            assert torch.equal(out[key][i], x[key][i].flip(-1))
-        assert torch.equal(out["dct"][i], x["dct"][i])
-
-
-def test_self_blend_turns_reals_into_masked_fakes(small_store):
-    with open_store(small_store) as store:
-        data = StoreMaps(store, "train")
-        reals = np.flatnonzero(data.labels == 0)[:4]
-        x = to_model_inputs(data.batch(reals), 32)
-    out = self_blend(x, 1.0, torch.Generator().manual_seed(0))
-    assert out["sbi"].all() and torch.all(out["label"] == 1) and out["mask_valid"].all()
-    area = out["mask"].mean((1, 2, 3))
-    assert torch.all((area > 0.02) & (area < 0.6))
-    change = (out["rgb"] - x["rgb"]).abs().sum(1, keepdim=True)
-    assert (change * out["mask"]).sum() > 0.5 * change.sum()  # most of the edit is in the mask
+def test_flip_moves_crop_and_mask_together():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, :4] = 1
+    flipped = 0
+    for seed in range(8):
+        img, m = augment_crop(image, mask, ("flip",), np.random.default_rng(seed))
+        if not np.array_equal(img, image):
+            flipped += 1
+            np.testing.assert_array_equal(img, image[:, ::-1])
+            np.testing.assert_array_equal(m, mask[:, ::-1])
+        else:
+            np.testing.assert_array_equal(m, mask)
+    assert 0 < flipped < 8, "p=0.5 flips some of 8 draws"
 
 
 def test_missing_maps_are_a_clear_error(tmp_path):
@@ -82,8 +76,8 @@ def test_missing_maps_are_a_clear_error(tmp_path):
     meta = pd.DataFrame({"sample_id": ["a:0"], "dataset": ["x"], "split": ["train"], "label": [0],
                          "method": ["real"], "video_id": ["real/a"], "frame_index": [0],
                          "source_path": ["x"]})
-    path = write_store(tmp_path / "s.h5", meta, maps={"rgb": np.zeros((1, 8, 8, 3), np.uint8)})
-    with open_store(path) as store, pytest.raises(ValueError, match="missing \\['lbp', 'dct'\\]"):
+    path = write_store(tmp_path / "s.h5", meta, maps={"lbp": np.zeros((1, 8, 8, 1), np.uint8)})
+    with open_store(path) as store, pytest.raises(ValueError, match="needs the map 'rgb'"):
         StoreMaps(store, "train")
 
 
@@ -122,7 +116,7 @@ def test_tiny_model_overfits_16_samples(small_store):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(200):
-        loss, _ = criterion(model(x["rgb"], x["lbp"], x["dct"]), x)
+        loss, _ = criterion(model(x["rgb"]), x)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -153,8 +147,8 @@ def _weights(path):
 
 
 def test_resume_continues_exactly_from_the_checkpoint(small_store, tmp_path):
-    common = dict(store=str(small_store), batch_size=16, max_steps=2, seed=3, augment="flip,noise",
-                  sbi=0.3, **TINY)
+    common = dict(store=str(small_store), batch_size=16, max_steps=2, seed=3,
+                  augment="flip,noise,jpeg", **TINY)
     full = train(TrainConfig(out=str(tmp_path / "full"), epochs=2, **common), progress=False,
                  log=lambda *_: None)
     train(TrainConfig(out=str(tmp_path / "part"), epochs=1, **common), progress=False,
@@ -215,7 +209,7 @@ def test_predict_on_a_store_without_masks(small_store, tmp_path):
     train(TrainConfig(store=str(small_store), out=str(run), epochs=1, batch_size=16, max_steps=1,
                       **TINY), progress=False, log=lambda *_: None)
     with open_store(small_store) as store:
-        maps = {name: store.read_map(name)[0] for name in ("rgb", "lbp", "dct")}
+        maps = {name: store.read_map(name)[0] for name in ("rgb",)}
         attrs = {name: store.attrs(name) for name in maps}
         meta = store.meta
     path = write_store(tmp_path / "nomask.h5", meta, maps=maps, attrs=attrs)

@@ -1,0 +1,134 @@
+"""Online self-blending and augmentation of training crops for the cascade model.
+
+Self-blended images (SBI; Shiohara & Yamasaki, CVPR 2022) train a detector from real faces
+alone: every epoch, every real crop gets a *fresh* self-blend made from its stored
+landmarks, by the same blend as the benchmark's ``sbi`` edit
+(:func:`pipelines.edits_face.sbi`): the source is the same face, colour-jittered, blurred,
+sharpened or down-up sampled, and shifted/scaled by a few percent; it is blended over the
+landmark convex hull, elastically deformed, eroded or dilated, and blurred with a random
+kernel, at a random blend ratio. The blend's mask -- exactly the pixels it changed -- is the
+mask head's target. The real and its blend go into the same mini-batch.
+
+Augmentations (:data:`AUGMENTATIONS`, the plan's "data process optimisation") are then
+applied to reals and blends alike, never to one class only: JPEG re-compression, Gaussian
+blur, Gaussian noise, colour jitter, downscale-upscale and horizontal flip (which also
+flips the mask). Everything runs on 8-bit crops with NumPy and OpenCV.
+
+Randomness: each crop's blend and augmentations are drawn from
+``numpy.random.default_rng([seed, epoch, source, row])``, so a sample is the same whatever
+the batch it lands in, and a run is reproducible (and resumable) from its seed.
+
+Example
+-------
+>>> import numpy as np
+>>> from skimage import data
+>>> from pipelines.faces import FaceAligner
+>>> face = FaceAligner(size=256).process(data.astronaut())
+>>> blended, mask = online_blend(face.crop, face.landmarks, np.random.default_rng(0))
+>>> bool((mask == np.any(blended != face.crop, axis=-1)).all()), bool(mask.any())
+(True, True)
+"""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+#: Augmentations in application order, with their probability per crop.
+AUGMENTATIONS = {"color": 0.3, "downup": 0.2, "blur": 0.2, "noise": 0.2, "jpeg": 0.4,
+                 "flip": 0.5}
+#: What each augmentation draws (documented in ``--help``).
+AUGMENTATION_HELP = {
+    "color": "brightness +-10%, contrast +-10%, saturation +-15%",
+    "downup": "downscale to 40-80% and back (INTER_AREA / INTER_LINEAR)",
+    "blur": "Gaussian blur, sigma 0.3-1.2 px",
+    "noise": "Gaussian noise, std 1-6 grey levels",
+    "jpeg": "JPEG re-compression, quality 40-95",
+    "flip": "horizontal flip (mask too)",
+}
+
+
+def parse_augment(text: str | None) -> tuple[str, ...]:
+    """``"flip,jpeg"`` -> ``("flip", "jpeg")``; ``"all"`` -> every augmentation;
+    empty/None/``"none"`` -> ``()``. Raises ValueError naming the unknown names."""
+    if not text or text.strip().lower() == "none":
+        return ()
+    if text.strip().lower() == "all":
+        return tuple(AUGMENTATIONS)
+    names = tuple(t.strip() for t in text.split(",") if t.strip())
+    bad = [n for n in names if n not in AUGMENTATIONS]
+    if bad:
+        raise ValueError(f"--augment: unknown {bad}; accepted: all, none, "
+                         f"{', '.join(AUGMENTATIONS)}")
+    return names
+
+
+def has_landmarks(landmarks: np.ndarray) -> np.ndarray:
+    """N bool: rows whose 68 landmarks are all finite (a blend needs them)."""
+    lm = np.asarray(landmarks, np.float64).reshape(len(landmarks), -1)
+    return np.isfinite(lm).all(1)
+
+
+def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator):
+    """A fresh self-blend of one real crop: ``(blended uint8 H x W x 3, mask uint8 H x W)``.
+
+    The difficulty (size of the elastic deformation, blur of the mask, strength of the
+    source transforms; see :mod:`pipelines.edits_face`) is drawn uniformly in [0, 1]. The mask
+    is exactly the changed pixels, never empty.
+    """
+    from pipelines.edits_face import sbi
+
+    return sbi(crop, landmarks, rng, difficulty=float(rng.uniform(0.0, 1.0)))
+
+
+def augment_crop(image: np.ndarray, mask: np.ndarray, augment, rng: np.random.Generator):
+    """Apply the named augmentations to one 8-bit crop (and flip its mask along).
+
+    Each augmentation in ``augment`` fires with its probability in :data:`AUGMENTATIONS`;
+    the draws come from ``rng`` only. Returns new ``(image, mask)`` arrays.
+    """
+    img = image
+    h, w = img.shape[:2]
+    for name in AUGMENTATIONS:
+        fire = rng.random() < AUGMENTATIONS[name]  # always drawn: same stream whatever is on
+        if name not in augment or not fire:
+            continue
+        if name == "color":
+            f = img.astype(np.float32)
+            grey = f.mean(-1, keepdims=True)
+            f = grey + (f - grey) * rng.uniform(0.85, 1.15)
+            f = (f - 128) * rng.uniform(0.9, 1.1) + 128 + 255 * rng.uniform(-0.1, 0.1)
+            img = np.clip(np.rint(f), 0, 255).astype(np.uint8)
+        elif name == "downup":
+            scale = rng.uniform(0.4, 0.8)
+            small = cv2.resize(img, (max(8, round(w * scale)), max(8, round(h * scale))),
+                               interpolation=cv2.INTER_AREA)
+            img = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
+        elif name == "blur":
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.3, 1.2))
+        elif name == "noise":
+            noise = rng.normal(0, rng.uniform(1, 6), img.shape)
+            img = np.clip(np.rint(img + noise), 0, 255).astype(np.uint8)
+        elif name == "jpeg":
+            quality = int(rng.integers(40, 96))
+            ok, buf = cv2.imencode(".jpg", img[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
+        elif name == "flip":
+            img, mask = img[:, ::-1], mask[:, ::-1]
+    return np.ascontiguousarray(img), np.ascontiguousarray(mask)
+
+
+def sample_rng(seed: int, epoch: int, source: int, row: int) -> np.random.Generator:
+    """The generator of one crop in one epoch (see the module docstring)."""
+    return np.random.default_rng([int(seed), int(epoch), int(source), int(row)])
+
+
+def resize_pair(image: np.ndarray, mask: np.ndarray, size: int):
+    """Crop and mask at the model's input size: INTER_AREA for the crop when shrinking,
+    the mask's area fraction thresholded at 0.5."""
+    if image.shape[0] == size and image.shape[1] == size:
+        return image, mask
+    shrink = image.shape[0] > size
+    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    img = cv2.resize(image, (size, size), interpolation=interp)
+    m = cv2.resize(mask.astype(np.float32), (size, size), interpolation=interp)
+    return img, (m > 0.5).astype(np.uint8)
