@@ -285,3 +285,14 @@ class _no_raise:
 
     def __exit__(self, *exc):
         return False
+
+
+def test_throughput_benchmark_reports_all_three_rates(face_store, capsys):
+    from fusion.cascade import bench
+    r = bench.run([str(face_store)], steps=1, batch_size=8, size=32, backbone="tiny")
+    for key in ("bare_samples_per_s", "data_samples_per_s", "pipeline_samples_per_s"):
+        assert r[key] > 0
+    assert r["overhead"] == pytest.approx(r["bare_samples_per_s"] / r["pipeline_samples_per_s"] - 1)
+    assert bench.main(["--store", str(face_store), "--steps", "1", "--batch-size", "8",
+                       "--size", "32", "--backbone", "tiny"]) == 0
+    assert "overhead of the data pipeline" in capsys.readouterr().out
