@@ -40,8 +40,8 @@ def _write_failed(path: Path, exc: BaseException) -> BaseException:
     h5py reports a full disk as ``RuntimeError`` ("... errno = 28, error message = 'No space
     left on device' ...") as well as ``OSError``; both become "cannot write PATH: REASON".
     """
-    if isinstance(exc, StoreError) or not isinstance(exc, (OSError, RuntimeError)):
-        return exc
+    if isinstance(exc, StoreError) or not (isinstance(exc, OSError) or type(exc) is RuntimeError):
+        return exc  # RecursionError and other RuntimeError subclasses are bugs, not a disk
     text = str(exc)
     if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text or "No space left" in text:
         reason = "no space left on device"
