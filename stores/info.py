@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 from stores.reader import open_store
 
@@ -39,7 +40,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def work():
-        from pathlib import Path
         from pipelines.errors import UsageError
         if not Path(args.store).is_file():
             raise UsageError(f"{args.store}: no such store file")
