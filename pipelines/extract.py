@@ -512,9 +512,11 @@ def _client(args, workers: int):
         # that no "port 8787 is already in use" warning is printed when nobody asked for it
         http = {"dashboard": True, "dashboard_address": args.dashboard} if args.dashboard else \
             {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        # CRITICAL: a failed task (a full disk) is re-raised here as one line; the worker's
+        # own "Compute Failed" log would repeat it with a traceback
         cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, scheduler_kwargs=http,
-                               silence_logs=logging.ERROR)
+                               silence_logs=logging.CRITICAL)
         client = Client(cluster)
     if args.dashboard:
         print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
