@@ -364,7 +364,8 @@ def build_parser() -> CLIParser:
                    help="seconds to wait for --scheduler to answer before giving up")
     p.add_argument("--dashboard", nargs="?", const=":8787", default=None, metavar="ADDRESS",
                    help="serve the Dask dashboard of the local cluster (at ADDRESS, "
-                        "default :8787) and print its link; off unless given")
+                        "default :8787) and print its link; off unless given (the pages "
+                        "need the bokeh package)")
     p.add_argument("--limit", type=int, help="only the first N videos/images (for trials)")
     p.add_argument("--images-per-task", type=int, default=16,
                    help="images grouped into one Dask task (videos are one task each)")

@@ -7,6 +7,7 @@ not the point), so the file stays fast.
 import errno
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -255,6 +256,12 @@ def test_no_dashboard_and_no_port_warning_unless_asked(tmp_path):
         busy.close()
     assert proc.returncode == 0, proc.stderr
     assert "8787" not in proc.stderr and "dashboard" not in proc.stderr.lower()
+    asked = subprocess.run(
+        [sys.executable, "-m", "pipelines.extract", "--out", str(tmp_path / "d.h5"),
+         "--limit", "2", "--features", "lbp", "--workers", "1", "--no-progress",
+         "--dashboard", "127.0.0.1:0"], cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert asked.returncode == 0, asked.stderr
+    assert re.fullmatch(r"dashboard: http://127\.0\.0\.1:\d+/status", asked.stderr.strip())
 
 
 # -- a full disk, two runs on one --out --------------------------------------------------------
