@@ -164,7 +164,7 @@ def check_param_types(fusion: str, params: dict):
     """Raise UsageError when a ``--param`` value has the wrong type for ``fusion``.
 
     A parameter's type is that of the head's default (``epochs=100``: a whole number), or
-    :data:`PARAM_TYPES`; numbers must be positive (whole numbers at least 1).
+    :data:`PARAM_TYPES`; numbers must not be negative, whole numbers must be at least 1.
     """
     defaults = getattr(heads.FUSIONS.get(fusion), "defaults", {})
     for key, value in params.items():

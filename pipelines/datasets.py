@@ -5,7 +5,9 @@ by split, label and video id. Every failure a user can fix (unknown data set, mi
 root, a root holding nothing the indexer recognises, an unknown option value) raises
 :class:`~pipelines.errors.UsageError` with one line naming the accepted values. Files the
 indexer does not recognise are ignored; recognised videos that cannot be placed in a split
-are skipped with one ``warnings.warn`` giving their count.
+are skipped with one ``warnings.warn`` giving their count. Files whose ids would collide
+(``x.jpg`` and ``x.png`` in one folder) keep their extension in the id; paths read from a
+manifest or a ``metadata.json`` must stay inside the root.
 
 Data sets and their split rules
 -------------------------------
