@@ -60,7 +60,6 @@ Naive references, per image (``luma`` is the float BT.601 luma of ``FaceBatch.gr
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
@@ -83,7 +82,8 @@ def _single_threaded_or_reexec(argv):
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(
+    from pipelines.cli import CLIParser
+    parser = CLIParser(
         prog="python -m extract.bench",
         description="Time the batched handcrafted extractors against naive per-image code.")
     parser.add_argument("--n", type=int, default=32, help="number of face crops (default 32)")
@@ -99,17 +99,17 @@ def parse_args(argv):
     parser.add_argument("--json", default=None, help="also write the table to this JSON file")
     args = parser.parse_args(argv)
     if args.n < 1:
-        parser.exit(2, "--n must be >= 1\n")
+        parser.error("--n must be >= 1")
     if args.repeat < 1:
-        parser.exit(2, "--repeat must be >= 1\n")
+        parser.error("--repeat must be >= 1")
     if args.size < 64:
-        parser.exit(2, "--size must be >= 64 (the HOG blocks and PRNU levels need it)\n")
+        parser.error("--size must be >= 64 (the HOG blocks and PRNU levels need it)")
     if args.images and not os.path.isdir(args.images):
-        parser.exit(2, f"--images: {args.images} is not a folder\n")
+        parser.error(f"--images: {args.images} is not a folder")
     if args.features:
         bad = [f for f in args.features.split(",") if f not in FEATURES]
         if bad:
-            parser.exit(2, f"--features: unknown {','.join(bad)}; accepted {','.join(FEATURES)}\n")
+            parser.error(f"--features: unknown {','.join(bad)}; accepted {','.join(FEATURES)}")
     return args
 
 

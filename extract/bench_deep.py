@@ -24,12 +24,15 @@ Examples
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 import numpy as np
+
+from pipelines.cli import CLIParser
+
+PROG = "python -m extract.bench_deep"
 
 
 def _sync(device):
@@ -127,8 +130,7 @@ def format_table(rows) -> str:
 
 
 def build_parser():
-    p = argparse.ArgumentParser(prog="python -m extract.bench_deep", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CLIParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=64, help="images per measurement (default 64)")
     p.add_argument("--batch-sizes", default="1,32", help="comma-separated batch sizes (default 1,32)")
     p.add_argument("--features", default="cnn,clip", help="cnn, clip or both (default)")
@@ -150,23 +152,23 @@ def main(argv=None) -> int:
         sizes = []
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     if not sizes or min(sizes) < 1:
-        print(f"error: --batch-sizes must be positive integers, got {args.batch_sizes!r}", file=sys.stderr)
+        print(f"{PROG}: error: --batch-sizes must be positive integers, got {args.batch_sizes!r}", file=sys.stderr)
         return 2
     if not features or set(features) - {"cnn", "clip"}:
-        print(f"error: --features must be cnn, clip or cnn,clip, got {args.features!r}", file=sys.stderr)
+        print(f"{PROG}: error: --features must be cnn, clip or cnn,clip, got {args.features!r}", file=sys.stderr)
         return 2
     if args.n < 1 or args.repeats < 1:
-        print("error: --n and --repeats must be >= 1", file=sys.stderr)
+        print(f"{PROG}: error: --n and --repeats must be >= 1", file=sys.stderr)
         return 2
     if args.devices == "auto":
         devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     elif args.devices in ("cpu", "cuda"):
         devices = [args.devices]
     else:
-        print(f"error: --devices must be auto, cpu or cuda, got {args.devices!r}", file=sys.stderr)
+        print(f"{PROG}: error: --devices must be auto, cpu or cuda, got {args.devices!r}", file=sys.stderr)
         return 2
     if "cuda" in devices and not torch.cuda.is_available():
-        print("error: --devices cuda but torch sees no CUDA GPU", file=sys.stderr)
+        print(f"{PROG}: error: --devices cuda but torch sees no CUDA GPU", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

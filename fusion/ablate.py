@@ -34,7 +34,9 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
+from pipelines.cli import CLIParser, error_line
 from pipelines.errors import UsageError
+from stores.schema import StoreError
 
 STAGES = ("single", "loo", "greedy", "fusions")
 ROBUSTNESS_ROWS = 5  # ablation rows drawn in robustness.png
@@ -196,9 +198,8 @@ def write_outputs(table, path, out, meta) -> Path:
 
 
 def build_parser():
-    p = train.OneLineParser(prog="python -m fusion.ablate", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=None, help="feature store (.h5); default: the last extraction's "
-                   f"store, read from {train.last_store_file()}")
+    p = CLIParser(prog="python -m fusion.ablate", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="feature store (.h5)")
     p.add_argument("--features", required=True, help="comma-separated vector feature names")
     p.add_argument("--fusions", default="concat", help="comma-separated vector fusions; the first one "
                    "runs the single / leave-one-out / greedy stages (default concat)")
@@ -227,7 +228,7 @@ def main(argv=None) -> int:
         if not fusions:
             raise UsageError("--fusions: give at least one fusion")
         params = train.parse_params(args.param)
-        store_path = args.store or train.default_store()
+        store_path = args.store
         store = train.open_store_or_usage(store_path)
         for fusion in fusions:
             if fusion in heads.FUSIONS and heads.FUSIONS[fusion].inputs != "vector":
@@ -241,9 +242,9 @@ def main(argv=None) -> int:
                                                     "fusions": fusions, "head": args.head, "stages": stages,
                                                     "perturbations": specs,
                                                     "seconds": round(time.time() - t0, 2)})
-    except UsageError as e:
-        print(f"python -m fusion.ablate: error: {e}", file=sys.stderr)
-        return 2
+    except (UsageError, StoreError) as e:
+        print(error_line("python -m fusion.ablate", e), file=sys.stderr)
+        return 2 if isinstance(e, UsageError) else 1
     print(markdown_table(table.head(15)), end="")
     if path:
         print("greedy: " + " -> ".join(f"+{p['added']} ({p['val_auc']:.4f})" for p in path))

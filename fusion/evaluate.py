@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 from fusion import heads, metrics, train
+from pipelines.cli import CLIParser
 from pipelines.errors import UsageError
 
 
@@ -75,7 +76,7 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
 
 
 def build_parser():
-    p = train.OneLineParser(prog="python -m fusion.evaluate", description=__doc__.split("\n\n")[0])
+    p = CLIParser(prog="python -m fusion.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="run directory of fusion.train (or its model/ folder)")
     p.add_argument("--store", required=True, help="feature store (.h5) to score")
     p.add_argument("--out", required=True, help="output directory")

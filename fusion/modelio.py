@@ -7,9 +7,12 @@ here executes code from the files it reads.
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from pipelines.errors import DamagedFileError
 
 MODEL_JSON, ARRAYS_FILE, TENSORS_FILE = "model.json", "weights.npz", "weights.safetensors"
 
@@ -27,17 +30,40 @@ def save_model(directory, config: dict, arrays: dict | None = None, tensors: dic
     return d
 
 
+def _damaged(path: Path, exc: Exception) -> DamagedFileError:
+    reason = " ".join(str(exc).split()) or type(exc).__name__
+    if "allow_pickle" in reason:
+        reason = "it holds object arrays, which would need pickle to load"
+    return DamagedFileError(f"{path}: damaged or unsafe model file ({reason}); retrain the "
+                            "model or restore the file")
+
+
 def load_model(directory) -> tuple[dict, dict, dict]:
-    """``(config, arrays, tensors)`` from a directory written by :func:`save_model`."""
+    """``(config, arrays, tensors)`` from a directory written by :func:`save_model`.
+
+    A file that cannot be read as what it should be (invalid JSON, an npz with object
+    arrays or a broken zip, a tampered safetensors header) raises
+    :class:`~pipelines.errors.DamagedFileError` naming the file.
+    """
     d = Path(directory)
     if not (d / MODEL_JSON).is_file():
         raise FileNotFoundError(f"no {MODEL_JSON} in {d}")
-    config = json.loads((d / MODEL_JSON).read_text())
+    try:
+        config = json.loads((d / MODEL_JSON).read_text())
+    except (ValueError, OSError) as exc:
+        raise _damaged(d / MODEL_JSON, exc) from None
     arrays, tensors = {}, {}
     if (d / ARRAYS_FILE).is_file():
-        with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(d / ARRAYS_FILE, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+            raise _damaged(d / ARRAYS_FILE, exc) from None
     if (d / TENSORS_FILE).is_file():
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
-        tensors = load_file(str(d / TENSORS_FILE))
+        try:
+            tensors = load_file(str(d / TENSORS_FILE))
+        except (SafetensorError, ValueError, OSError, RuntimeError) as exc:
+            raise _damaged(d / TENSORS_FILE, exc) from None
     return config, arrays, tensors

@@ -3,21 +3,23 @@
 End to end for a practitioner: each file is decoded, its faces are detected and aligned
 exactly as the training store's were (the model records that configuration), the model's
 features are extracted with the recorded parameters, and the trained fusion head scores
-every face. Prints one line per file and writes JSON with a score per face and per video
-(the mean of its face scores); ``--overlay DIR`` also saves each scored face with its score.
+every face. Prints one line per file; ``--out FILE`` writes JSON with a score per face and
+per video (the mean of its face scores), and ``--json`` prints that JSON alone on stdout
+(the per-file lines then go to stderr); ``--overlay DIR`` also saves each scored face with
+its score.
 
 Scores are fake probabilities in [0, 1]; the decision threshold is the one chosen on the
 training run's validation split (``threshold`` in the JSON).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR
 
@@ -138,15 +140,18 @@ def save_overlay(result: dict, folder: Path):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fusion.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = CLIParser(prog="python -m fusion.predict", description=__doc__)
     parser.add_argument("--model", required=True, help="run folder written by fusion.train")
     parser.add_argument("files", nargs="+", help="images or videos to score")
-    parser.add_argument("--out", help="write the JSON result here (default: print it)")
+    parser.add_argument("--out", help="write the JSON result to this file")
+    parser.add_argument("--json", action="store_true",
+                        help="print the JSON result alone on stdout (the per-file lines go to "
+                             "stderr), for piping into jq or another program")
     parser.add_argument("--frames", type=int, help="frames per video (default: as in training)")
     parser.add_argument("--overlay", help="folder for PNG strips of the scored faces")
     args = parser.parse_args(argv)
-    try:
+
+    def prepare():
         if args.frames is not None and args.frames < 1:
             raise UsageError(f"--frames must be at least 1, got {args.frames}")
         missing = [f for f in args.files if not Path(f).is_file()]
@@ -154,17 +159,23 @@ def main(argv=None) -> int:
             raise UsageError(f"no such file: {missing[0]}")
         for f in args.files:
             _source(Path(f))
-        head, config = load_model_dir(args.model)
+        try:  # a wrong format version or an unknown extractor in the model's config
+            head, config = load_model_dir(args.model)
+        except ValueError as exc:
+            raise UsageError(f"--model {args.model}: {exc}") from None
         if config.get("inputs") not in (None, "vector", "map"):
             raise UsageError(f"--model: inputs {config.get('inputs')!r} cannot be scored here")
         if config.get("fusion") == "sequence":
             raise UsageError("--model: sequence models score whole videos from a store; "
                              "use python -m fusion.evaluate")
-        extractors = extractors_for(config)
-        ingest = ingest_config(config, args.frames)
-    except (UsageError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return head, config, extractors_for(config), ingest_config(config, args.frames)
+
+    prepared = []
+    status = run_cli(parser.prog, lambda: prepared.append(prepare()))
+    if status:
+        return status
+    head, config, extractors, ingest = prepared[0]
+    text = sys.stderr if args.json else sys.stdout
     results = []
     for path in args.files:
         result = score_file(path, head, config, extractors, ingest)
@@ -176,12 +187,12 @@ def main(argv=None) -> int:
                    f"{'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
                    f"over {len(result['faces'])} face(s)")
         causes = sorted({e["cause"] for e in result["errors"]})
-        print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""))
+        print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
-    else:
+    if args.json:
         print(json.dumps(report, indent=2))
     return 0
 

@@ -6,8 +6,8 @@
         --out RUN_DIR [--test-store OTHER.h5 ...] [--seed 0] [--param epochs=50 ...] \\
         [--perturb jpeg:50,blur:1.5 | --perturb all]
 
-* ``--store`` defaults to the last extraction's store: the path written by the extract CLI
-  to ``~/.cache/clmf/last_store`` (``$CLMF_LAST_STORE`` overrides that file's location).
+* ``--store`` is required: there is no hidden default, so a run never trains on another
+  job's store without saying so.
 * The head is fitted on split ``train``; its hyper-parameters (C grid for the linear heads,
   learning rate for GBM, early stopping for torch heads) and the decision threshold (the
   EER threshold) are chosen on ``val``; ``test`` is only reported. Without val samples the
@@ -29,7 +29,6 @@ with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation str
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -39,20 +38,11 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
-from stores.schema import last_store_file
 
 SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score"]
 COMPARED_ATTRS = ("extractor", "version", "params", "shape")
-
-
-def default_store() -> str | None:
-    """The last extraction's store path, or None when none was recorded."""
-    f = last_store_file()
-    if f.is_file():
-        text = f.read_text().strip()
-        return text or None
-    return None
 
 
 def load_split(store, features, split=None, inputs="vector") -> heads.FusionData:
@@ -114,7 +104,7 @@ def store_path_of(store) -> str:
 def open_store_or_usage(path, flag="--store"):
     import stores
     if path is None:
-        raise UsageError(f"{flag}: no store given and no last extraction recorded in {last_store_file()}")
+        raise UsageError(f"{flag}: give the feature store (.h5) to read")
     if not Path(path).is_file():
         raise UsageError(f"{flag}: store file not found: {path}")
     try:
@@ -166,6 +156,32 @@ def parse_params(items) -> dict:
     return out
 
 
+#: Types of the hyper-parameters that have no default value in their head's class.
+PARAM_TYPES = {"k": int, "size": int, "groups": str}
+
+
+def check_param_types(fusion: str, params: dict):
+    """Raise UsageError when a ``--param`` value has the wrong type for ``fusion``.
+
+    A parameter's type is that of the head's default (``epochs=100``: a whole number), or
+    :data:`PARAM_TYPES`; numbers must not be negative, whole numbers must be at least 1.
+    """
+    defaults = getattr(heads.FUSIONS.get(fusion), "defaults", {})
+    for key, value in params.items():
+        want = type(defaults[key]) if key in defaults else PARAM_TYPES.get(key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if want is int:
+            ok, expected = number and float(value).is_integer() and value >= 1, "a whole number >= 1"
+        elif want is float:
+            ok, expected = number and value >= 0, "a number >= 0"
+        elif want is str:
+            ok, expected = isinstance(value, str), "text"
+        else:
+            continue
+        if not ok:
+            raise UsageError(f"--param {key}: fusion {fusion!r} expects {expected}, got {value!r}")
+
+
 def validate_run(store, features, fusion, head, test_stores=(), params=None):
     """Check every flag against the registry and the store; raise UsageError before any work."""
     if fusion not in heads.FUSIONS:
@@ -180,6 +196,7 @@ def validate_run(store, features, fusion, head, test_stores=(), params=None):
         heads.FUSIONS[fusion].check_params(features, params or {})
     except ValueError as e:
         raise UsageError(f"--param: {e}") from None
+    check_param_types(fusion, params or {})
     inputs = heads.FUSIONS[fusion].inputs
     available = store.maps if inputs == "map" else store.features
     missing = [f for f in features if f not in available]
@@ -291,18 +308,9 @@ def summary(result: dict, out) -> str:
     return "\n".join(lines)
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a wrong flag as one line and exits 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = OneLineParser(prog="python -m fusion.train", description=__doc__.split("\n\n")[0],
-                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", default=None, help="feature store (.h5); default: the last extraction's "
-                   f"store, read from {last_store_file()}")
+def build_parser() -> CLIParser:
+    p = CLIParser(prog="python -m fusion.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="feature store (.h5) to train on")
     p.add_argument("--features", required=True, help="comma-separated feature names, e.g. lbp,dct")
     p.add_argument("--fusion", default="concat", help=f"fusion strategy: {', '.join(heads.list_fusions())} "
                    "(default concat)")
@@ -328,16 +336,6 @@ def add_report_flags(p):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
-def run_cli(prog: str, work) -> int:
-    """Call ``work()``; a UsageError becomes one line on stderr and exit status 2."""
-    try:
-        work()
-    except UsageError as e:
-        print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
-    return 0
-
-
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -347,7 +345,7 @@ def main(argv=None) -> int:
         params = parse_params(args.param)
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
-        train_run(args.store or default_store(), features, args.fusion, args.head, args.out,
+        train_run(args.store, features, args.fusion, args.head, args.out,
                   args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
                   perturb=args.perturb)
     return run_cli(parser.prog, work)

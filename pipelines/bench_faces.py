@@ -23,7 +23,6 @@ the tracked region (~4 ms), landmarks (~3 ms) and the warp (~1 ms).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipelines.cli import CLIParser, error_line
 from pipelines.errors import SampleError, UsageError
 from pipelines.faces import FaceAligner, align_face, create_detector, detect_landmarks
 from pipelines.frames import read_video_frames, sample_frame_indices, video_frame_count
@@ -138,8 +138,8 @@ def run_benchmark(root: Path, n_frames: int, limit: int | None = None) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench_faces",
-                                     description=__doc__.split("\n\n")[0])
+    parser = CLIParser(prog="python -m pipelines.bench_faces",
+                       description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=Path("../shared/data/ffpp"),
                         help="folder searched recursively for .mp4 videos (default: %(default)s)")
     parser.add_argument("--frames", type=int, default=32,
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
             raise UsageError(f"--root {args.root}: no such folder")
         result = run_benchmark(args.root, args.frames, args.limit)
     except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(error_line(parser.prog, exc), file=sys.stderr)
         return 2
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,6 @@ val, test) puts everything in one split.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import re
@@ -58,6 +57,7 @@ import cv2
 import numpy as np
 
 from pipelines.edits_face import DIFFICULTIES, FACE_EDITS, NEEDS_DONOR, apply_face_edit
+from pipelines.cli import CLIParser, error_line
 from pipelines.errors import SampleError, UsageError
 from pipelines.samples import SPLITS
 
@@ -312,13 +312,8 @@ def generate(faces: list[BenchFace], out, edits, difficulties=("easy", "mid", "h
 
 # ---------------------------------------------------------------------------- CLI
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="python -m pipelines.benchmark",
+def build_parser() -> CLIParser:
+    p = CLIParser(prog="python -m pipelines.benchmark",
                 description="Generate the face image-editing benchmark (aligned reals, "
                             "landmark-aware edits with exact masks, manifest.jsonl).")
     src = p.add_mutually_exclusive_group()
@@ -439,7 +434,7 @@ def main(argv=None) -> int:
     try:
         summary = run(args)
     except UsageError as exc:
-        print(f"python -m pipelines.benchmark: error: {exc}", file=sys.stderr)
+        print(error_line("python -m pipelines.benchmark", exc), file=sys.stderr)
         return 2
     print(format_summary(summary, args.out))
     return 0

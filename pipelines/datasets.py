@@ -5,7 +5,9 @@ by split, label and video id. Every failure a user can fix (unknown data set, mi
 root, a root holding nothing the indexer recognises, an unknown option value) raises
 :class:`~pipelines.errors.UsageError` with one line naming the accepted values. Files the
 indexer does not recognise are ignored; recognised videos that cannot be placed in a split
-are skipped with one ``warnings.warn`` giving their count.
+are skipped with one ``warnings.warn`` giving their count. Files whose ids would collide
+(``x.jpg`` and ``x.png`` in one folder) keep their extension in the id; paths read from a
+manifest or a ``metadata.json`` must stay inside the root.
 
 Data sets and their split rules
 -------------------------------
@@ -47,12 +49,15 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import re
 import warnings
 import zlib
+from collections import Counter
+from dataclasses import replace
 from functools import lru_cache
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 from pipelines.errors import UsageError
 from pipelines.samples import FAKE, REAL, REAL_METHOD, SPLITS, Source
@@ -86,6 +91,37 @@ def _warn_skipped(dataset: str, reason: str, skipped: list[str]) -> None:
         examples = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
         warnings.warn(f"{dataset}: skipped {len(skipped)} file(s) {reason} ({examples})",
                       stacklevel=4)
+
+
+def _confined(root: Path, rel, where: str) -> Path:
+    """``root / rel`` when it stays inside ``root``; a UsageError naming ``where`` otherwise.
+
+    Paths from manifests are relative to the root: an absolute path or one whose ``..``
+    climbs out of the root is refused (links inside the root are the user's own choice).
+    """
+    text = str(rel)
+    if Path(text).is_absolute() or PureWindowsPath(text).drive:
+        raise UsageError(f"{where}: path {text!r} is absolute; paths must be relative to "
+                         f"--root {root}")
+    path = Path(os.path.normpath(root / text))
+    if path != root and root not in path.parents:
+        raise UsageError(f"{where}: path {text!r} leads outside --root {root}")
+    return path
+
+
+def _unique_video_ids(sources: list[Source]) -> list[Source]:
+    """Keep the extension in the video id of files whose ids collide (``x.jpg`` and
+    ``x.png``); a UsageError naming both files if ids still collide."""
+    count = Counter(s.video_id for s in sources)
+    sources = [replace(s, video_id=s.video_id + Path(s.path).suffix) if count[s.video_id] > 1
+               else s for s in sources]
+    first = {}
+    for source in sources:
+        other = first.setdefault((source.dataset, source.video_id), source)
+        if other is not source:
+            raise UsageError(f"{source.dataset}: {other.path} and {source.path} get the same "
+                             f"sample id {source.video_id!r}; rename one of them")
+    return sources
 
 
 def _hash_percent(text: str) -> int:
@@ -284,7 +320,8 @@ def index_dfdc(root: Path) -> list[Source]:
             raise UsageError(f"dfdc: {folder / 'metadata.json'} is not valid JSON: {exc}") from None
         split = _dfdc_split(number)
         for name, info in sorted(metadata.items()):
-            path = folder / name
+            where = f"dfdc: {folder / 'metadata.json'}: entry {name!r}"
+            path = _confined(root, Path(folder.name) / name, where)
             if not path.is_file():
                 missing.append(f"{folder.name}/{name}")
                 continue
@@ -298,7 +335,7 @@ def index_dfdc(root: Path) -> list[Source]:
                                       method=REAL_METHOD, video_id=f"{REAL_METHOD}/dfdc/{stem}"))
                 continue
             original = info.get("original")
-            real = folder / original if original else None
+            real = _confined(root, Path(folder.name) / original, where) if original else None
             sources.append(Source(path=str(path), dataset="dfdc", split=split, label=FAKE,
                                   method=DFDC_METHOD, video_id=f"{DFDC_METHOD}/{stem}",
                                   real_path=str(real) if real and real.is_file() else None))
@@ -317,10 +354,12 @@ def _flat_split(stem: str) -> str:
 
 
 def _media(folder: Path) -> list[Path]:
+    """Media files under ``folder``; links that lead nowhere (a loop, a missing target) are
+    kept so that reading them records why, instead of their vanishing without a word."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTS + VIDEO_EXTS
+                  and (p.is_file() or (p.is_symlink() and not p.exists())))
 
 
 def _find_mask(mask_dirs: list[Path], rel: Path) -> Path | None:
@@ -398,12 +437,12 @@ def index_editbench(root: Path) -> list[Source]:
         if split not in SPLITS or label not in (REAL, FAKE):
             raise UsageError(f"{where}: split must be one of {', '.join(SPLITS)} and label 0 "
                              f"or 1, got split={split!r} label={label!r}")
-        path = root / image
+        path = _confined(root, image, where)
         if not path.is_file():
             missing.append(str(image))
             continue
         method = REAL_METHOD if label == REAL else (row.get("edit") or "fake")
-        mask = root / row["mask"] if row.get("mask") else None
+        mask = _confined(root, row["mask"], where) if row.get("mask") else None
         if mask is not None and not mask.is_file():
             missing.append(str(row["mask"]))
             continue
@@ -487,4 +526,4 @@ def index_dataset(name: str, root=None, **options) -> list[Source]:
     root = Path(root).expanduser()
     if not root.is_dir():
         raise UsageError(f"{name}: root {root} does not exist or is not a folder")
-    return indexer(root.resolve(), **options)
+    return _sorted(_unique_video_ids(indexer(root.resolve(), **options)))

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 #: Causes that the summary counts. Keep the list short and stable: users filter on it.
-CAUSES = ("corrupt_video", "unreadable_image", "no_face", "face_too_small",
-          "missing_mask", "extractor_failed")
+#: ``unreadable_file``: the file cannot be opened at all (permission, symbolic link loop);
+#: ``wrong_format``: its content is another kind of file than its extension says.
+CAUSES = ("corrupt_video", "unreadable_image", "unreadable_file", "wrong_format", "no_face",
+          "face_too_small", "missing_mask", "extractor_failed")
 
 
 class SampleError(Exception):
@@ -33,3 +35,10 @@ class SampleError(Exception):
 
 class UsageError(Exception):
     """A wrong flag or argument: the CLI prints it as one line and exits 2 before any work."""
+
+
+class DamagedFileError(Exception):
+    """A file the run needs (a model's weights, its config) that exists but cannot be used.
+
+    The message names the file and what is wrong with it; CLIs print it as one line.
+    """

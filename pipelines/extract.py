@@ -15,24 +15,29 @@ How it runs: the sources (videos, images) are cut into partitions (one video, or
 of images); each partition is one Dask task that decodes, aligns and extracts, then
 writes its own shard file. When every task is done the shards are merged into the store.
 A killed run keeps its finished shards; rerunning the same command redoes only the rest.
-Rerunning with more features on an existing store computes only the new ones.
+Rerunning with more features on an existing store computes only the new ones. A run holds
+a lock file in ``<out>.shards/``: a second run on the same ``--out`` stops with one line
+naming the owner, and the lock of a killed run (its pid gone on this host) is taken over.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import logging
 import json
 import os
 import shutil
+import socket
 import sys
 import time
+import uuid
 from collections import Counter
 from dataclasses import asdict
+from glob import escape as glob_escape
 from pathlib import Path
 
 import numpy as np
 
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
 from pipelines.ingest import IngestConfig, SourceCrops, load_source
 from pipelines.perturb import SEPARATOR
@@ -72,6 +77,82 @@ def _digest(obj) -> str:
 def shard_name(index: int, sources) -> str:
     """Shard file of a partition: its position plus a digest of its sources."""
     return f"part-{index:06d}-{_digest([s.to_dict() for s in sources])}.h5"
+
+
+#: What every failure to write says: nothing finished is lost.
+RESUME_HINT = "finished shards are kept, free space and rerun the same command to resume"
+
+
+# -- one run per --out ----------------------------------------------------------------------
+LOCK_NAME = "LOCK"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, owned by another user
+        return True
+    return True
+
+
+def _read_lock(lock: Path) -> dict | None:
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def take_lock(folder: Path, what: str) -> Path:
+    """Claim ``folder`` (the shard folder of one ``--out``) for this process.
+
+    The lock file ``folder/LOCK`` holds pid, host and start time; it is written whole under
+    a temporary name and hard-linked into place, so it is never seen half written. A lock
+    of a live process, or of one on another host, raises a UsageError naming its owner; a
+    lock whose pid is gone on this host (a killed run) is stale and is taken over.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / LOCK_NAME
+    host = socket.gethostname()
+    mine = folder / f"{LOCK_NAME}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
+    mine.write_text(json.dumps({"pid": os.getpid(), "host": host,
+                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
+    try:
+        for _ in range(3):
+            try:
+                os.link(mine, lock)
+                return lock
+            except FileExistsError:
+                pass
+            owner = _read_lock(lock)
+            if owner is None or owner.get("host") != host or _pid_alive(int(owner.get("pid", -1))):
+                who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
+                       f"{owner.get('started')}" if owner else "an unreadable lock")
+                raise UsageError(f"{what} is in use by another extraction ({who}); wait for it "
+                                 f"to finish, or delete {lock} if that run is gone")
+            # stale: move it aside, and put it back if another run took it over meanwhile
+            grave = folder / f"{LOCK_NAME}.stale-{uuid.uuid4().hex[:8]}"
+            try:
+                os.rename(lock, grave)
+            except FileNotFoundError:
+                continue
+            if _read_lock(grave) != owner:
+                try:
+                    os.link(grave, lock)
+                except FileExistsError:
+                    pass
+            grave.unlink(missing_ok=True)
+        raise UsageError(f"{what}: could not take {lock}; another run is starting on it")
+    finally:
+        mine.unlink(missing_ok=True)
+
+
+def release_lock(lock: Path) -> None:
+    """Remove ``lock`` if this process holds it."""
+    owner = _read_lock(lock)
+    if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
+        lock.unlink(missing_ok=True)
 
 
 # -- the per-partition task -----------------------------------------------------------------
@@ -199,11 +280,10 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     from pipelines.samples import SAMPLE_FIELDS
     meta = pd.DataFrame(crops.records, columns=list(SAMPLE_FIELDS))
     landmarks = np.stack(crops.landmarks) if n else np.zeros((0, 68, 2), np.float32)
-    try:
+    try:  # a full disk reaches here as a StoreWriteError (h5py raises RuntimeError)
         write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors)
     except OSError as exc:
-        raise OSError(f"cannot write shard {shard_path}: {exc.strerror or exc}; "
-                      "finished shards are kept, free space and rerun to resume") from exc
+        raise OSError(f"{exc}; {RESUME_HINT}") from exc
     return {"shard": str(shard_path), "resumed": False, "samples": n,
             "errors": dict(Counter(e["cause"] for e in errors))}
 
@@ -226,12 +306,10 @@ def _shard_counts(path: Path) -> dict:
 
 
 # -- command line ---------------------------------------------------------------------------
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> CLIParser:
     from pipelines.datasets import DATASETS
-    p = argparse.ArgumentParser(
-        prog="python -m pipelines.extract",
-        description="Extract features from a data set into an HDF5 feature store.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = CLIParser(prog="python -m pipelines.extract",
+                  description="Extract features from a data set into an HDF5 feature store.")
     p.add_argument("--dataset", default="demo",
                    help=f"data set layout: {', '.join(DATASETS)} (demo needs no --root)")
     p.add_argument("--root", help="data set folder (not needed for demo)")
@@ -282,6 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
                                        "(tcp://host:8786); the store folder must be shared; "
                                        "GPU features go to workers started with "
                                        "--resources GPU=1")
+    p.add_argument("--connect-timeout", type=float, default=10.0,
+                   help="seconds to wait for --scheduler to answer before giving up")
+    p.add_argument("--dashboard", nargs="?", const=":8787", default=None, metavar="ADDRESS",
+                   help="serve the Dask dashboard of the local cluster (at ADDRESS, "
+                        "default :8787) and print its link; off unless given (the pages "
+                        "need the bokeh package)")
     p.add_argument("--limit", type=int, help="only the first N videos/images (for trials)")
     p.add_argument("--images-per-task", type=int, default=16,
                    help="images grouped into one Dask task (videos are one task each)")
@@ -331,6 +415,8 @@ def validate(args) -> tuple:
         if args.detector not in DETECTORS:
             raise UsageError(f"--detector: unknown detector {args.detector!r}; "
                              f"choose one of {', '.join(DETECTORS)}")
+    if args.scheduler and not args.connect_timeout > 0:
+        raise UsageError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout}")
     if args.deep_batch_size < 1:
         raise UsageError(f"--deep-batch-size must be at least 1, got {args.deep_batch_size}")
     params = feature_params(args, features)
@@ -411,12 +497,31 @@ def uses_gpu(features, params) -> bool:
 
 
 def _client(args, workers: int):
+    """A Dask client: on ``--scheduler`` (checked to answer within ``--connect-timeout``) or
+    on a local cluster, which serves a dashboard only with ``--dashboard``."""
     from dask.distributed import Client, LocalCluster
     if args.scheduler:
-        return Client(args.scheduler), None
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
-    return Client(cluster), cluster
+        try:
+            client = Client(args.scheduler, timeout=args.connect_timeout)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UsageError(f"--scheduler {args.scheduler}: no Dask scheduler answered within "
+                             f"{args.connect_timeout:g} s ({type(exc).__name__}); check the "
+                             "address or raise --connect-timeout") from None
+        cluster = None
+    else:
+        # the scheduler's HTTP server (health, metrics) binds any free port, not 8787, so
+        # that no "port 8787 is already in use" warning is printed when nobody asked for it
+        http = {"dashboard": True, "dashboard_address": args.dashboard} if args.dashboard else \
+            {"dashboard": False, "dashboard_address": "127.0.0.1:0"}
+        # CRITICAL: a failed task (a full disk) is re-raised here as one line; the worker's
+        # own "Compute Failed" log would repeat it with a traceback
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                               dashboard_address=None, scheduler_kwargs=http,
+                               silence_logs=logging.CRITICAL)
+        client = Client(cluster)
+    if args.dashboard:
+        print(f"dashboard: {client.dashboard_link}", file=sys.stderr)
+    return client, cluster
 
 
 def run_tasks(tasks, args, gpu: bool = False):
@@ -427,22 +532,24 @@ def run_tasks(tasks, args, gpu: bool = False):
     for the ``GPU`` resource, so only workers started with ``--resources GPU=1`` run them.
     """
     from tqdm import tqdm
-    bar = tqdm(total=len(tasks), unit="task", desc="extract", disable=args.no_progress,
-               file=sys.stderr)
-    try:
-        if args.workers == 0 and not args.scheduler:
-            for task in tasks:
-                yield process_partition(*task)
-                bar.update()
-            return
-        from dask.distributed import as_completed
+    in_process = args.workers == 0 and not args.scheduler
+    if not in_process:
         workers = args.workers
         if gpu and not args.scheduler and workers > 1:
             print("note: deep features run on the GPU, which one worker owns: 1 worker for "
                   "this run (extract CPU-only features in another run to use every core)",
                   file=sys.stderr)
             workers = 1
-        client, cluster = _client(args, workers)
+        client, cluster = _client(args, workers)  # before the bar: a dead scheduler fails here
+    bar = tqdm(total=len(tasks), unit="task", desc="extract", disable=args.no_progress,
+               file=sys.stderr)
+    try:
+        if in_process:
+            for task in tasks:
+                yield process_partition(*task)
+                bar.update()
+            return
+        from dask.distributed import as_completed
         resources = {"GPU": 1} if gpu and args.scheduler else None
         try:
             futures = [client.submit(process_partition, *task, pure=False, resources=resources)
@@ -459,9 +566,27 @@ def run_tasks(tasks, args, gpu: bool = False):
 
 
 def extract(args) -> dict:
-    """Run an extraction described by parsed ``args``; returns the summary."""
+    """Run an extraction described by parsed ``args``; returns the summary.
+
+    The run holds the lock of ``<out>.shards/`` from its first read of ``--out`` to the end.
+    """
     t0 = time.perf_counter()
-    sources, features, perturbations, params, keep_maps, config, out = validate(args)
+    validated = validate(args)
+    out = validated[-1]
+    shards_root = out.with_name(out.name + ".shards")
+    lock = take_lock(shards_root, f"--out {out}")
+    try:
+        return _extract_locked(args, t0, *validated)
+    finally:
+        release_lock(lock)
+        try:
+            shards_root.rmdir()  # only when no shards are left in it
+        except OSError:
+            pass
+
+
+def _extract_locked(args, t0, sources, features, perturbations, params, keep_maps, config,
+                    out) -> dict:
     identity = _run_identity(args, config)
     have = _existing_features(out, identity)
     jobs = _feature_jobs(features, perturbations)
@@ -486,18 +611,19 @@ def extract(args) -> dict:
               keep_maps) for i, part in enumerate(parts)]
     results = list(run_tasks(tasks, args, gpu=uses_gpu(todo, params)))
     shards = [t[3] for t in tasks]
-    if have:
-        from stores import add_features
-        add_features(out, shards)
-    else:
-        from stores import merge_shards
-        merge_shards(shards, out, run=identity)
+    for stale in out.parent.glob(f"{glob_escape(out.name)}.*.tmp"):
+        stale.unlink(missing_ok=True)  # a killed merge's; this run holds --out's lock
+    try:
+        if have:
+            from stores import add_features
+            add_features(out, shards)
+        else:
+            from stores import merge_shards
+            merge_shards(shards, out, run=identity)
+    except OSError as exc:
+        raise OSError(f"{exc}; {RESUME_HINT}") from exc
     if not args.keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
-        try:
-            shard_dir.parent.rmdir()
-        except OSError:
-            pass
     wall = time.perf_counter() - t0
     n = sum(r["samples"] for r in results)
     errors = Counter()
@@ -506,12 +632,6 @@ def extract(args) -> dict:
     summary.update(samples=n, errors=dict(errors), tasks=len(tasks),
                    resumed_tasks=sum(r["resumed"] for r in results),
                    wall_s=round(wall, 2), samples_per_s=round(n / wall, 2) if wall else None)
-    try:
-        from stores.schema import last_store_file
-        last_store_file().parent.mkdir(parents=True, exist_ok=True)
-        last_store_file().write_text(str(out.resolve()))
-    except OSError:
-        pass  # a convenience default only
     return summary
 
 
@@ -538,16 +658,7 @@ def main(argv=None) -> int:
         from extract.registry import list_extractors
         print("\n".join(list_extractors()))
         return 0
-    try:
-        summary = extract(args)
-    except UsageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    print(format_summary(summary))
-    return 0
+    return run_cli(parser.prog, lambda: print(format_summary(extract(args))))
 
 
 if __name__ == "__main__":

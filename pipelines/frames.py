@@ -66,10 +66,40 @@ def sample_frame_indices(n_total: int, n: int, clip_len: int = 1) -> np.ndarray:
     return np.unique((starts[:, None] + np.arange(clip_len, dtype=np.int64)).ravel())
 
 
+#: Leading bytes of image formats, to name an image given a video extension.
+_IMAGE_SIGNATURES = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+                     (b"GIF8", "a GIF image"), (b"BM", "a BMP image"))
+
+
+def _read_head(path: str, n: int = 16, missing: str = "corrupt_video") -> bytes:
+    """The first ``n`` bytes of ``path`` (-1: all of it).
+
+    Raises ``SampleError("unreadable_file")`` naming the OS reason (permission denied,
+    symbolic link loop, a folder) when the file cannot be opened, and ``SampleError(missing)``
+    when there is no file of that name at all.
+    """
+    try:
+        with open(path, "rb") as f:
+            return f.read(n)
+    except OSError as exc:
+        cause = "unreadable_file" if os.path.lexists(path) else missing
+        raise SampleError(cause, path, f"cannot open the file ({exc.strerror or exc})") from None
+
+
+def _image_kind(head: bytes) -> str | None:
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "a WebP image"
+    return next((kind for magic, kind in _IMAGE_SIGNATURES if head.startswith(magic)), None)
+
+
 def _open_video(path) -> cv2.VideoCapture:
     path = os.fspath(path)
-    if not os.path.isfile(path):
+    if not os.path.lexists(path):
         raise SampleError("corrupt_video", path, "file does not exist")
+    image = _image_kind(_read_head(path))
+    if image:
+        raise SampleError("wrong_format", path, f"the file holds {image}, not a video; "
+                          "give it its image extension")
     # one decoding thread: a worker is one core, and FFmpeg's frame threads cost ~15% more
     # CPU per frame than they save in wall time (measured on the FF++ sample)
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
@@ -185,12 +215,8 @@ def read_mask_frames(path, indices: Iterable[int],
 
 def _decode_file(path, flags: int, cause: str) -> np.ndarray:
     path = os.fspath(path)
-    try:
-        # np.fromfile + imdecode instead of cv2.imread: imread cannot open non-ASCII paths
-        # on Windows.
-        buffer = np.fromfile(path, dtype=np.uint8)
-    except OSError as exc:
-        raise SampleError(cause, path, f"cannot read the file ({exc.strerror or exc})") from None
+    # read + imdecode instead of cv2.imread: imread cannot open non-ASCII paths on Windows
+    buffer = np.frombuffer(_read_head(path, -1, missing=cause), dtype=np.uint8)
     image = None
     if buffer.size:
         try:

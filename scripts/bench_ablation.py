@@ -12,15 +12,16 @@ writes ``bench_ablation.json`` next to the store.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import tempfile
 import time
 from pathlib import Path
 
+from pipelines.cli import CLIParser
+
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = CLIParser(prog="python scripts/bench_ablation.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=100_000, help="samples (default 100000)")
     p.add_argument("--features", type=int, default=15, help="vector features (default 15)")
     p.add_argument("--threads", type=int, default=2, help="BLAS/OpenMP threads (default 2)")

@@ -13,15 +13,35 @@ from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STR
                            StoreError)
 
 
+def _damaged(ds, exc: Exception) -> StoreError:
+    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+    return StoreError(f"{ds.file.filename}: dataset {ds.name} cannot be read ({reason}); "
+                      "the file is damaged: re-extract it")
+
+
 def _read_rows(ds, idx: np.ndarray) -> np.ndarray:
-    """Rows ``idx`` (sorted, unique) of ``ds``, reading contiguous runs as slices."""
-    if len(idx) == ds.shape[0]:
-        return ds[...]
-    if len(idx) == 0:
-        return np.zeros((0,) + ds.shape[1:], ds.dtype)
-    breaks = np.flatnonzero(np.diff(idx) != 1) + 1
-    parts = [ds[int(run[0]):int(run[-1]) + 1] for run in np.split(idx, breaks)]
-    return np.concatenate(parts)
+    """Rows ``idx`` (sorted, unique) of ``ds``, reading contiguous runs as slices.
+
+    A damaged chunk raises StoreError naming the file and the dataset.
+    """
+    try:
+        if len(idx) == ds.shape[0]:
+            return ds[...]
+        if len(idx) == 0:
+            return np.zeros((0,) + ds.shape[1:], ds.dtype)
+        breaks = np.flatnonzero(np.diff(idx) != 1) + 1
+        parts = [ds[int(run[0]):int(run[-1]) + 1] for run in np.split(idx, breaks)]
+        return np.concatenate(parts)
+    except (OSError, RuntimeError) as exc:
+        raise _damaged(ds, exc) from None
+
+
+def _read_column(ds) -> np.ndarray:
+    """A whole metadata or error column (strings decoded); StoreError when damaged."""
+    try:
+        return ds.asstr()[:] if h5py.check_string_dtype(ds.dtype) else ds[:]
+    except (OSError, RuntimeError, ValueError, UnicodeDecodeError) as exc:
+        raise _damaged(ds, exc) from None
 
 
 class FeatureStore:
@@ -51,14 +71,58 @@ class FeatureStore:
             raise StoreError(f"{self.path}: store schema version {version} is not supported by this "
                              f"CLMF (expects {SCHEMA_VERSION}); re-extract it with "
                              "`python -m pipelines.extract` from this version")
+        try:
+            self._check_layout()
+        except StoreError:
+            self._h5.close()
+            raise
+
+    def _check_layout(self):
+        """Every dataset of the schema is there and has one row per sample (shapes only)."""
+        def dataset(name):
+            obj = self._h5.get(name)
+            if not isinstance(obj, h5py.Dataset):
+                raise StoreError(f"{self.path}: dataset /{name} is missing; the file is damaged "
+                                 "or not a CLMF store: re-extract it")
+            return obj
+
+        n = dataset("meta/sample_id").shape[0]
+        required = [f"meta/{f}" for f in STRING_FIELDS + INT_FIELDS] + ["landmarks"]
+        named = [f"{GROUPS[k]}/{name}" for k in GROUPS for name in self._h5.get(GROUPS[k], {})]
+        named += [f"valid/{name.partition('/')[2]}" for name in named]
+        for name in required + named:
+            rows = dataset(name).shape[0] if dataset(name).shape else 0
+            if rows != n:
+                raise StoreError(f"{self.path}: dataset /{name} has {rows} rows for {n} samples; "
+                                 "the file is damaged: re-extract it")
+        counts = {f: dataset(f"errors/{f}").shape[0] for f in ERROR_FIELDS}
+        if len(set(counts.values())) > 1:
+            raise StoreError(f"{self.path}: the /errors columns have different lengths {counts}; "
+                             "the file is damaged: re-extract it")
+
+    def check(self) -> int:
+        """Read every dataset in full, chunk by chunk; returns how many were read.
+
+        Raises StoreError naming the first dataset that cannot be read (a damaged chunk).
+        Row counts are checked when the store opens.
+        """
+        names = []
+        self._h5.visititems(lambda name, obj: names.append(name)
+                            if isinstance(obj, h5py.Dataset) else None)
+        for name in names:
+            ds = self._h5[name]
+            rows = ds.shape[0] if ds.shape else 0
+            step = ds.chunks[0] if ds.chunks else max(rows, 1)
+            for start in range(0, rows, step):
+                _read_rows(ds, np.arange(start, min(start + step, rows)))
+        return len(names)
 
     # -- metadata -----------------------------------------------------------------------
     @cached_property
     def meta(self) -> pd.DataFrame:
         """One row per sample: the fields of ``pipelines.samples.SAMPLE_FIELDS``."""
         group = self._h5["meta"]
-        cols = {f: group[f].asstr()[:] if f in STRING_FIELDS else group[f][:]
-                for f in STRING_FIELDS + INT_FIELDS}
+        cols = {f: _read_column(group[f]) for f in STRING_FIELDS + INT_FIELDS}
         frame = pd.DataFrame(cols)
         return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
                       "frame_index", "source_path"]]
@@ -85,8 +149,7 @@ class FeatureStore:
     def errors(self) -> pd.DataFrame:
         """The sources or frames that failed, with their cause."""
         group = self._h5["errors"]
-        cols = {f: (group[f].asstr()[:] if h5py.check_string_dtype(group[f].dtype) else group[f][:])
-                for f in ERROR_FIELDS}
+        cols = {f: _read_column(group[f]) for f in ERROR_FIELDS}
         return pd.DataFrame(cols, columns=list(ERROR_FIELDS))
 
     def _dataset(self, name: str, kind: str):

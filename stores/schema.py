@@ -15,9 +15,7 @@ Readers refuse a file whose ``schema_version`` differs from :data:`SCHEMA_VERSIO
 from __future__ import annotations
 
 import json
-import os
 from importlib import metadata
-from pathlib import Path
 
 SCHEMA_VERSION = 1
 STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path")
@@ -34,14 +32,6 @@ def code_version() -> str:
         return "0+unknown"
 
 
-def last_store_file() -> Path:
-    """Where ``pipelines.extract`` records its last store, for ``fusion.train``'s default.
-
-    ``~/.cache/clmf/last_store``; the environment variable ``CLMF_LAST_STORE`` moves it.
-    """
-    return Path(os.environ.get("CLMF_LAST_STORE", Path.home() / ".cache" / "clmf" / "last_store"))
-
-
 def dumps(obj) -> str:
     """Canonical JSON for attributes, so equal parameters compare equal as strings."""
     return json.dumps(obj, sort_keys=True, default=str)
@@ -49,3 +39,7 @@ def dumps(obj) -> str:
 
 class StoreError(Exception):
     """A store that cannot be opened or used: wrong version, missing feature, bad file."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """Writing a store or shard failed (disk full, quota, I/O error); no half file is left."""

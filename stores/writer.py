@@ -2,18 +2,20 @@
 
 Every Dask task writes its own shard file (a small store with the same layout), so no two
 processes ever share an HDF5 handle and a task needs nothing but a shared folder. A shard
-is written to ``<name>.tmp`` and renamed when complete: a killed task leaves no half shard
+is written to ``<name>.<pid>-<random>.tmp`` and renamed when complete: a killed task leaves no half shard
 that a rerun would trust. The final store is built by :func:`merge_shards` in one process,
-again under a temporary name renamed at the end, so the store on disk is always a complete
-file. :func:`add_features` adds features to an existing store without recomputing or
+again under a temporary name of its own renamed at the end, so the store on disk is always
+a complete file and two overlapping merges never write to the same temporary file. :func:`add_features` adds features to an existing store without recomputing or
 re-encoding the old ones: it copies the file's bytes, adds datasets to the copy, and swaps
 the copy in.
 """
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import time
+import uuid
 from pathlib import Path
 
 import h5py
@@ -21,10 +23,31 @@ import numpy as np
 import pandas as pd
 
 from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
-                           StoreError, code_version, dumps)
+                           StoreError, StoreWriteError, code_version, dumps)
 
 _STR = h5py.string_dtype("utf-8")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+
+
+def _tmp_path(path: Path) -> Path:
+    """A temporary name next to ``path`` that no other process or call uses."""
+    return path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+
+
+def _write_failed(path: Path, exc: BaseException) -> BaseException:
+    """``exc`` as a one-line StoreWriteError when it is a failure to write ``path``.
+
+    h5py reports a full disk as ``RuntimeError`` ("... errno = 28, error message = 'No space
+    left on device' ...") as well as ``OSError``; both become "cannot write PATH: REASON".
+    """
+    if isinstance(exc, StoreError) or not (isinstance(exc, OSError) or type(exc) is RuntimeError):
+        return exc  # RecursionError and other RuntimeError subclasses are bugs, not a disk
+    text = str(exc)
+    if getattr(exc, "errno", None) == errno.ENOSPC or "errno = 28" in text or "No space left" in text:
+        reason = "no space left on device"
+    else:
+        reason = getattr(exc, "strerror", None) or (text.splitlines() or [type(exc).__name__])[0][:200]
+    return StoreWriteError(f"cannot write {path}: {reason}")
 
 
 def _vector_chunks(n: int, d: int) -> tuple:
@@ -92,7 +115,7 @@ def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, lan
     Parameters
     ----------
     path : str or Path
-        Output file. Written as ``path + ".tmp"`` and renamed when complete.
+        Output file. Written under a temporary name and renamed when complete.
     meta : DataFrame or dict of columns
         One row per sample with the fields of ``pipelines.samples.SAMPLE_FIELDS``.
     vectors, maps : dict of name -> ndarray
@@ -123,7 +146,7 @@ def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, lan
     vectors, maps, attrs, valid = vectors or {}, maps or {}, attrs or {}, valid or {}
     columns = _meta_columns(meta)
     n = len(columns["sample_id"])
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = _tmp_path(path)
     try:
         with h5py.File(tmp, "w") as h5:
             _write_root_attrs(h5, run)
@@ -145,9 +168,12 @@ def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, lan
                 vgroup.create_dataset(name, data=np.asarray(valid.get(name, np.ones(n, bool)), bool))
             _write_columns(h5.create_group("errors"), _error_columns(errors), ERROR_FIELDS[:2] + ERROR_FIELDS[3:])
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        failure = _write_failed(path, exc)
+        if failure is exc:
+            raise
+        raise failure from exc
     return path
 
 
@@ -259,7 +285,7 @@ def merge_shards(shards, out_path, run=None) -> int:
         raise StoreError(f"duplicate sample ids while merging into {out_path}")
     layout = _feature_layout(shards)
     starts = dict(zip(map(str, shards), np.cumsum([0] + counts[:-1])))
-    tmp = out_path.with_name(out_path.name + ".tmp")
+    tmp = _tmp_path(out_path)
     try:
         with h5py.File(tmp, "w") as out:
             _write_root_attrs(out, run)
@@ -275,9 +301,12 @@ def merge_shards(shards, out_path, run=None) -> int:
 
             _copy_feature_rows(out, shards, layout, positions_of)
         os.replace(tmp, out_path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        failure = _write_failed(out_path, exc)
+        if failure is exc:
+            raise
+        raise failure from exc
     return n
 
 
@@ -299,7 +328,7 @@ def add_features(store_path, shards, run_update=None) -> list[str]:
     layout = {k: v for k, v in _feature_layout(shards).items() if k not in existing}
     if not layout:
         return []
-    tmp = store_path.with_name(store_path.name + ".tmp")
+    tmp = _tmp_path(store_path)
     try:
         shutil.copyfile(store_path, tmp)
         with h5py.File(tmp, "a") as out:
@@ -320,7 +349,10 @@ def add_features(store_path, shards, run_update=None) -> list[str]:
                 merged = {**json.loads(run), **run_update}
                 out.attrs["run"] = dumps(merged)
         os.replace(tmp, store_path)
-    except BaseException:
+    except BaseException as exc:
         tmp.unlink(missing_ok=True)
-        raise
+        failure = _write_failed(store_path, exc)
+        if failure is exc:
+            raise
+        raise failure from exc
     return sorted(name for _, name in layout)

@@ -44,9 +44,3 @@ def real_face_batch():
     ../shared/data/faces/real when present, else the scikit-image astronaut and its variants."""
     from tests.face_fixtures import load_aligned_faces
     return load_aligned_faces(8)
-
-
-@pytest.fixture(autouse=True)
-def _private_last_store(tmp_path_factory, monkeypatch):
-    """Tests never touch the user's ~/.cache/clmf/last_store."""
-    monkeypatch.setenv("CLMF_LAST_STORE", str(tmp_path_factory.getbasetemp() / "last_store"))

@@ -59,3 +59,19 @@ def test_predict_reports_a_corrupt_video_without_crashing(demo_run, tmp_path, ca
     assert predict_main(["--model", str(run), str(broken)]) == 0
     out = capsys.readouterr().out
     assert "no face scored" in out and "corrupt_video" in out
+
+
+def test_predict_json_prints_json_alone_on_stdout(demo_run, capsys):
+    root, run = demo_run
+    source = next(s for s in demo_sources() if s.split == "test")
+    crop, _ = render_demo_source(source)
+    image = root / "piped.png"
+    cv2.imwrite(str(image), cv2.cvtColor(crop, cv2.COLOR_RGB2BGR))
+    assert predict_main(["--model", str(run), str(image), "--json"]) == 0
+    captured = capsys.readouterr()
+    report = json.loads(captured.out)  # nothing but the JSON document
+    assert report["results"][0]["file"] == str(image) and report["results"][0]["score"] is not None
+    assert "piped.png:" in captured.err
+    assert predict_main(["--model", str(run), str(image)]) == 0
+    plain = capsys.readouterr().out
+    assert plain.startswith(f"{image}: ") and "{" not in plain  # text only without --json

@@ -111,12 +111,12 @@ def test_missing_store_exits_2(tmp_path, capsys):
     assert "not found" in capsys.readouterr().err
 
 
-def test_default_store_comes_from_last_store_file(store_path, tmp_path, monkeypatch):
-    pointer = tmp_path / "last_store"
-    pointer.write_text(str(store_path) + "\n")
-    monkeypatch.setenv("CLMF_LAST_STORE", str(pointer))
-    assert train.default_store() == str(store_path)
-    assert train.main(["--features", "a", "--out", str(tmp_path / "r"), "--bootstrap", "0", "--no-plots"]) == 0
+def test_store_is_required_no_hidden_default(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        train.main(["--features", "a", "--out", str(tmp_path / "r")])
+    err = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(err.splitlines()) == 1
+    assert "--store" in err and err.endswith("see --help")
 
 
 def test_empty_train_split_is_a_clear_error(tmp_path, capsys):
