@@ -29,12 +29,15 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
 
 
+PROG = "python -m fusion.cascade"
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m fusion.cascade", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CLIParser(prog=PROG, description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train on split train, select the epoch on val")
     t.add_argument("--store", required=True, action="append",
@@ -89,7 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                         "training ones (default: split val)")
     t.add_argument("--augment", default=None,
                    help="comma list, all or none; applied to reals and blends alike: "
-                        + "; ".join(f"{k} (p {AUGMENTATIONS[k]:g}: {v})"
+                        + "; ".join(f"{k} (p {AUGMENTATIONS[k]:g}: {v})".replace("%", "%%")
                                     for k, v in AUGMENTATION_HELP.items())
                         + " (default: all with --sbi online, none otherwise)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
@@ -163,6 +166,7 @@ def _train(args):
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
+    print(f"next: python -m fusion.cascade eval --run {config.out} --store TEST.h5 --split test")
 
 
 def _summary(metrics: dict) -> str:
@@ -190,39 +194,49 @@ def _summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
+def _run(args) -> int:
+    if args.threads < 0:
+        raise UsageError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    if args.command == "train":
+        _train(args)
+        return 0
+    from fusion.cascade.train import evaluate, predict, resolve_device
+    try:
+        resolve_device(args.device)
+        if not Path(args.store).is_file():
+            raise ValueError(f"--store {args.store}: no such file")
+        if not (Path(args.run) / "config.json").is_file():
+            raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.command == "eval":
+        metrics = evaluate(args.run, args.store, args.split, args.out, args.device,
+                           args.batch_size, args.overlays, args.n_boot)
+        print(_summary(metrics))
+        out = Path(args.out or Path(args.run) / f"eval_{args.split}")
+        print(f"wrote {out / 'metrics.json'}")
+        print(f"next: python -m fusion.cascade predict --run {args.run} --store OTHER.h5 --out PRED")
+    else:
+        frame = predict(args.run, args.store, args.out, args.split, args.device,
+                        args.batch_size, args.overlays)
+        print(f"scored {len(frame)} samples; wrote {Path(args.out) / 'predictions.csv'}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    try:
-        if args.threads < 0:
-            raise UsageError(f"--threads must be >= 0, got {args.threads}")
-        if args.threads:
-            import torch
-            torch.set_num_threads(args.threads)
-        if args.command == "train":
-            _train(args)
-        else:
-            from fusion.cascade.train import evaluate, predict, resolve_device
-            try:
-                resolve_device(args.device)
-                if not Path(args.store).is_file():
-                    raise ValueError(f"--store {args.store}: no such file")
-                if not (Path(args.run) / "config.json").is_file():
-                    raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
-            except ValueError as exc:
-                raise UsageError(str(exc)) from None
-            if args.command == "eval":
-                metrics = evaluate(args.run, args.store, args.split, args.out, args.device,
-                                   args.batch_size, args.overlays, args.n_boot)
-                print(_summary(metrics))
-                print(f"wrote {Path(args.out or Path(args.run) / f'eval_{args.split}') / 'metrics.json'}")
-            else:
-                frame = predict(args.run, args.store, args.out, args.split, args.device,
-                                args.batch_size, args.overlays)
-                print(f"scored {len(frame)} samples; wrote {Path(args.out) / 'predictions.csv'}")
-    except (UsageError, BackboneWeightsError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    def work():
+        try:
+            return _run(args)
+        except (BackboneWeightsError, ValueError) as exc:
+            # settings and data the user can fix (missing weights, a store without the
+            # needed maps or landmarks, an old run folder): one line, exit 2
+            raise UsageError(str(exc)) from None
+    return run_cli(PROG, work)
 
 
 if __name__ == "__main__":

@@ -296,3 +296,21 @@ def test_throughput_benchmark_reports_all_three_rates(face_store, capsys):
     assert bench.main(["--store", str(face_store), "--steps", "1", "--batch-size", "8",
                        "--size", "32", "--backbone", "tiny"]) == 0
     assert "overhead of the data pipeline" in capsys.readouterr().out
+
+
+def test_train_help_shows_each_default_once_and_lists_augmentations(capsys):
+    import re
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    text = capsys.readouterr().out
+    entries = re.split(r"\n  (?=-)", text[text.index("options:"):])
+    for entry in entries:
+        assert entry.lower().count("(default") <= 1, entry
+        assert "(default: None)" not in entry, entry
+    flat = " ".join(text.split())
+    for name in AUGMENTATIONS:
+        assert f"{name} (p" in flat
+    with pytest.raises(SystemExit):
+        main(["train", "--bogus"])
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("python -m fusion.cascade train: error:") and err.endswith("see --help")
