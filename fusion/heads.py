@@ -348,7 +348,7 @@ class FusionHead:
         A monotone map of :meth:`decision_function`; it saturates at 1.0 for large logits,
         so rank and threshold on the decision values.
         """
-        return self._proba(self.decision_function(data))
+        return self.probability(self.decision_function(data))
 
     def decision_function(self, data: FusionData) -> np.ndarray:
         """Decision value per sample (N float64, higher = more fake; a logit for most heads)."""
@@ -362,8 +362,13 @@ class FusionHead:
                 raise ValueError(f"feature {f!r} has shape {shape} per sample; the model expects {self.dims[f]}")
         return np.asarray(self._decision(self._prep(data)), dtype=np.float64).ravel()
 
-    def _proba(self, decision: np.ndarray) -> np.ndarray:
-        return _sigmoid(decision)
+    def probability(self, decision) -> np.ndarray:
+        """The [0, 1] score of decision values (the sigmoid, for most heads)."""
+        return _sigmoid(np.asarray(decision, np.float64))
+
+    def decision_of(self, probability) -> np.ndarray:
+        """Inverse of :meth:`probability`: for thresholds saved as probabilities by older runs."""
+        return _logit(probability)
 
     def config(self) -> dict:
         return {"format_version": FORMAT_VERSION, "fusion": self.name, "features": self.features,
@@ -527,8 +532,11 @@ class MajorityVoteFusion(PerFeatureThresholdFusion):
     def _combine(self, scores):
         return (scores >= self.thresholds).mean(axis=1)
 
-    def _proba(self, decision):
-        return decision  # the vote share is already in [0, 1]
+    def probability(self, decision):
+        return np.asarray(decision, np.float64)  # the vote share is already in [0, 1]
+
+    def decision_of(self, probability):
+        return np.asarray(probability, np.float64)
 
 
 @register_fusion("max-confidence")
