@@ -166,7 +166,7 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     crops = SourceCrops()
     for source in sources:
         part = load_source(source, config)
-        for key in ("records", "crops", "landmarks", "masks", "mask_valid", "errors"):
+        for key in ("records", "crops", "landmarks", "masks", "mask_valid", "errors", "source_meta"):
             getattr(crops, key).extend(getattr(part, key))
     n = len(crops.records)
     vectors, maps, valid, attrs = {}, {}, {}, {}
@@ -200,7 +200,8 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     meta = pd.DataFrame(crops.records, columns=list(SAMPLE_FIELDS))
     landmarks = np.stack(crops.landmarks) if n else np.zeros((0, 68, 2), np.float32)
     try:
-        write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors)
+        write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors,
+                    source_meta=pd.DataFrame(crops.source_meta, index=range(n)))
     except OSError as exc:
         raise OSError(f"cannot write shard {shard_path}: {exc.strerror or exc}; "
                       "finished shards are kept, free space and rerun to resume") from exc
