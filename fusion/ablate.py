@@ -162,7 +162,11 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
 
     planned: dict = {}
 
+    def canonical(feats):  # a feature set in --features order: {b, a} and {a, b} are one configuration
+        return [f for f in features if f in set(feats)]
+
     def evaluate(fusion, feats):
+        feats = canonical(feats)
         key = (fusion, tuple(feats))
         if key not in cache:
             plan([key])
@@ -171,6 +175,7 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
         return cache[key]
 
     def run(kind, feats, fusion=base):
+        feats = canonical(feats)
         key = (fusion, tuple(feats))
         evaluate(fusion, feats)
         if key not in kinds:
@@ -202,7 +207,7 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
         chosen, best = [], -np.inf
         while len(chosen) < n:
             candidates = [f for f in features if f not in chosen]
-            plan([(base, tuple(chosen + [f])) for f in candidates])
+            plan([(base, tuple(canonical(chosen + [f]))) for f in candidates])
             trial = {f: evaluate(base, chosen + [f]) for f in candidates}
             f_best = max(candidates, key=lambda f: _rank_value(trial[f]["val_auc"]))  # ties: first listed
             if _rank_value(trial[f_best]["val_auc"]) <= best + min_gain and chosen:
@@ -212,10 +217,10 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
             path.append({"added": f_best, "features": list(chosen), "val_auc": trial[f_best]["val_auc"]})
             run(f"greedy {len(chosen)}", chosen)
     if "fusions" in stages:
-        plan([(fusion, tuple(chosen)) for fusion in fusions])
+        plan([(fusion, tuple(canonical(chosen))) for fusion in fusions])
         for fusion in fusions:
             run("fusion all", features, fusion)
-            if "greedy" in stages and chosen != features:
+            if "greedy" in stages and set(chosen) != set(features):
                 run("fusion greedy", chosen, fusion)
     bar.close()
     rows = [{"kind": "; ".join(kinds[key]), **cache[key], "_order": i} for i, key in enumerate(order)]
@@ -273,13 +278,19 @@ def markdown_table(table: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def pick_warnings(table: pd.DataFrame) -> list[str]:
-    """The warnings of the configuration val picks, plus one when val could not rank."""
+def pick_warnings(table: pd.DataFrame, baseline: dict | None = None) -> list[str]:
+    """The warnings of the configuration val picks, plus one when val could not rank, plus
+    :func:`fusion.audit.confound_warnings` against the metadata ``baseline``."""
+    from fusion import audit
     top = table.iloc[0]
     out = list(top["warnings"])
     if top["val_from"] == "train":
         out.insert(0, "val lacks reals or fakes: configurations are ranked by their TRAIN AUC, "
                       "which rewards overfitting; add a val split")
+    if baseline is not None:
+        picked = {"test": {"auc": top["test_auc"]},
+                  "cross": {s: {"auc": top[store_column(s, "test_auc")]} for s in other_store_stems(table)}}
+        out += audit.confound_warnings(picked, baseline)
     return out
 
 
@@ -287,11 +298,11 @@ def write_outputs(table, path, out, meta) -> Path:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     table.drop(columns=["warnings"]).to_csv(out / "ablation.csv", index=False)
-    picked = pick_warnings(table)
+    base = meta.get("baselines", {}).get("metadata")
+    picked = pick_warnings(table, base)
     md = markdown_table(table)
     if picked:
         md += "\nWarnings for the picked configuration:\n\n" + "".join(f"- {w}\n" for w in picked)
-    base = meta.get("baselines", {}).get("metadata")
     if base:
         md += "\nMetadata-only baseline: " + (base["note"] if base.get("note") else
                                               f"test AUC {train._fmt(base['test'].get('auc'))}"
@@ -393,7 +404,7 @@ def main(argv=None) -> int:
     else:
         print(f"metadata baseline: test AUC {train._fmt(baseline['test'].get('auc'))}"
               + "".join(f", {k} AUC {train._fmt(m.get('auc'))}" for k, m in baseline.get("cross", {}).items()))
-    for w in pick_warnings(table):
+    for w in pick_warnings(table, baseline):
         print(f"WARNING {w}")
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
     return 0

@@ -55,7 +55,7 @@ def test_ablate_cli_ranks_by_val_with_test_beside(store_path, tmp_path, capsys):
     kinds = dict(zip(zip(table["fusion"], table["features"]), table["kind"]))
     assert kinds[("concat", "a,b,c")] == "all; fusion all"
     path = json.loads((out / "ablation.json").read_text())["greedy_path"]
-    greedy = ",".join(path[-1]["features"])
+    greedy = ",".join(f for f in "abc" if f in path[-1]["features"])  # listed in --features order
     assert greedy != "a,b,c" and "c" not in greedy  # c is noise; the min gain stops before it
     assert "greedy 1" in kinds[("concat", path[0]["added"])] and "single" in kinds[("concat", path[0]["added"])]
     assert kinds[("soft-vote", "a,b,c")] == "fusion all" and kinds[("soft-vote", greedy)] == "fusion greedy"

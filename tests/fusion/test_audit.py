@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 import stores
-from fusion import audit, train
+from fusion import ablate, audit, train
 from stores.schema import SOURCE_META_FIELDS
 from tests.fusion.test_heads import synthetic_meta
 
@@ -97,3 +97,13 @@ def test_audit_auc_matches_sklearn_on_its_own_scores(confounded):
     splits = {s: audit.metadata_split(store, s) for s in ("train", "val", "test")}
     model.fit(splits["train"], splits["val"])
     assert res["test"]["auc"] == pytest.approx(roc_auc_score(data.y, model.decision_function(data)), abs=1e-12)
+
+
+def test_ablation_warns_when_metadata_rivals_its_pick(confounded, tmp_path, capsys):
+    assert ablate.main(["--store", str(confounded), "--features", "a", "--stages", "single",
+                        "--out", str(tmp_path / "abl"), "--bootstrap", "0"]) == 0
+    saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
+    assert saved["baselines"]["metadata"]["test"]["auc"] > 0.9
+    assert any("within 0.05 of the detector" in w for w in saved["pick_warnings"])
+    assert "Metadata-only baseline: test AUC" in (tmp_path / "abl" / "ablation.md").read_text()
+    assert "metadata-only model reaches AUC" in capsys.readouterr().out
