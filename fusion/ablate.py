@@ -333,9 +333,9 @@ def build_parser():
     p.add_argument("--features", required=True, help="comma-separated vector feature names")
     p.add_argument("--fusions", default="concat", help="comma-separated vector fusions; the first one "
                    "runs the single / leave-one-out / greedy stages (default concat)")
-    p.add_argument("--head", default="logreg", help=f"sklearn head of the fusions that use one: "
-                   f"{', '.join(heads.SKLEARN_HEADS)} (torch fusions train their own network; "
-                   "their rows show no head)")
+    p.add_argument("--head", default=None, help=f"sklearn head of the fusions that use one: "
+                   f"{', '.join(heads.SKLEARN_HEADS)} (default logreg; torch fusions train their own "
+                   "network and their rows show no head; an error when no listed fusion uses one)")
     p.add_argument("--test-store", action="append", default=[], metavar="STORE",
                    help="another store to score every configuration on (its test split, or all of "
                         "it); repeatable. Results per store, beside the own test split's")
@@ -364,6 +364,10 @@ def main(argv=None) -> int:
             raise UsageError("--fusions: give at least one fusion")
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+        known = [f for f in fusions if f in heads.FUSIONS]
+        if args.head is not None and known and not any(heads.FUSIONS[f].uses_head for f in known):
+            train.resolve_head(known[0], args.head)  # the same one-line usage error as fusion.train
+        head = args.head or "logreg"
         params = train.parse_params(args.param)
         store_path = args.store or train.default_store()
         store = train.open_store_or_usage(store_path)
@@ -373,16 +377,16 @@ def main(argv=None) -> int:
         for fusion in fusions:
             if fusion in heads.FUSIONS and heads.FUSIONS[fusion].inputs != "vector":
                 raise UsageError(f"--fusions: {fusion!r} reads maps; ablation covers vector fusions only")
-            train.validate_run(store, features, fusion, args.head if heads.FUSIONS.get(fusion) and
+            train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
                                heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
         specs = robustness.resolve_perturbations(store, features, args.perturb)
         t0 = time.time()
-        table, path = run_ablation(store, features, fusions, args.head, stages, args.seed, args.bootstrap,
+        table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
                                    args.min_gain, params, specs=specs, test_stores=others)
         from fusion import audit
-        baseline = audit.metadata_baseline(store, list(others.values()), args.test_store, args.head,
+        baseline = audit.metadata_baseline(store, list(others.values()), args.test_store, head,
                                            args.seed, args.bootstrap)
-        config = {"store": str(store_path), "features": features, "fusions": fusions, "head": args.head,
+        config = {"store": str(store_path), "features": features, "fusions": fusions, "head": head,
                   "stages": stages, "test_stores": args.test_store, "perturbations": specs,
                   "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params}
         out = write_outputs(table, path, args.out, {

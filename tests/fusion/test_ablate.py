@@ -132,6 +132,7 @@ def test_ablate_without_val_ranks_on_train_and_says_so(store_path, tmp_path, cap
     (["--features", "a,b", "--fusions", "early"], "maps"),
     (["--features", "a,zzz"], "zzz"),
     (["--features", "a,b", "--bootstrap", "-1"], "--bootstrap"),
+    (["--features", "a,b", "--fusions", "mlp", "--head", "gbm"], "--head: fusion 'mlp' trains its own network"),
 ])
 def test_ablate_wrong_flag_exits_2(flags, needle, store_path, tmp_path, capsys):
     assert ablate.main(["--store", str(store_path), "--out", str(tmp_path / "x"), *flags]) == 2
