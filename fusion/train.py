@@ -34,8 +34,8 @@
 
 Writes into ``RUN_DIR``: ``metrics.json`` (features, fusion, head, threshold, val, test,
 cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
-label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv`` per test store, ``model/`` (model.json + weights,
-see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
+label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
+per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
 with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength).
 """
 from __future__ import annotations
@@ -190,7 +190,7 @@ def fit_and_evaluate(model, splits: dict, n_boot: int, seed: int) -> tuple[dict,
     else:
         ref = frames["val"]
     threshold = metrics.threshold_at_eer(ref["label"], ref[RANK_COLUMN])
-    result = {"threshold": threshold, "threshold_units": "decision value (logit)",
+    result = {"threshold": threshold, "threshold_units": "logit",
               "threshold_probability": float(model.probability(np.array([threshold]))[0]),
               "threshold_from": threshold_from}
     for s in ("val", "test"):
