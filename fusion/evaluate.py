@@ -55,8 +55,8 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     data = train.load_split(store, config["features"], chosen, inputs)
     if len(data) == 0:
         raise UsageError(f"--split: {chosen!r} has no samples in {store_path}")
-    threshold = float(run.get("threshold", 0.5))
-    frame = train.scores_frame(data, model.predict_proba(data))
+    threshold = train.saved_threshold(model, run)
+    frame = train.model_scores(model, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "scores.csv", index=False)

@@ -3,7 +3,8 @@
 How to add a new fusion
 -----------------------
 Subclass :class:`FusionHead`, set ``inputs`` ("vector" or "map"), implement
-``_fit(train, val)``, ``_predict(data)`` (returns N scores, higher = more fake),
+``_fit(train, val)``, ``_decision(data)`` (returns N decision values, higher = more fake:
+the logit where the head has one; ``predict_proba`` is their sigmoid),
 ``_state()`` (a dict of numpy arrays, saved to ``weights.npz``) and ``_load_state(state)``,
 then decorate the class with ``@register_fusion("name")``. A torch head subclasses
 :class:`TorchFusion` instead and only implements ``_build()`` (the ``nn.Module``, whose
@@ -24,7 +25,10 @@ Families
 
 Every head imputes NaN feature values (rows a feature could not be computed for) with the
 training-column mean and standardises each block with training statistics; both are part of
-the saved model. Models are saved without pickle: ``model.json`` (config) plus ``.npz``
+the saved model. Columns (near-)constant on train are set to 0 and standardised values are
+clipped to +-:data:`Z_CLIP` (see :class:`BlockScaler`), so one column that never varied in
+training cannot saturate every test score. Rank on :meth:`FusionHead.decision_function`
+(logits), not on ``predict_proba``: float64 sigmoid is exactly 1.0 above a logit of ~37. Models are saved without pickle: ``model.json`` (config) plus ``.npz``
 (sklearn coefficients, GBM tree arrays) or ``.safetensors`` (torch weights).
 """
 from __future__ import annotations
@@ -40,6 +44,11 @@ from fusion import metrics, modelio
 FUSIONS: dict[str, type["FusionHead"]] = {}
 SKLEARN_HEADS = ("logreg", "linear-svm", "gbm")
 FORMAT_VERSION = 1
+#: Standardised feature values are clipped to [-Z_CLIP, Z_CLIP] (train standard deviations).
+Z_CLIP = 10.0
+#: A column whose train standard deviation is at most this share of its largest train
+#: magnitude counts as constant (float32 rounding of a constant is ~1e-7 of it).
+CONSTANT_RTOL = 1e-6
 
 __all__ = ["FusionData", "FusionHead", "register_fusion", "create_fusion", "list_fusions",
            "load_head", "FUSIONS", "SKLEARN_HEADS"]
@@ -89,9 +98,20 @@ class FusionData:
 # preprocessing
 @dataclass
 class BlockScaler:
-    """Per-block NaN imputation (train mean) and standardisation (train mean / std)."""
+    """Per-block NaN imputation (train mean), standardisation (train mean / std) and clipping.
+
+    A column is *kept* when its train standard deviation exceeds :data:`CONSTANT_RTOL` times
+    its largest train magnitude; other columns (constant on train: dead CNN units, an
+    all-NaN column) carry no training information and are set to 0 on every split.
+    Standardised values are clipped to ``[-Z_CLIP, Z_CLIP]``.
+
+    >>> s = BlockScaler().fit({"f": np.array([[0., 1.], [0., 3.]])})
+    >>> s.transform({"f": np.array([[5., 2.], [0., 1e9]])})["f"].tolist()
+    [[0.0, 0.0], [0.0, 10.0]]
+    """
     mean: dict = field(default_factory=dict)
     std: dict = field(default_factory=dict)
+    keep: dict = field(default_factory=dict)
 
     def fit(self, blocks: dict) -> "BlockScaler":
         for name, x in blocks.items():
@@ -103,31 +123,57 @@ class BlockScaler:
             mean = np.where(count > 0, total / np.maximum(count, 1), 0.0)  # all-NaN column -> 0
             xi = np.where(finite, x, mean.astype(np.float32))
             std = xi.std(axis=axes, dtype=np.float64)
+            scale = np.abs(xi).max(axis=axes) if xi.size else np.zeros_like(std)
+            keep = (std > CONSTANT_RTOL * scale) & (std > 0)
             self.mean[name] = mean.astype(np.float32)
-            self.std[name] = np.where(std > 1e-12, std, 1.0).astype(np.float32)
+            self.std[name] = np.where(keep, std, 1.0).astype(np.float32)
+            self.keep[name] = np.asarray(keep, bool)
         return self
+
+    def constant_columns(self) -> dict:
+        """``{block: number of columns neutralised as constant on train}``."""
+        return {name: int((~k).sum()) for name, k in self.keep.items()}
 
     def transform(self, blocks: dict) -> dict:
         out = {}
         for name in self.mean:
             x = np.asarray(blocks[name], dtype=np.float32)
             x = np.where(np.isfinite(x), x, self.mean[name])
-            out[name] = ((x - self.mean[name]) / self.std[name]).astype(np.float32)
+            z = (x - self.mean[name]) / self.std[name]
+            keep = self.keep.get(name)
+            if keep is not None:
+                z = np.where(keep, z, 0.0)
+            out[name] = np.clip(z, -Z_CLIP, Z_CLIP).astype(np.float32)
         return out
 
     def state(self) -> dict:
         s = {f"scaler.mean.{k}": v for k, v in self.mean.items()}
         s.update({f"scaler.std.{k}": v for k, v in self.std.items()})
+        s.update({f"scaler.keep.{k}": v for k, v in self.keep.items()})
         return s
 
     @classmethod
     def from_state(cls, state: dict, names) -> "BlockScaler":
+        # models saved before the keep mask existed keep every column
         return cls({n: np.asarray(state[f"scaler.mean.{n}"]) for n in names},
-                   {n: np.asarray(state[f"scaler.std.{n}"]) for n in names})
+                   {n: np.asarray(state[f"scaler.std.{n}"]) for n in names},
+                   {n: np.asarray(state[f"scaler.keep.{n}"], bool) for n in names
+                    if f"scaler.keep.{n}" in state})
 
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-np.clip(z, -500, 500)))
+
+
+def _logit(p):
+    p = np.clip(np.asarray(p, np.float64), 1e-12, 1 - 1e-12)
+    return np.log(p / (1 - p))
+
+
+def _log_mean_sigmoid(z):
+    """``log(mean(sigmoid(z), axis=1))`` without forming the (saturating) probabilities."""
+    from scipy.special import logsumexp
+    return logsumexp(-np.logaddexp(0.0, -z), axis=1) - math.log(z.shape[1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -230,17 +276,25 @@ def gbm_decision(params: dict, X) -> np.ndarray:
     return float(params["init"]) + float(params["learning_rate"]) * value[rows, node].sum(axis=0)
 
 
-def predict_sklearn_head(params: dict, X) -> np.ndarray:
-    """Scores in [0, 1] from :func:`fit_sklearn_head` arrays.
-
-    Logistic regression gives its probability; the linear SVM and GBM give the sigmoid of
-    their decision function (monotone, so ranking metrics are unchanged; not calibrated).
-    """
-    kind = str(params["kind"])
-    if kind == "gbm":
-        return _sigmoid(gbm_decision(params, X))
+def decision_sklearn_head(params: dict, X) -> np.ndarray:
+    """Decision values of :func:`fit_sklearn_head` arrays: the logit (logreg), the margin
+    (linear SVM) or the raw log-odds (GBM). Higher = more fake; never saturates."""
+    if str(params["kind"]) == "gbm":
+        return gbm_decision(params, X)
     X = np.asarray(X, dtype=np.float64)
-    return _sigmoid(X @ params["coef"] + float(params["intercept"][0]))
+    return X @ params["coef"] + float(params["intercept"][0])
+
+
+def predict_sklearn_head(params: dict, X) -> np.ndarray:
+    """Scores in [0, 1] from :func:`fit_sklearn_head` arrays: the sigmoid of
+    :func:`decision_sklearn_head` (logreg's probability; for the linear SVM and GBM
+    monotone, so ranking metrics are unchanged, but not calibrated)."""
+    return _sigmoid(decision_sklearn_head(params, X))
+
+
+def sklearn_head_setting(params: dict) -> float:
+    """The hyper-parameter :func:`fit_sklearn_head` picked: C, or GBM's learning rate."""
+    return float(params["learning_rate"] if str(params["kind"]) == "gbm" else params["C"])
 
 
 # --------------------------------------------------------------------------------------------
@@ -289,7 +343,15 @@ class FusionHead:
         return self
 
     def predict_proba(self, data: FusionData) -> np.ndarray:
-        """Fake score per sample (N floats, higher = more fake)."""
+        """Fake score per sample in [0, 1] (N floats, higher = more fake).
+
+        A monotone map of :meth:`decision_function`; it saturates at 1.0 for large logits,
+        so rank and threshold on the decision values.
+        """
+        return self.probability(self.decision_function(data))
+
+    def decision_function(self, data: FusionData) -> np.ndarray:
+        """Decision value per sample (N float64, higher = more fake; a logit for most heads)."""
         if self.scaler is None:
             raise RuntimeError(f"fusion {self.name!r} is not fitted")
         for f in self.features:
@@ -298,7 +360,15 @@ class FusionHead:
             shape = list(np.shape(data.blocks[f])[1:])
             if shape != list(self.dims[f]):
                 raise ValueError(f"feature {f!r} has shape {shape} per sample; the model expects {self.dims[f]}")
-        return np.asarray(self._predict(self._prep(data)), dtype=np.float64).ravel()
+        return np.asarray(self._decision(self._prep(data)), dtype=np.float64).ravel()
+
+    def probability(self, decision) -> np.ndarray:
+        """The [0, 1] score of decision values (the sigmoid, for most heads)."""
+        return _sigmoid(np.asarray(decision, np.float64))
+
+    def decision_of(self, probability) -> np.ndarray:
+        """Inverse of :meth:`probability`: for thresholds saved as probabilities by older runs."""
+        return _logit(probability)
 
     def config(self) -> dict:
         return {"format_version": FORMAT_VERSION, "fusion": self.name, "features": self.features,
@@ -324,7 +394,7 @@ class FusionHead:
     def _fit(self, train, val):
         raise NotImplementedError
 
-    def _predict(self, data):
+    def _decision(self, data):
         raise NotImplementedError
 
     def _state(self) -> dict:
@@ -369,8 +439,8 @@ class ConcatFusion(FusionHead):
                                       None if val is None else self._concat(val),
                                       None if val is None else val.y, seed=self.seed)
 
-    def _predict(self, data):
-        return predict_sklearn_head(self.model, self._concat(data))
+    def _decision(self, data):
+        return decision_sklearn_head(self.model, self._concat(data))
 
     def _state(self):
         return {f"model.{k}": v for k, v in self.model.items()}
@@ -396,10 +466,11 @@ class LateFusion(FusionHead):
         self._fit_combiner(train, self._base_scores(train))
 
     def _base_scores(self, data) -> np.ndarray:
-        return np.stack([predict_sklearn_head(self.models[f], data.blocks[f].reshape(len(data), -1))
+        """Per-feature decision values (N x n_features), see :func:`decision_sklearn_head`."""
+        return np.stack([decision_sklearn_head(self.models[f], data.blocks[f].reshape(len(data), -1))
                          for f in self.features], axis=1)
 
-    def _predict(self, data):
+    def _decision(self, data):
         return self._combine(self._base_scores(data))
 
     def _fit_combiner(self, train, scores):
@@ -426,24 +497,29 @@ class LateFusion(FusionHead):
 
 @register_fusion("soft-vote")
 class SoftVoteFusion(LateFusion):
-    """Mean of the per-feature fake probabilities."""
+    """Mean of the per-feature fake probabilities (its logit is the decision value)."""
 
     def _combine(self, scores):
-        return scores.mean(axis=1)
+        return _log_mean_sigmoid(scores) - _log_mean_sigmoid(-scores)
 
 
 class PerFeatureThresholdFusion(LateFusion):
-    """Late fusion with one decision threshold per feature, at that feature's train EER."""
+    """Late fusion with one decision threshold per feature, at that feature's train EER.
+
+    Thresholds are on the per-feature decision values (logits); models saved with
+    probability thresholds (key ``thresholds``) are converted on load.
+    """
 
     def _fit_combiner(self, train, scores):
         self.thresholds = np.array([metrics.threshold_at_eer(train.y, scores[:, k])
                                     for k in range(scores.shape[1])])
 
     def _combiner_state(self):
-        return {"thresholds": self.thresholds}
+        return {"logit_thresholds": self.thresholds}
 
     def _load_combiner(self, state):
-        self.thresholds = state["thresholds"]
+        self.thresholds = (state["logit_thresholds"] if "logit_thresholds" in state
+                           else _logit(state["thresholds"]))
 
 
 @register_fusion("majority-vote")
@@ -456,13 +532,19 @@ class MajorityVoteFusion(PerFeatureThresholdFusion):
     def _combine(self, scores):
         return (scores >= self.thresholds).mean(axis=1)
 
+    def probability(self, decision):
+        return np.asarray(decision, np.float64)  # the vote share is already in [0, 1]
+
+    def decision_of(self, probability):
+        return np.asarray(probability, np.float64)
+
 
 @register_fusion("max-confidence")
 class MaxConfidenceFusion(LateFusion):
     """Per sample, the per-feature probability farthest from 0.5 (the most confident one)."""
 
     def _combine(self, scores):
-        pick = np.abs(scores - 0.5).argmax(axis=1)
+        pick = np.abs(scores).argmax(axis=1)  # logit farthest from 0 = probability farthest from 0.5
         return scores[np.arange(len(scores)), pick]
 
 
@@ -471,9 +553,9 @@ class ThresholdFusion(PerFeatureThresholdFusion):
     """k-of-n rule on per-feature thresholds chosen at each feature's train EER.
 
     A sample is fake when at least ``k`` features score above their threshold (``k=1``, the
-    default, is the OR rule; ``k=n`` is AND). The score is the k-th largest margin
-    ``p_f - t_f``, so "score >= 0" is exactly the k-of-n decision while the score stays
-    continuous for ROC metrics.
+    default, is the OR rule; ``k=n`` is AND). The decision value is the k-th largest logit
+    margin ``z_f - t_f``, so "decision >= 0" (probability >= 0.5) is exactly the k-of-n
+    decision while the score stays continuous for ROC metrics.
     """
     accepted_params = {"k": None}
 
@@ -487,37 +569,36 @@ class ThresholdFusion(PerFeatureThresholdFusion):
 
 @register_fusion("stacking")
 class StackingFusion(LateFusion):
-    """Meta logistic regression on out-of-fold per-feature scores (5-fold cross_val_predict).
+    """Meta logistic regression on out-of-fold per-feature decision values (5 folds).
 
-    Base models in the stack are logistic regressions with C=1 (out-of-fold predictions need a
-    fixed estimator); the base models used at prediction time are the ``--head`` models
-    refitted on all of train.
+    The out-of-fold values come from the same ``--head`` kind, with the same hyper-parameter
+    (C or learning rate) that val picked for the base model used at prediction time, so the
+    meta-learner is fitted on the kind of scores it is later applied to. The base models used
+    at prediction time are those ``--head`` models refitted on all of train.
     """
 
     def _fit_combiner(self, train, scores):
         from sklearn.linear_model import LogisticRegression
-        from sklearn.model_selection import StratifiedKFold, cross_val_predict
+        from sklearn.model_selection import StratifiedKFold
 
         n_splits = int(min(5, np.bincount(train.y).min()))
-        oof = np.empty_like(scores)
-        for k, f in enumerate(self.features):
-            if n_splits >= 2:
-                cv = StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
-                oof[:, k] = cross_val_predict(LogisticRegression(max_iter=200, tol=1e-3),
-                                              train.blocks[f].reshape(len(train), -1), train.y,
-                                              cv=cv, method="predict_proba")[:, 1]
-            else:
-                oof[:, k] = scores[:, k]
-        meta = LogisticRegression(max_iter=500).fit(self._logit(oof), train.y)
+        oof = np.array(scores, dtype=np.float64)
+        if n_splits >= 2:
+            folds = list(StratifiedKFold(n_splits, shuffle=True, random_state=self.seed)
+                         .split(np.zeros(len(train)), train.y))
+            for k, f in enumerate(self.features):
+                x = train.blocks[f].reshape(len(train), -1)
+                setting = [sklearn_head_setting(self.models[f])]
+                for fit_rows, held_out in folds:
+                    params = fit_sklearn_head(self.head, x[fit_rows], train.y[fit_rows],
+                                              seed=self.seed, grid=setting)
+                    oof[held_out, k] = decision_sklearn_head(params, x[held_out])
+        self.oof_scores = oof  # kept for inspection; not saved
+        meta = LogisticRegression(max_iter=500).fit(oof, train.y)
         self.meta_coef, self.meta_intercept = meta.coef_.ravel(), np.asarray(meta.intercept_)
 
-    @staticmethod
-    def _logit(p):
-        p = np.clip(p, 1e-6, 1 - 1e-6)
-        return np.log(p / (1 - p))
-
     def _combine(self, scores):
-        return _sigmoid(self._logit(scores) @ self.meta_coef + float(self.meta_intercept[0]))
+        return scores @ self.meta_coef + float(self.meta_intercept[0])
 
     def _combiner_state(self):
         return {"coef": self.meta_coef, "intercept": self.meta_intercept}
@@ -611,12 +692,12 @@ class TorchFusion(FusionHead):
         with torch.no_grad():
             return torch.cat([self.net(*[x[i:i + bs] for x in xs]) for i in range(0, len(xs[0]), bs)])
 
-    def _predict(self, data):
+    def _decision(self, data):
         torch = _torch()
         dev = next(self.net.parameters()).device
         xs, _ = self._items(data)
         logits = self._logits([torch.as_tensor(np.ascontiguousarray(x)).to(dev) for x in xs])
-        return self._to_samples(data, torch.sigmoid(logits).cpu().numpy().astype(np.float64))
+        return self._to_samples(data, logits.cpu().numpy().astype(np.float64))
 
     def _state(self):
         return {}

@@ -45,7 +45,7 @@ def permutation_importance_by_group(store, features, fusion="concat", head="logr
     data = load_split(store, features, split)
     if len(np.unique(data.y)) < 2:
         raise ValueError(f"split {split!r} needs reals and fakes for an AUC")
-    base = metrics.core_metrics(data.y, model.predict_proba(data))["auc"]
+    base = metrics.core_metrics(data.y, model.decision_function(data))["auc"]
     rng = np.random.default_rng(seed)
     rows = []
     for f in features:
@@ -54,7 +54,7 @@ def permutation_importance_by_group(store, features, fusion="concat", head="logr
             blocks = dict(data.blocks)
             blocks[f] = data.blocks[f][rng.permutation(len(data))]
             permuted = heads.FusionData(blocks, data.y, data.meta)
-            drops.append(base - metrics.core_metrics(data.y, model.predict_proba(permuted))["auc"])
+            drops.append(base - metrics.core_metrics(data.y, model.decision_function(permuted))["auc"])
         rows.append({"feature": f, "auc": base, "auc_drop": float(np.mean(drops)),
                      "auc_drop_std": float(np.std(drops))})
     return pd.DataFrame(rows).sort_values("auc_drop", ascending=False, ignore_index=True)

@@ -18,6 +18,11 @@ Video-level metrics average frame scores per ``(method, video_id)``: folder name
 across manipulation methods (``Deepfakes/000`` and ``Face2Face/000``), so the method is part
 of the key even when a caller's video ids already include it.
 
+Confidence intervals are cluster bootstraps: frames of one video are not independent, so
+whole videos (or identities, where the caller knows them) are resampled, and ``ci["cluster"]``
+says which. Every :func:`compute_metrics` result carries ``warnings``: too few videos per
+class, error-rate targets finer than one sample of the class, AUCs that rest on one video.
+
 Example
 -------
 >>> import numpy as np
@@ -35,12 +40,14 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 
 RATE_TARGETS = (0.001, 0.01, 0.05, 0.1)
 RATE_KEYS = tuple(str(t) for t in RATE_TARGETS)
+#: Fewer independent videos (or identities) than this per class earns a warning.
+MIN_CLUSTERS_PER_CLASS = 5
 SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metrics are undefined (NaN)"
 
 __all__ = [
     "RATE_TARGETS", "roc_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
     "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
-    "bootstrap_ci", "to_jsonable",
+    "bootstrap_ci", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
 ]
 
 
@@ -207,30 +214,82 @@ def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> dict:
+def _cluster_resamples(labels, clusters, n_boot, rng):
+    """``n_boot`` index arrays, each the rows of clusters drawn with replacement.
+
+    Clusters of one class only (videos) are drawn per class, as many as the class has;
+    when some cluster holds both classes (an identity with its real and fake videos), all
+    clusters are drawn together and resamples that miss a class are dropped.
+    Returns ``(resamples, stratified)``.
+    """
+    codes, inverse = np.unique(clusters, return_inverse=True)
+    rows = [np.flatnonzero(inverse == k) for k in range(codes.size)]
+    cls = np.array([set(labels[r].tolist()) for r in rows], dtype=object)
+    stratified = all(len(c) == 1 for c in cls)
+    if stratified:
+        first = np.array([labels[r[0]] for r in rows])
+        groups = [np.flatnonzero(first == 1), np.flatnonzero(first == 0)]
+        picks = [np.concatenate([rng.choice(g, size=g.size) for g in groups]) for _ in range(n_boot)]
+    else:
+        picks = [rng.choice(codes.size, size=codes.size) for _ in range(n_boot)]
+    out = [np.concatenate([rows[k] for k in pick]) for pick in picks]
+    return [r for r in out if _both_classes(labels[r])], stratified
+
+
+def _cluster_counts(labels, clusters) -> dict:
+    keys = np.asarray(clusters).astype(str)
+    return {"real": int(np.unique(keys[labels == 0]).size), "fake": int(np.unique(keys[labels == 1]).size)}
+
+
+def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
+                 clusters=None, cluster: str | None = None) -> dict:
     """Percentile bootstrap CIs for AUC, EER and FAR@FRR=1%.
 
-    Reals and fakes are resampled separately (stratified), so every resample has both
-    classes. AUC is computed for all resamples at once (rank statistic); EER and FAR@FRR
-    need one ROC per resample.
+    Without ``clusters`` single samples are resampled, reals and fakes separately
+    (stratified). With ``clusters`` (one id per sample: the video, or the identity) whole
+    clusters are resampled (see :func:`_cluster_resamples`), because frames of one video are
+    not independent; with fewer than 2 clusters in a class the interval is undefined (NaN)
+    rather than the zero-width interval a single video would give.
 
-    Returns ``{"auc": [lo, hi], "eer": [lo, hi], "far_at_frr_0.01": [lo, hi], "n_boot", "level"}``.
+    Returns ``{"auc": [lo, hi], "eer": [lo, hi], "far_at_frr_0.01": [lo, hi], "n_boot", "level",
+    "cluster", "n_clusters"}``; ``cluster`` names what was resampled ("sample" without
+    ``clusters``, else ``cluster`` or "custom").
     """
     labels, scores = _validate(labels, scores)
     nan_pair = [math.nan, math.nan]
-    out = {"n_boot": int(n_boot), "level": level}
+    out = {"n_boot": int(n_boot), "level": level,
+           "cluster": "sample" if clusters is None else (cluster or "custom")}
+    if clusters is not None:
+        clusters = np.asarray(clusters, dtype=object).astype(str)
+        if clusters.shape != labels.shape:
+            raise ValueError(f"clusters must have one id per sample, got {clusters.size} for {labels.size}")
+        out["n_clusters"] = _cluster_counts(labels, clusters)
+    else:
+        out["n_clusters"] = {"real": int((labels == 0).sum()), "fake": int((labels == 1).sum())}
+    nan_out = {"auc": nan_pair, "eer": list(nan_pair), "far_at_frr_0.01": list(nan_pair)}
     if n_boot <= 0 or not _both_classes(labels):
-        out.update({"auc": nan_pair, "eer": list(nan_pair), "far_at_frr_0.01": list(nan_pair)})
+        out.update(nan_out)
+        return out
+    if min(out["n_clusters"].values()) < 2:
+        out.update(nan_out, note=f"fewer than 2 {out['cluster']}s in a class: no confidence interval")
         return out
     rng = np.random.default_rng(seed)
-    pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-    idx = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)),
-                          rng.choice(neg, size=(n_boot, neg.size))], axis=1)
-    y_b, s_b = labels[idx], scores[idx]
-    aucs = _auc_rows(y_b, s_b)
-    eers, fars = np.empty(n_boot), np.empty(n_boot)
-    for b in range(n_boot):
-        fpr, tpr, thr = roc_points(y_b[b], s_b[b])
+    if clusters is None:
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        idx = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)),
+                              rng.choice(neg, size=(n_boot, neg.size))], axis=1)
+        resamples = list(idx)
+        aucs = _auc_rows(labels[idx], scores[idx])
+    else:
+        resamples, out["stratified"] = _cluster_resamples(labels, clusters, n_boot, rng)
+        out["n_boot_used"] = len(resamples)
+        if not resamples:
+            out.update(nan_out)
+            return out
+        aucs = np.array([roc_auc_score(labels[r], scores[r]) for r in resamples])
+    eers, fars = np.empty(len(resamples)), np.empty(len(resamples))
+    for b, r in enumerate(resamples):
+        fpr, tpr, thr = roc_points(labels[r], scores[r])
         eers[b] = _eer_from_roc(fpr, tpr, thr)[0]
         fars[b] = _best_rate(fpr, 1.0 - tpr, 0.01)
     alpha = (1.0 - level) / 2
@@ -239,8 +298,42 @@ def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: 
     return out
 
 
+def reliability_warnings(m: dict, min_clusters: int = MIN_CLUSTERS_PER_CLASS) -> list[str]:
+    """Why the numbers of one :func:`compute_metrics` result deserve little trust.
+
+    * fewer than ``min_clusters`` videos (or identities) in a class;
+    * a FAR@FRR / FRR@FAR target below 1/n of the class it constrains (the ROC cannot
+      resolve it: the smallest non-zero rate is 1/n);
+    * a video-level or per-method AUC resting on a single video of a class.
+    """
+    out = []
+    n_real, n_fake = m.get("n_real", 0), m.get("n_fake", 0)
+    if not (n_real and n_fake):
+        return [f"one class only (n_real={n_real}, n_fake={n_fake}): no ranking metric"]
+    clusters = m.get("ci", {}).get("n_clusters") if m.get("ci", {}).get("cluster") not in (None, "sample") else None
+    unit = m.get("ci", {}).get("cluster", "video")
+    if clusters is None and "video" in m:
+        clusters, unit = {"real": m["video"]["n_real"], "fake": m["video"]["n_fake"]}, "video"
+    if clusters is not None and min(clusters.values()) < min_clusters:
+        out.append(f"{clusters['real']} real and {clusters['fake']} fake {unit}s (< {min_clusters} per class): "
+                   "AUC, EER and any threshold chosen here rest on too few independent samples")
+    for key, n, cls in (("far_at_frr", n_real, "real"), ("frr_at_far", n_fake, "fake")):
+        small = [t for t in RATE_KEYS if float(t) < 1.0 / n]
+        if small:
+            name = "FAR@FRR" if key == "far_at_frr" else "FRR@FAR"
+            out.append(f"{name} target(s) {', '.join(small)} below 1/n_{cls} = 1/{n}: "
+                       "not resolvable with this many samples")
+    if "video" in m and min(m["video"]["n_real"], m["video"]["n_fake"]) == 1:
+        out.append(f"video-level AUC from {m['video']['n_real']} real and {m['video']['n_fake']} fake "
+                   "video(s): a single video decides it")
+    for method, v in m.get("by_method_videos", {}).items():
+        if min(v["real"], v["fake"]) == 1:
+            out.append(f"per-method AUC of {method!r} from {v['real']} real and {v['fake']} fake video(s)")
+    return out
+
+
 def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: float = 0.5,
-                    n_boot: int = 1000, seed: int = 0) -> dict:
+                    n_boot: int = 1000, seed: int = 0, identities=None) -> dict:
     """All metrics for one evaluation set.
 
     Parameters
@@ -251,28 +344,40 @@ def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: flo
     video_ids : (N,) video per sample; without them the video level is omitted.
     threshold : decision threshold for accuracy (``score >= threshold`` is fake).
     n_boot : bootstrap resamples for ``ci`` (0 to skip).
+    identities : (N,) person per sample, where known; the CI then resamples identities
+        (``ci["cluster"] == "identity"``), else videos (``"video"``), else samples.
 
     Returns
     -------
     dict with the keys of :func:`core_metrics`, plus ``video`` (same metrics on per-video mean
     scores, keyed by (method, video_id)), ``by_method`` ({method: metrics of that method's
-    fakes against all reals}) and ``ci`` (:func:`bootstrap_ci`). One class only gives NaN
-    ranking metrics and a ``note`` rather than an error.
+    fakes against all reals}), ``ci`` (:func:`bootstrap_ci`) and ``warnings``
+    (:func:`reliability_warnings`). One class only gives NaN ranking metrics and a ``note``
+    rather than an error.
     """
     labels, scores = _validate(labels, scores)
     methods = (np.full(labels.size, "unknown", dtype=object) if methods is None
                else np.asarray(methods, dtype=object).astype(str))
     out = core_metrics(labels, scores, threshold)
+    real = labels == 0
+    clusters, cluster = None, None
     if video_ids is not None:
         v_labels, v_scores, v_methods, _ = video_scores(labels, scores, methods, video_ids)
         out["video"] = core_metrics(v_labels, v_scores, threshold)
         out["video"]["n_videos"] = int(v_labels.size)
-    real = labels == 0
+        keys = np.char.add(np.char.add(methods.astype(str), "::"), np.asarray(video_ids, dtype=object).astype(str))
+        clusters, cluster = keys, "video"
+        out["by_method_videos"] = {str(m): {"real": int(np.unique(keys[real]).size),
+                                            "fake": int(np.unique(keys[methods == m]).size)}
+                                   for m in sorted(set(methods[labels == 1]))}
+    if identities is not None:
+        clusters, cluster = np.asarray(identities, dtype=object).astype(str), "identity"
     out["by_method"] = {
         str(m): core_metrics(labels[real | (methods == m)], scores[real | (methods == m)], threshold)
         for m in sorted(set(methods[labels == 1]))
     }
-    out["ci"] = bootstrap_ci(labels, scores, n_boot=n_boot, seed=seed)
+    out["ci"] = bootstrap_ci(labels, scores, n_boot=n_boot, seed=seed, clusters=clusters, cluster=cluster)
+    out["warnings"] = reliability_warnings(out)
     return out
 
 

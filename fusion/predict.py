@@ -8,8 +8,11 @@ per video (the mean of its face scores), and ``--json`` prints that JSON alone o
 (the per-file lines then go to stderr); ``--overlay DIR`` also saves each scored face with
 its score.
 
-Scores are fake probabilities in [0, 1]; the decision threshold is the one chosen on the
-training run's validation split (``threshold`` in the JSON).
+Scores are fake probabilities in [0, 1] (``score``) with the decision value beside them
+(``logit``); the decision compares the logit with the threshold chosen on the training
+run's validation split (``threshold``, in logit units). A video's logit is the mean of its
+faces' logits. When the training run took its threshold from train, or its val split was
+too small to trust, the run's warnings are printed and kept in the JSON (``warnings``).
 """
 from __future__ import annotations
 
@@ -112,12 +115,15 @@ def score_file(path, head, config, extractors, ingest) -> dict:
         blocks[feature] = np.asarray(out[kind], np.float32)
     import pandas as pd
     meta = pd.DataFrame(crops.records)
-    scores = head.predict_proba(FusionData(blocks, np.zeros(len(meta), np.int64), meta))
-    threshold = config.get("run", {}).get("threshold", 0.5)
-    result["faces"] = [{"frame_index": int(r["frame_index"]), "score": float(s),
-                        "fake": bool(s >= threshold)} for r, s in zip(crops.records, scores)]
-    result["score"] = float(np.mean(scores))
-    result["fake"] = bool(result["score"] >= threshold)
+    from fusion.train import saved_threshold
+    logits = head.decision_function(FusionData(blocks, np.zeros(len(meta), np.int64), meta))
+    scores = head.probability(logits)
+    threshold = saved_threshold(head, config.get("run", {}))
+    result["faces"] = [{"frame_index": int(r["frame_index"]), "score": float(s), "logit": float(z),
+                        "fake": bool(z >= threshold)} for r, s, z in zip(crops.records, scores, logits)]
+    result["logit"] = float(np.mean(logits))
+    result["score"] = float(head.probability(np.array([result["logit"]]))[0])
+    result["fake"] = bool(result["logit"] >= threshold)
     result["_crops"] = batch.images
     return result
 
@@ -176,6 +182,9 @@ def main(argv=None) -> int:
         return status
     head, config, extractors, ingest = prepared[0]
     text = sys.stderr if args.json else sys.stdout
+    warnings = config.get("run", {}).get("warnings", [])
+    for w in warnings:
+        print(f"warning: model {args.model}: {w}", file=sys.stderr)
     results = []
     for path in args.files:
         result = score_file(path, head, config, extractors, ingest)
@@ -189,7 +198,8 @@ def main(argv=None) -> int:
         causes = sorted({e["cause"] for e in result["errors"]})
         print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
-              "results": results}
+              "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
+              "warnings": warnings, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.json:

@@ -141,6 +141,6 @@ def evaluate_under_perturbations(model, store, features, specs, split="test", th
     out = {}
     for spec in specs:
         data = perturbed_split(store, features, spec, split, inputs)
-        frame = train.scores_frame(data, model.predict_proba(data) if len(data) else np.zeros(0))
+        frame = train.model_scores(model, data)
         out[spec] = train.evaluate_scores(frame, threshold, n_boot, seed)
     return out

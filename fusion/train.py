@@ -12,6 +12,17 @@
   learning rate for GBM, early stopping for torch heads) and the decision threshold (the
   EER threshold) are chosen on ``val``; ``test`` is only reported. Without val samples the
   threshold comes from train, and metrics.json says so.
+* Metrics rank the heads' decision values (``logit`` in scores.csv), never the probability
+  (``score``), which float64 rounds to exactly 1.0 above a logit of ~37; the threshold is on
+  the logit too (``threshold_units``), with its probability beside it.
+* ``--head`` picks the sklearn classifier of concat and the late fusions; giving it with a
+  torch fusion (which trains its own network) is a usage error.
+* Every set's warnings (too few videos per class, error-rate targets below 1/n, AUCs from
+  one video, a threshold taken from train, a metadata-only baseline close to the head) are
+  printed in the summary and kept in ``metrics.json["warnings"]``. ``baselines.metadata`` is
+  the metadata-only model of :mod:`fusion.audit`, trained and evaluated like the head.
+  ``provenance`` records the code version, the command line, the stores' SHA-256, the seed
+  and the full configuration.
 * NaN feature values (rows an extractor could not compute, ``valid`` False) are imputed with
   the train-column mean inside the head, so the same imputation is saved with the model.
 * Each ``--test-store`` is scored on its ``test`` split, or on all its samples when it has
@@ -22,14 +33,17 @@
   the features. A spec the store lacks stops the run before any work.
 
 Writes into ``RUN_DIR``: ``metrics.json`` (features, fusion, head, threshold, val, test,
-cross, robustness), ``scores.csv`` (sample_id, split, label, method, video_id, score for val
-and test rows), ``scores_<store stem>.csv`` per test store, ``model/`` (model.json + weights,
-see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
+cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
+label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
+per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
 with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength).
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shlex
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,8 +54,11 @@ import pandas as pd
 from fusion import heads, metrics, plots
 from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
+from stores.schema import code_version
 
-SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score"]
+SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score", "logit"]
+#: The scores.csv column that metrics rank and thresholds cut: the decision value.
+RANK_COLUMN = "logit"
 COMPARED_ATTRS = ("extractor", "version", "params", "shape")
 
 
@@ -113,29 +130,116 @@ def open_store_or_usage(path, flag="--store"):
         raise UsageError(f"{flag}: cannot open {path}: {e}") from e
 
 
-def scores_frame(data: heads.FusionData, scores) -> pd.DataFrame:
-    """One row per sample: :data:`SCORE_COLUMNS`."""
+def scores_frame(data: heads.FusionData, scores, logits=None) -> pd.DataFrame:
+    """One row per sample: :data:`SCORE_COLUMNS` (``logit`` defaults to ``scores``)."""
     meta = data.meta
     df = pd.DataFrame({
         "sample_id": meta["sample_id"].astype(str).to_numpy(),
         "split": meta["split"].astype(str).to_numpy(),
         "label": np.asarray(data.y, np.int64), "method": meta["method"].astype(str).to_numpy(),
-        "video_id": meta["video_id"].astype(str).to_numpy(), "score": np.asarray(scores, np.float64)})
+        "video_id": meta["video_id"].astype(str).to_numpy(), "score": np.asarray(scores, np.float64),
+        "logit": np.asarray(scores if logits is None else logits, np.float64)})
     return df[SCORE_COLUMNS]
 
 
+def model_scores(model, data: heads.FusionData) -> pd.DataFrame:
+    """:func:`scores_frame` of ``model`` on ``data``: probability and decision value (logit)."""
+    if len(data) == 0:
+        return scores_frame(data, [], [])
+    z = model.decision_function(data)
+    return scores_frame(data, model.probability(z), z)
+
+
 def evaluate_scores(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
-    """metrics.compute_metrics on a scores frame; an empty one gives a note."""
+    """metrics.compute_metrics on the decision values of a scores frame; an empty one gives a note.
+
+    The CI resamples videos, or identities when the frame has an ``identity`` column.
+    """
     if frame.empty:
         return {"note": "no samples", "n_real": 0, "n_fake": 0}
-    return metrics.compute_metrics(frame["label"], frame["score"], frame["method"], frame["video_id"],
-                                   threshold=threshold, n_boot=n_boot, seed=seed)
+    column = RANK_COLUMN if RANK_COLUMN in frame else "score"
+    return metrics.compute_metrics(frame["label"], frame[column], frame["method"], frame["video_id"],
+                                   threshold=threshold, n_boot=n_boot, seed=seed,
+                                   identities=frame["identity"] if "identity" in frame else None)
+
+
+def fit_and_evaluate(model, splits: dict, n_boot: int, seed: int) -> tuple[dict, dict]:
+    """Fit ``model`` on ``splits["train"]`` (val for its own choices), take the EER threshold on
+    val (on train when val lacks a class), and evaluate val and test at that threshold.
+
+    Returns ``(result, frames)``: ``result`` has ``threshold`` (decision-value units),
+    ``threshold_units``, ``threshold_probability``, ``threshold_from``, ``val`` and ``test``;
+    ``frames`` the val and test :func:`model_scores`.
+    """
+    val = splits["val"] if len(splits["val"]) else None
+    model.fit(splits["train"], val)
+    frames = {s: model_scores(model, d) for s, d in splits.items() if s != "train"}
+    threshold_from = "val"
+    if frames["val"].empty or frames["val"]["label"].nunique() < 2:
+        threshold_from = "train"
+        ref = model_scores(model, splits["train"])
+    else:
+        ref = frames["val"]
+    threshold = metrics.threshold_at_eer(ref["label"], ref[RANK_COLUMN])
+    result = {"threshold": threshold, "threshold_units": "logit",
+              "threshold_probability": float(model.probability(np.array([threshold]))[0]),
+              "threshold_from": threshold_from}
+    for s in ("val", "test"):
+        result[s] = evaluate_scores(frames[s], threshold, n_boot, seed)
+    return result, frames
+
+
+def run_warnings(result: dict) -> list[str]:
+    """The warnings of a run: threshold source, then every evaluated set's, prefixed by its name."""
+    out = []
+    if result.get("threshold_from") == "train":
+        out.append("threshold taken from train (val lacks reals or fakes): its error rates "
+                   "elsewhere are optimistic and its decisions untested")
+    sets = [("val", result.get("val", {})), ("test", result.get("test", {}))] \
+        + [(f"test@{k}", v) for k, v in result.get("robustness", {}).items()] \
+        + [(f"cross {k}", v) for k, v in result.get("cross", {}).items()]
+    for name, m in sets:
+        out += [f"{name}: {w}" for w in m.get("warnings", [])]
+    return out
+
+
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_revision() -> str | None:
+    """``<commit>`` (``+dirty`` with uncommitted changes to tracked files) of this code's checkout."""
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=10)
+        if rev.returncode:
+            return None
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def provenance(store_paths, seed: int, config: dict, command: str | None = None) -> dict:
+    """Code version, command line, store paths with SHA-256, seed and full config of a run."""
+    return {"code_version": code_version(), "git": git_revision(),
+            "command": command if command is not None else shlex.join([sys.executable, *sys.argv]),
+            "stores": [{"path": str(Path(p).resolve()), "sha256": file_sha256(p)} for p in store_paths],
+            "seed": seed, "config": config, "python": sys.version.split()[0],
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
 def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test"):
     if frame.empty or frame["label"].nunique() < 2:
         return []
-    y, s, m = frame["label"].to_numpy(), frame["score"].to_numpy(), frame["method"].to_numpy()
+    y, m = frame["label"].to_numpy(), frame["method"].to_numpy()
+    s = frame[RANK_COLUMN if RANK_COLUMN in frame else "score"].to_numpy()
     return [plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
             plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
             plots.score_histograms(s, m, out / f"{prefix}scores.png", threshold=threshold,
@@ -182,12 +286,25 @@ def check_param_types(fusion: str, params: dict):
             raise UsageError(f"--param {key}: fusion {fusion!r} expects {expected}, got {value!r}")
 
 
+def resolve_head(fusion: str, head: str | None) -> str:
+    """The sklearn head ``fusion`` will use: ``head`` (default logreg) for fusions that use one.
+
+    A ``head`` given for a fusion that trains its own network is a UsageError, not ignored.
+    """
+    if head is not None and fusion in heads.FUSIONS and not heads.FUSIONS[fusion].uses_head:
+        users = ", ".join(n for n in heads.list_fusions() if heads.FUSIONS[n].uses_head)
+        raise UsageError(f"--head: fusion {fusion!r} trains its own network and takes no head; "
+                         f"drop --head, or pick a fusion that uses one ({users})")
+    return "logreg" if head is None else head
+
+
 def validate_run(store, features, fusion, head, test_stores=(), params=None):
     """Check every flag against the registry and the store; raise UsageError before any work."""
     if fusion not in heads.FUSIONS:
         raise UsageError(f"--fusion: unknown fusion {fusion!r}; choose from {', '.join(heads.list_fusions())}")
-    if head not in heads.SKLEARN_HEADS:
+    if head is not None and head not in heads.SKLEARN_HEADS:
         raise UsageError(f"--head: unknown head {head!r}; choose from {', '.join(heads.SKLEARN_HEADS)}")
+    resolve_head(fusion, head)
     if not features:
         raise UsageError("--features: give at least one feature name")
     if len(set(features)) != len(features):
@@ -218,17 +335,26 @@ def cross_split(store) -> str | None:
     return "test" if (store.meta["split"] == "test").any() else None
 
 
-def train_run(store_path, features, fusion="concat", head="logreg", out="run", test_stores=(),
-              seed=0, params=None, n_boot=1000, plots_on=True, verbose=True, perturb=None) -> dict:
+def train_run(store_path, features, fusion="concat", head=None, out="run", test_stores=(),
+              seed=0, params=None, n_boot=1000, plots_on=True, verbose=True, perturb=None,
+              command=None, audit=True) -> dict:
     """Fit, choose the threshold on val, evaluate, and write the run directory. Returns metrics.
 
-    ``perturb`` is a ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5").
+    ``head`` is None (logreg where the fusion uses a head) or a head name; ``perturb`` is a
+    ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5"); ``command`` the command line
+    recorded in ``provenance`` (default ``sys.argv``); ``audit`` runs the metadata baseline.
     """
+    from fusion import audit as confound_audit
     from fusion import robustness  # it builds on this module's loaders
     t0 = time.time()
+    config = {"store": str(store_path), "features": list(features), "fusion": fusion, "head": head,
+              "out": str(out), "test_stores": [str(p) for p in test_stores], "seed": seed,
+              "params": params or {}, "bootstrap": n_boot, "plots": plots_on, "perturb": perturb,
+              "audit": audit}
     store = open_store_or_usage(store_path)
     others = [open_store_or_usage(p, "--test-store") for p in test_stores]
     inputs = validate_run(store, features, fusion, head, others, params)
+    head = resolve_head(fusion, head)
     specs = robustness.resolve_perturbations(store, features, perturb, inputs)
     out = Path(out)
     splits = {s: load_split(store, features, s, inputs) for s in ("train", "val", "test")}
@@ -239,24 +365,15 @@ def train_run(store_path, features, fusion="concat", head="logreg", out="run", t
         raise UsageError(f"--store {store_path}: split 'train' has one class only "
                          f"(label {int(splits['train'].y[0])}); need reals and fakes")
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
-    val = splits["val"] if len(splits["val"]) else None
-    model.fit(splits["train"], val)
-
-    frames = {s: scores_frame(d, model.predict_proba(d) if len(d) else [])
-              for s, d in splits.items() if s != "train"}
-    threshold_from = "val"
-    if frames["val"].empty or frames["val"]["label"].nunique() < 2:
-        threshold_from = "train"
-        ref = scores_frame(splits["train"], model.predict_proba(splits["train"]))
-    else:
-        ref = frames["val"]
-    threshold = metrics.threshold_at_eer(ref["label"], ref["score"])
+    fitted, frames = fit_and_evaluate(model, splits, n_boot, seed)
+    threshold = fitted["threshold"]
     result = {"features": list(features), "fusion": fusion,
               "head": head if heads.FUSIONS[fusion].uses_head else None,
-              "threshold": threshold, "threshold_from": threshold_from, "seed": seed,
-              "store": str(store_path), "params": params or {}}
+              **{k: fitted[k] for k in ("threshold", "threshold_units", "threshold_probability",
+                                        "threshold_from")},
+              "seed": seed, "store": str(store_path), "params": params or {},
+              "constant_columns": model.scaler.constant_columns(), **{s: fitted[s] for s in ("val", "test")}}
     for s in ("val", "test"):
-        result[s] = evaluate_scores(frames[s], threshold, n_boot, seed)
         if frames[s].empty:
             result[s]["note"] = f"split {s!r} has no samples in {store_path}"
     out.mkdir(parents=True, exist_ok=True)
@@ -264,7 +381,7 @@ def train_run(store_path, features, fusion="concat", head="logreg", out="run", t
     result["cross"] = {}
     for path, other in zip(test_stores, others):
         data = load_split(other, features, cross_split(other), inputs)
-        frame = scores_frame(data, model.predict_proba(data) if len(data) else [])
+        frame = model_scores(model, data)
         stem = Path(path).stem
         frame.to_csv(out / f"scores_{stem}.csv", index=False)
         result["cross"][stem] = evaluate_scores(frame, threshold, n_boot, seed)
@@ -275,11 +392,24 @@ def train_run(store_path, features, fusion="concat", head="logreg", out="run", t
     if plots_on and specs:
         plots.robustness_curves({"test": result["robustness"]}, out / "robustness.png",
                                 clean={"test": result["test"]}, title=f"Robustness ({fusion})")
-    model.save(out / "model", extra={"threshold": threshold, "store": str(store_path),
+    if audit:
+        baseline = confound_audit.metadata_baseline(store, others, test_stores, head=head if
+                                                    heads.FUSIONS[fusion].uses_head else "logreg",
+                                                    seed=seed, n_boot=n_boot)
+        result["baselines"] = {"metadata": baseline}
+    result["warnings"] = run_warnings(result)
+    if audit:
+        result["warnings"] += confound_audit.confound_warnings(result, baseline)
+    model.save(out / "model", extra={"threshold": threshold, "threshold_units": "logit",
+                                     "threshold_from": fitted["threshold_from"],
+                                     "store": str(store_path),
                                      "feature_attrs": feature_attrs(store, features),
-                                     "ingest": store.run})
+                                     "ingest": store.run,
+                                     "warnings": [w for w in result["warnings"]
+                                                  if w.startswith(("threshold", "val:"))]})
     if plots_on:
         write_plots(frames["test"], out, threshold)
+    result["provenance"] = provenance([store_path, *test_stores], seed, config, command)
     result["seconds"] = round(time.time() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if verbose:
@@ -292,9 +422,9 @@ def _fmt(x, digits=4):
 
 
 def summary(result: dict, out) -> str:
-    """A one-screen summary of a run."""
+    """A one-screen summary of a run: one row per evaluated set, the metadata baseline, warnings."""
     lines = [f"fusion {result['fusion']}" + (f" ({result['head']})" if result.get("head") else "")
-             + f" on {', '.join(result['features'])}; threshold {_fmt(result['threshold'])} "
+             + f" on {', '.join(result['features'])}; threshold logit {_fmt(result['threshold'])} "
              f"(EER on {result['threshold_from']})",
              f"{'set':<16}{'n_real':>8}{'n_fake':>8}{'AUC':>8}{'EER':>8}{'FAR@1%':>8}{'vidAUC':>8}"]
     rows = [("val", result["val"]), ("test", result["test"])] \
@@ -304,6 +434,16 @@ def summary(result: dict, out) -> str:
         lines.append(f"{name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}{_fmt(m.get('auc')):>8}"
                      f"{_fmt(m.get('eer')):>8}{_fmt(m.get('far_at_frr', {}).get('0.01')):>8}"
                      f"{_fmt(m.get('video', {}).get('auc')):>8}")
+    base = result.get("baselines", {}).get("metadata")
+    if base:
+        if base.get("note"):
+            lines.append(f"metadata baseline: {base['note']}")
+        else:
+            for name, m in [("test", base.get("test", {}))] + list(base.get("cross", {}).items()):
+                lines.append(f"{'meta ' + name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
+                             f"{_fmt(m.get('auc')):>8}{_fmt(m.get('eer')):>8}")
+    for w in result.get("warnings", []):
+        lines.append(f"WARNING {w}")
     lines.append(f"written to {out} in {result.get('seconds', 0)} s")
     return "\n".join(lines)
 
@@ -314,8 +454,8 @@ def build_parser() -> CLIParser:
     p.add_argument("--features", required=True, help="comma-separated feature names, e.g. lbp,dct")
     p.add_argument("--fusion", default="concat", help=f"fusion strategy: {', '.join(heads.list_fusions())} "
                    "(default concat)")
-    p.add_argument("--head", default="logreg", help=f"sklearn classifier for concat and late fusions: "
-                   f"{', '.join(heads.SKLEARN_HEADS)} (default logreg)")
+    p.add_argument("--head", default=None, help=f"sklearn classifier for concat and late fusions: "
+                   f"{', '.join(heads.SKLEARN_HEADS)} (default logreg; an error with torch fusions)")
     p.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
     p.add_argument("--test-store", action="append", default=[], metavar="STORE",
                    help="another store to score with the trained model (repeatable)")
@@ -336,6 +476,19 @@ def add_report_flags(p):
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
+def command_line(prog: str, argv=None) -> str:
+    """The command as a user would retype it: ``python -m fusion.train --store ...``."""
+    return prog + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+
+
+def saved_threshold(model, run: dict) -> float:
+    """A saved run's threshold in decision-value units (older runs saved a probability)."""
+    threshold = float(run.get("threshold", 0.5))
+    if run.get("threshold_units") == "logit":
+        return threshold
+    return float(model.decision_of(np.array([threshold]))[0])
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -347,7 +500,7 @@ def main(argv=None) -> int:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
         train_run(args.store, features, args.fusion, args.head, args.out,
                   args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
-                  perturb=args.perturb)
+                  perturb=args.perturb, command=command_line(parser.prog, argv))
     return run_cli(parser.prog, work)
 
 

@@ -247,7 +247,7 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     crops = SourceCrops()
     for source in sources:
         part = load_source(source, config)
-        for key in ("records", "crops", "landmarks", "masks", "mask_valid", "errors"):
+        for key in ("records", "crops", "landmarks", "masks", "mask_valid", "errors", "source_meta"):
             getattr(crops, key).extend(getattr(part, key))
     n = len(crops.records)
     vectors, maps, valid, attrs = {}, {}, {}, {}
@@ -281,7 +281,8 @@ def process_partition(sources, features, config: IngestConfig, shard_path: str,
     meta = pd.DataFrame(crops.records, columns=list(SAMPLE_FIELDS))
     landmarks = np.stack(crops.landmarks) if n else np.zeros((0, 68, 2), np.float32)
     try:  # a full disk reaches here as a StoreWriteError (h5py raises RuntimeError)
-        write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors)
+        write_store(shard_path, meta, vectors, maps, attrs, valid, landmarks, errors,
+                    source_meta=pd.DataFrame(crops.source_meta, index=range(n)))
     except OSError as exc:
         raise OSError(f"{exc}; {RESUME_HINT}") from exc
     return {"shard": str(shard_path), "resumed": False, "samples": n,

@@ -40,6 +40,7 @@ class SourceCrops:
     masks: list = field(default_factory=list)
     mask_valid: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    source_meta: list = field(default_factory=list)  # per record: pipelines.source_meta facts
 
 
 def error_row(exc: SampleError, source: Source) -> dict:
@@ -132,6 +133,7 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
         from pipelines.demo import render_demo_source
         crop, mask = render_demo_source(source, size=config.size)
         out.records.append(source.sample_record(0))
+        out.source_meta.append({})
         out.crops.append(crop)
         out.landmarks.append(np.full((68, 2), np.nan, np.float32))
         out.masks.append(np.zeros(crop.shape[:2], np.uint8) if mask is None else mask)
@@ -144,6 +146,8 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
         return out
     masks = _source_masks(source, indices, out)
     reals = _real_frames(source, indices, config, out)
+    from pipelines.source_meta import face_box_size, file_metadata
+    file_meta = file_metadata(source)
     prev_box = None
     try:
         for index, rgb in frames:
@@ -153,7 +157,9 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
                                                     frame_index=index)
                     prev_box, M = face.box, face.M
                     crop, lm = face.crop, face.landmarks
+                    box_meta = face_box_size(face.box)
                 else:
+                    box_meta = {}
                     crop = faces.resize_or_center_crop(rgb, config.size)
                     M = faces.center_crop_matrix(rgb.shape[0], rgb.shape[1], config.size)
                     lm = _known_landmarks(source, M)
@@ -162,6 +168,7 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
                 continue
             mask, valid = _crop_mask(source, index, M, crop, masks, reals, config, out)
             out.records.append(source.sample_record(index))
+            out.source_meta.append({**file_meta, **box_meta})
             out.crops.append(crop)
             out.landmarks.append(np.asarray(lm, np.float32))
             out.masks.append(mask)

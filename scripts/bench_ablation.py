@@ -92,7 +92,7 @@ def main(argv=None):
     print(f"single + leave-one-out: {len(table)} configurations in {t_ablate:.1f} s "
           f"({fit_s:.1f} s fitting + scoring + {args.bootstrap} bootstraps; rest is reading); "
           f"goal < 600 s on {args.threads} threads -> {'OK' if t_ablate < 600 else 'TOO SLOW'}")
-    print(table[["kind", "n_features", "auc", "eer", "seconds"]].head(8).to_string(index=False))
+    print(table[["kind", "n_features", "val_auc", "test_auc", "test_eer", "seconds"]].head(8).to_string(index=False))
     (workdir / "bench_ablation.json").write_text(json.dumps({
         "n": args.n, "features": len(names), "dims": total_dim, "threads": args.threads,
         "bootstrap": args.bootstrap, "store_seconds": t_store, "ablation_seconds": t_ablate,

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
-                           StoreError)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, SOURCE_META_FIELDS,
+                           STRING_FIELDS, StoreError)
 
 
 def _damaged(ds, exc: Exception) -> StoreError:
@@ -126,6 +126,16 @@ class FeatureStore:
         frame = pd.DataFrame(cols)
         return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
                       "frame_index", "source_path"]]
+
+    @cached_property
+    def source_meta(self) -> pd.DataFrame | None:
+        """Per-sample source-file facts (``SOURCE_META_FIELDS``, NaN where unknown), in the row
+        order of :attr:`meta`; None for a store extracted before they were recorded."""
+        group = self._h5.get("source_meta")
+        if group is None:
+            return None
+        return pd.DataFrame({f: group[f][:] if f in group else np.full(len(self), np.nan)
+                             for f in SOURCE_META_FIELDS})
 
     @property
     def run(self) -> dict:

@@ -9,8 +9,13 @@
     /maps/<name>            N x H x W x C maps                params (JSON), code_version,
     /valid/<name>           N bool: False where the feature could not be computed
     /errors/<field>         M      one row per failed source or frame (ERROR_FIELDS)
+    /source_meta/<field>    N float64: what the source file was (SOURCE_META_FIELDS), NaN
+                            where unknown; optional
 
 Readers refuse a file whose ``schema_version`` differs from :data:`SCHEMA_VERSION`.
+``/source_meta`` is an optional addition to version 1: stores extracted before it existed
+open as before, ``FeatureStore.source_meta`` is then None, and ``fusion.audit`` says that
+the store has to be re-extracted to be audited.
 """
 from __future__ import annotations
 
@@ -22,6 +27,13 @@ STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_
 INT_FIELDS = ("label", "frame_index")
 ERROR_FIELDS = ("source_path", "video_id", "frame_index", "cause", "message")
 GROUPS = {"vector": "features", "map": "maps"}
+#: Per-sample facts about the source file and the face, recorded at extraction for the
+#: confound audit (``fusion.audit``): a detector should not be able to read its label from
+#: them. Pixels and bytes of the source file, the JPEG quality estimated from the
+#: luminance quantisation table (IJG scaling) and that table's mean, 1 for JPEG files, the
+#: detected face box in source pixels, and the video bitrate in bit/s.
+SOURCE_META_FIELDS = ("image_width", "image_height", "file_bytes", "is_jpeg", "jpeg_quality",
+                      "jpeg_qtable_mean", "face_width", "face_height", "video_bitrate")
 
 
 def code_version() -> str:

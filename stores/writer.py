@@ -22,8 +22,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
-                           StoreError, StoreWriteError, code_version, dumps)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, SOURCE_META_FIELDS,
+                           STRING_FIELDS, StoreError, StoreWriteError, code_version, dumps)
 
 _STR = h5py.string_dtype("utf-8")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
@@ -85,6 +85,21 @@ def _meta_columns(meta) -> dict:
     return {f: frame[f].tolist() for f in STRING_FIELDS + INT_FIELDS}
 
 
+def _source_meta_columns(source_meta, n: int) -> dict:
+    """``SOURCE_META_FIELDS`` as float64 columns of length ``n`` (NaN where not given)."""
+    frame = pd.DataFrame(source_meta) if source_meta is not None else pd.DataFrame(index=range(n))
+    if len(frame) != n:
+        raise StoreError(f"source metadata has {len(frame)} rows for {n} samples")
+    return {f: pd.to_numeric(frame[f], errors="coerce").to_numpy(np.float64) if f in frame
+            else np.full(n, np.nan) for f in SOURCE_META_FIELDS}
+
+
+def _write_source_meta(h5, columns: dict):
+    group = h5.create_group("source_meta")
+    for f, values in columns.items():
+        group.create_dataset(f, data=np.asarray(values, np.float64))
+
+
 def _error_columns(errors) -> dict:
     frame = pd.DataFrame(list(errors), columns=list(ERROR_FIELDS))
     return {f: frame[f].tolist() for f in ERROR_FIELDS}
@@ -109,7 +124,7 @@ def _write_root_attrs(h5, run: dict | None):
 
 
 def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, landmarks=None,
-                errors=(), run=None) -> Path:
+                errors=(), run=None, source_meta=None) -> Path:
     """Write a complete store (or shard) in one go, atomically.
 
     Parameters
@@ -130,6 +145,9 @@ def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, lan
         Rows with ``ERROR_FIELDS``.
     run : dict, optional
         How the store was made (data set, root, frames, size, ...), stored as JSON.
+    source_meta : DataFrame or dict of columns, optional
+        One row per sample with (some of) ``SOURCE_META_FIELDS``; missing ones are NaN.
+        Without it the store has no ``/source_meta`` group (as stores before it existed).
 
     Examples
     --------
@@ -151,6 +169,8 @@ def write_store(path, meta, vectors=None, maps=None, attrs=None, valid=None, lan
         with h5py.File(tmp, "w") as h5:
             _write_root_attrs(h5, run)
             _write_columns(h5.create_group("meta"), columns, STRING_FIELDS)
+            if source_meta is not None:
+                _write_source_meta(h5, _source_meta_columns(source_meta, n))
             lm = np.full((n, 68, 2), np.nan, np.float32) if landmarks is None else landmarks
             h5.create_dataset("landmarks", data=np.asarray(lm, np.float32))
             for kind, arrays in (("vector", vectors), ("map", maps)):
@@ -269,10 +289,14 @@ def merge_shards(shards, out_path, run=None) -> int:
     out_path = Path(out_path)
     meta = {f: [] for f in STRING_FIELDS + INT_FIELDS}
     errors = {f: [] for f in ERROR_FIELDS}
-    landmarks, counts = [], []
+    landmarks, counts, source_meta = [], [], []
     for shard in shards:
         with h5py.File(shard, "r") as h5:
             cols = _read_columns(h5["meta"], STRING_FIELDS + INT_FIELDS)
+            n_shard = len(cols["sample_id"])
+            source_meta.append({f: h5[f"source_meta/{f}"][...] if f"source_meta/{f}" in h5
+                                else np.full(n_shard, np.nan) for f in SOURCE_META_FIELDS}
+                               if "source_meta" in h5 else None)
             for f in meta:
                 meta[f] += cols[f]
             ecols = _read_columns(h5["errors"], ERROR_FIELDS)
@@ -290,6 +314,10 @@ def merge_shards(shards, out_path, run=None) -> int:
         with h5py.File(tmp, "w") as out:
             _write_root_attrs(out, run)
             _write_columns(out.create_group("meta"), meta, STRING_FIELDS)
+            if any(s is not None for s in source_meta):  # shards without it give NaN rows
+                _write_source_meta(out, {f: np.concatenate(
+                    [s[f] if s is not None else np.full(c, np.nan) for s, c in zip(source_meta, counts)])
+                    for f in SOURCE_META_FIELDS})
             out.create_dataset("landmarks", data=np.concatenate(landmarks).astype(np.float32)
                                if landmarks else np.zeros((0, 68, 2), np.float32))
             _write_columns(out.create_group("errors"), errors, ("source_path", "video_id", "cause", "message"))

@@ -182,3 +182,70 @@ def test_torch_heads_are_seeded(splits):
     runs = [heads.create_fusion("mlp", list(VECTOR_DIMS), seed=3, **FAST).fit(data["train"], data["val"])
             .predict_proba(data["test"]) for _ in range(2)]
     np.testing.assert_array_equal(*runs)
+
+
+def _constant_column_data(n=200, seed=0):
+    """Column 0 constant (0) on train and varying wildly on test; column 1 carries the label."""
+    rng = np.random.default_rng(seed)
+    y = np.tile([0, 1], n // 2)
+    train = np.stack([np.zeros(n), rng.normal(size=n) + 1.5 * y], axis=1).astype(np.float32)
+    test = np.stack([rng.normal(scale=1e4, size=n), rng.normal(size=n) + 1.5 * y], axis=1).astype(np.float32)
+    return heads.FusionData({"f": train}, y), heads.FusionData({"f": test}, y)
+
+
+def test_column_constant_on_train_is_neutralised_and_scores_do_not_saturate():
+    train, test = _constant_column_data()
+    scaler = heads.BlockScaler().fit(train.blocks)
+    assert scaler.constant_columns() == {"f": 1}
+    assert (scaler.transform(test.blocks)["f"][:, 0] == 0).all()
+    head = heads.create_fusion("concat", ["f"]).fit(train)
+    z = head.decision_function(test)
+    blank = heads.FusionData({"f": test.blocks["f"] * np.array([0, 1], np.float32)}, test.y)
+    np.testing.assert_array_equal(z, head.decision_function(blank))  # column 0 has no say
+    p = head.predict_proba(test)
+    assert len(np.unique(p)) > len(p) // 2  # not all 1.0
+    np.testing.assert_allclose(p, 1 / (1 + np.exp(-z)))
+    assert roc_auc_score(test.y, z) == pytest.approx(roc_auc_score(test.y, test.blocks["f"][:, 1]), abs=1e-12)
+
+
+def test_relative_constant_threshold_and_stated_clip():
+    x = np.array([[1000.0, 0.0], [1000.0, 1e-9], [1000.0, -1e-9]], np.float64)
+    scaler = heads.BlockScaler().fit({"f": x})
+    assert scaler.keep["f"].tolist() == [False, True]  # tiny but real variation is kept
+    out = scaler.transform({"f": np.array([[5.0, 1.0], [0.0, -1.0]])})["f"]
+    assert out[:, 0].tolist() == [0.0, 0.0]
+    assert out[:, 1].tolist() == [heads.Z_CLIP, -heads.Z_CLIP]
+
+
+def test_saved_scaler_keeps_the_constant_mask(tmp_path):
+    train, test = _constant_column_data()
+    head = heads.create_fusion("concat", ["f"]).fit(train)
+    head.save(tmp_path / "m")
+    np.testing.assert_array_equal(heads.load_head(tmp_path / "m").decision_function(test),
+                                  head.decision_function(test))
+
+
+@pytest.mark.parametrize("kind", ["linear-svm", "gbm"])
+def test_stacking_meta_learner_sees_oof_scores_of_its_own_head_kind(kind, splits):
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.svm import LinearSVC
+
+    data = splits(["a", "c"])
+    head = heads.create_fusion("stacking", ["a", "c"], head=kind).fit(data["train"], data["val"])
+    prepped = head._prep(data["train"])
+    cv = StratifiedKFold(5, shuffle=True, random_state=0)
+    expected = []
+    for f in ["a", "c"]:
+        setting = heads.sklearn_head_setting(head.models[f])
+        clf = (LinearSVC(C=setting, dual="auto", max_iter=2000, tol=1e-3, random_state=0) if kind == "linear-svm"
+               else GradientBoostingClassifier(n_estimators=100, max_depth=3, learning_rate=setting, random_state=0))
+        expected.append(cross_val_predict(clf, prepped.blocks[f], prepped.y, cv=cv, method="decision_function"))
+    expected = np.stack(expected, axis=1)
+    np.testing.assert_allclose(head.oof_scores, expected, rtol=1e-6, atol=1e-6)
+    meta = LogisticRegression(max_iter=500).fit(expected, prepped.y)
+    np.testing.assert_allclose(head.meta_coef, meta.coef_.ravel(), rtol=1e-4, atol=1e-6)
+    z = head.decision_function(data["test"])
+    base = head._base_scores(head._prep(data["test"]))
+    np.testing.assert_allclose(z, base @ meta.coef_.ravel() + meta.intercept_[0], rtol=1e-4, atol=1e-5)

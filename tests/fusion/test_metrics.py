@@ -5,6 +5,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -130,3 +131,65 @@ def test_bad_input_raises():
         metrics.eer([0, 1], [0.1])
     with pytest.raises(ValueError, match="0 \\(real\\) or 1"):
         metrics.eer([0, 2], [0.1, 0.2])
+
+
+def _clustered(n_videos=6, frames=40, seed=0):
+    """Scores dominated by a per-video offset: frames of a video are far from independent."""
+    rng = np.random.default_rng(seed)
+    labels, scores, videos = [], [], []
+    for v in range(2 * n_videos):
+        y = v % 2
+        offset = rng.normal() + 0.8 * y
+        labels += [y] * frames
+        scores += list(offset + 0.05 * rng.normal(size=frames))
+        videos += [f"v{v}"] * frames
+    return np.array(labels), np.array(scores), np.array(videos)
+
+
+def test_cluster_bootstrap_resamples_whole_videos_per_class():
+    labels, _, videos = _clustered(n_videos=4, frames=3)
+    resamples, stratified = metrics._cluster_resamples(labels, videos, 50, np.random.default_rng(0))
+    assert stratified and len(resamples) == 50
+    for r in resamples:
+        drawn = pd.Series(videos[r]).value_counts()
+        assert (drawn % 3 == 0).all()  # every drawn video comes with all 3 of its frames
+        assert drawn.sum() == labels.size  # 4 real + 4 fake videos drawn per resample
+
+
+def test_cluster_ci_is_wider_than_the_frame_ci_when_frames_are_correlated():
+    labels, scores, videos = _clustered()
+    frame = metrics.bootstrap_ci(labels, scores, n_boot=300, seed=1)
+    video = metrics.compute_metrics(labels, scores, video_ids=videos, n_boot=300, seed=1)["ci"]
+    assert frame["cluster"] == "sample" and video["cluster"] == "video"
+    assert video["n_clusters"] == {"real": 6, "fake": 6}
+    width = lambda ci: ci["auc"][1] - ci["auc"][0]  # noqa: E731
+    assert width(video) > 2 * width(frame)
+
+
+def test_single_video_per_class_gives_no_interval_and_warnings():
+    labels = np.array([0] * 8 + [1] * 8)
+    scores = np.r_[np.linspace(0, 1, 8), np.linspace(0.5, 1.5, 8)]
+    m = metrics.compute_metrics(labels, scores, ["real"] * 8 + ["FaceSwap"] * 8,
+                                ["634"] * 8 + ["634_660"] * 8, n_boot=100)
+    assert m["ci"]["auc"] == [None, None] or np.isnan(m["ci"]["auc"]).all()
+    assert "fewer than 2 videos" in m["ci"]["note"]
+    text = " | ".join(m["warnings"])
+    assert "1 real and 1 fake videos (< 5 per class)" in text
+    assert "FAR@FRR target(s) 0.001, 0.01, 0.05, 0.1 below 1/n_real = 1/8" in text
+    assert "video-level AUC from 1 real and 1 fake" in text
+    assert "per-method AUC of 'FaceSwap'" in text
+
+
+def test_enough_videos_and_samples_give_no_warning():
+    labels, scores, videos = _clustered(n_videos=6, frames=1000)
+    m = metrics.compute_metrics(labels, scores, video_ids=videos, n_boot=0)
+    assert m["warnings"] == []
+
+
+def test_identity_clusters_with_both_classes():
+    labels, scores, videos = _clustered(n_videos=6, frames=5)
+    identity = np.array([f"id{int(v[1:]) // 2}" for v in videos])  # a real and a fake video per person
+    ci = metrics.compute_metrics(labels, scores, video_ids=videos, identities=identity, n_boot=100)["ci"]
+    assert ci["cluster"] == "identity" and ci["stratified"] is False
+    assert ci["n_clusters"] == {"real": 6, "fake": 6} and 0 < ci["n_boot_used"] <= 100
+    assert ci["auc"][0] <= ci["auc"][1]

@@ -37,8 +37,18 @@ def test_predict_matches_the_store_score_of_the_same_crop(demo_run, capsys):
     expected = scores.loc[scores.sample_id == source.sample_id(0), "score"].item()
     result = report["results"][0]
     assert result["score"] == pytest.approx(expected, abs=1e-6)
+    logit = scores.loc[scores.sample_id == source.sample_id(0), "logit"].item()
+    assert result["logit"] == pytest.approx(logit, abs=1e-5) and report["threshold_units"] == "logit"
+    assert result["fake"] == (logit >= report["threshold"])
     assert len(result["faces"]) == 1 and (root / "ov" / "suspect_scores.png").is_file()
-    assert "suspect.png:" in capsys.readouterr().out
+    captured = capsys.readouterr()
+    assert "suspect.png:" in captured.out
+    # the training run's threshold and val warnings travel with the model to every verdict
+    train_warnings = json.loads((run / "metrics.json").read_text())["warnings"]
+    kept = [w for w in train_warnings if w.startswith(("threshold", "val:"))]
+    assert kept  # the demo's val split is small
+    assert report["warnings"] == kept
+    assert all(f"warning: model {run}: {w}" in captured.err for w in kept)
 
 
 def test_predict_refuses_bad_input_before_work(demo_run, tmp_path, capsys):

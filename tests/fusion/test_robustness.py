@@ -100,7 +100,7 @@ def test_ablate_adds_perturbed_auc_columns(store_path, tmp_path):
     table = pd.read_csv(out / "ablation.csv")
     assert list(table.columns) == ablate.COLUMNS + ["auc@noise:5", "auc@noise:20"]
     row = table.iloc[0]
-    assert row["auc"] > row["auc@noise:5"] > row["auc@noise:20"]
+    assert row["test_auc"] > row["auc@noise:5"] > row["auc@noise:20"]
     assert "AUC@noise:20" in (out / "ablation.md").read_text()
     assert (out / "robustness.png").is_file()
     assert ablate.main(["--store", str(store_path), "--features", "f", "--out", str(tmp_path / "x"),

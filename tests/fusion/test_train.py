@@ -54,10 +54,12 @@ def test_metrics_json_matches_scores_csv(run_dir):
     assert list(scores.columns) == train.SCORE_COLUMNS
     assert set(scores["split"]) == {"val", "test"}
     test = scores[scores["split"] == "test"]
-    assert m["test"]["auc"] == pytest.approx(roc_auc_score(test["label"], test["score"]), abs=1e-12)
-    assert m["test"]["eer"] == pytest.approx(metrics.eer(test["label"], test["score"]), abs=1e-12)
+    assert m["test"]["auc"] == pytest.approx(roc_auc_score(test["label"], test["logit"]), abs=1e-12)
+    assert m["test"]["eer"] == pytest.approx(metrics.eer(test["label"], test["logit"]), abs=1e-12)
+    np.testing.assert_allclose(scores["score"], 1 / (1 + np.exp(-scores["logit"])), rtol=1e-9)
     val = scores[scores["split"] == "val"]
-    assert m["threshold"] == pytest.approx(metrics.threshold_at_eer(val["label"], val["score"]))
+    assert m["threshold"] == pytest.approx(metrics.threshold_at_eer(val["label"], val["logit"]))
+    assert m["threshold_probability"] == pytest.approx(1 / (1 + np.exp(-m["threshold"])))
 
 
 def test_evaluate_cli_reproduces_test_metrics(run_dir, store_path, tmp_path):
@@ -97,6 +99,7 @@ def test_evaluate_refuses_store_with_other_params(run_dir, tmp_path, capsys):
     (["--features", "a", "--param", "epochs=3"], "no parameter 'epochs'"),
     (["--features", "a,b", "--fusion", "attention", "--param", "mode=both"], "self+cross"),
     (["--features", "a,b,c", "--fusion", "hierarchical", "--param", "groups=a;b"], "exactly once"),
+    (["--features", "a,b", "--fusion", "mlp", "--head", "gbm"], "--head: fusion 'mlp' trains its own network"),
 ])
 def test_wrong_flag_exits_2_with_one_line(flags, needle, store_path, tmp_path, capsys):
     rc = train.main(["--store", str(store_path), "--out", str(tmp_path / "r"), *flags])
@@ -135,6 +138,8 @@ def test_empty_val_split_uses_train_threshold(tmp_path):
     path = stores.write_store(tmp_path / "noval.h5", meta, vectors={"a": x})
     res = train.train_run(path, ["a"], out=tmp_path / "r", n_boot=0, plots_on=False, verbose=False)
     assert res["threshold_from"] == "train"
+    assert res["warnings"][0].startswith("threshold taken from train")
+    assert json.loads((tmp_path / "r" / "metrics.json").read_text())["warnings"] == res["warnings"]
     assert "no samples" in res["val"]["note"]
     assert res["test"]["auc"] > 0.8
 
@@ -153,3 +158,45 @@ def test_torch_fusion_via_cli_then_evaluate(features, fusion, params, store_path
     ev = evaluate.evaluate_run(tmp_path / "r", store_path, tmp_path / "ev", split="test", n_boot=0,
                                plots_on=False, verbose=False)
     assert ev["metrics"]["auc"] == pytest.approx(m["test"]["auc"], abs=1e-12)
+
+
+def test_small_splits_warn_in_summary_and_metrics_json(tmp_path, capsys):
+    path = make_store(tmp_path / "small.h5", n_videos_per_split=(48, 3, 3), frames=4)
+    assert train.main(["--store", str(path), "--features", "a", "--out", str(tmp_path / "r"),
+                       "--bootstrap", "20", "--no-plots"]) == 0
+    printed = capsys.readouterr().out
+    m = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    warnings = m["warnings"]
+    assert "val: 1 real and 2 fake videos (< 5 per class)" in " | ".join(warnings)
+    assert "test: FAR@FRR target(s) 0.001, 0.01, 0.05, 0.1 below 1/n_real = 1/4" in " | ".join(warnings)
+    assert any(w.startswith("test: video-level AUC from 1 real") for w in warnings)
+    assert any("per-method AUC of 'A' from 1 real and 1 fake" in w for w in warnings)
+    assert all(f"WARNING {w}" in printed for w in warnings)
+    assert m["test"]["ci"]["cluster"] == "video" and "fewer than 2 videos" in m["test"]["ci"]["note"]
+    assert m["val"]["warnings"] and m["val"]["ci"]["n_clusters"] == {"real": 1, "fake": 2}
+
+
+def test_warnings_name_only_what_is_short(run_dir):
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["test"]["ci"]["cluster"] == "video" and m["test"]["ci"]["n_clusters"] == {"real": 4, "fake": 8}
+    assert "test: 4 real and 8 fake videos (< 5 per class)" in " | ".join(m["warnings"])
+    assert not [w for w in m["warnings"] if "video-level AUC" in w or "per-method" in w]
+    assert m["test"]["ci"]["auc"][0] < m["test"]["auc"] <= m["test"]["ci"]["auc"][1] + 1e-12
+
+
+def test_provenance_records_code_command_store_hash_seed_config(run_dir, store_path, other_store):
+    import hashlib
+    p = json.loads((run_dir / "metrics.json").read_text())["provenance"]
+    assert p["code_version"] and p["command"].startswith("python -m fusion.train --store ")
+    assert "--test-store" in p["command"] and p["seed"] == 0
+    hashes = {s["path"]: s["sha256"] for s in p["stores"]}
+    for path in (store_path, other_store):
+        assert hashes[str(path.resolve())] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert p["config"]["features"] == ["a", "b", "c"] and p["config"]["bootstrap"] == 100
+    assert p["config"]["head"] == "logreg" and p["config"]["fusion"] == "concat"
+
+
+def test_torch_fusion_without_head_records_none(store_path, tmp_path):
+    res = train.train_run(store_path, ["a", "b"], "mlp", out=tmp_path / "r", n_boot=0, plots_on=False,
+                          verbose=False, params={"epochs": 5})
+    assert res["head"] is None and res["provenance"]["config"]["head"] is None

@@ -113,6 +113,10 @@ def test_corrupt_video_and_faceless_image_are_recorded_and_the_run_goes_on(tmp_p
         assert errors.loc["no_face", "source_path"].endswith("coffee.png")
         lm = store.landmarks()[0]
         assert np.isfinite(lm).all() and (lm >= 0).all() and (lm < 256).all()
+        facts = store.source_meta.iloc[0]  # recorded for the confound audit
+        assert (facts["image_width"], facts["image_height"], facts["is_jpeg"]) == (512, 512, 0)
+        assert facts["file_bytes"] == os.path.getsize(root / "real" / "astronaut.png")
+        assert 50 < facts["face_width"] < 512 and np.isnan(facts["video_bitrate"])
 
 
 @pytest.mark.slow
