@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from fusion import heads, metrics, train
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
 from stores.schema import SOURCE_META_FIELDS
 
@@ -138,9 +139,8 @@ def summary(result: dict) -> str:
 
 
 def build_parser():
-    p = train.OneLineParser(prog="python -m fusion.audit", description=__doc__.split("\n\n")[0])
-    p.add_argument("--store", default=None, help="feature store (.h5); default: the last extraction's "
-                   f"store, read from {train.last_store_file()}")
+    p = CLIParser(prog="python -m fusion.audit", description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", required=True, help="feature store (.h5)")
     p.add_argument("--test-store", action="append", default=[], metavar="STORE",
                    help="another store to score with the metadata model (repeatable)")
     p.add_argument("--head", default="logreg", help=f"sklearn head: {', '.join(heads.SKLEARN_HEADS)} "
@@ -158,9 +158,8 @@ def main(argv=None) -> int:
     def work():
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
-        audit_run(args.store or train.default_store(), args.test_store, args.head, args.seed,
-                  args.bootstrap, args.out)
-    return train.run_cli(parser.prog, work)
+        audit_run(args.store, args.test_store, args.head, args.seed, args.bootstrap, args.out)
+    return run_cli(parser.prog, work)
 
 
 if __name__ == "__main__":

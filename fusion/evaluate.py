@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser
+from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
 
 
@@ -89,7 +89,7 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return train.run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
+    return run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
                                                            args.bootstrap, plots_on=not args.no_plots))
 
 
