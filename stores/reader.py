@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
-                           StoreError)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS, SCHEMA_VERSION,
+                           STRING_FIELDS, StoreError, fill_optional_fields)
 
 
 def _read_rows(ds, idx: np.ndarray) -> np.ndarray:
@@ -58,10 +58,11 @@ class FeatureStore:
         """One row per sample: the fields of ``pipelines.samples.SAMPLE_FIELDS``."""
         group = self._h5["meta"]
         cols = {f: group[f].asstr()[:] if f in STRING_FIELDS else group[f][:]
-                for f in STRING_FIELDS + INT_FIELDS}
+                for f in STRING_FIELDS + INT_FIELDS if f in group or f not in OPTIONAL_INT_FIELDS}
+        cols = fill_optional_fields(cols, cols)
         frame = pd.DataFrame(cols)
         return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
-                      "frame_index", "source_path"]]
+                      "frame_index", "source_path", "requested_frame_index", "face_index"]]
 
     @property
     def run(self) -> dict:

@@ -20,8 +20,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, STRING_FIELDS,
-                           StoreError, code_version, dumps)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS, SCHEMA_VERSION,
+                           STRING_FIELDS, StoreError, code_version, dumps, fill_optional_fields)
 
 _STR = h5py.string_dtype("utf-8")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
@@ -56,10 +56,12 @@ def _write_columns(group, columns: dict, string_fields):
 
 def _meta_columns(meta) -> dict:
     frame = pd.DataFrame(meta)
-    missing = [f for f in STRING_FIELDS + INT_FIELDS if f not in frame.columns]
+    missing = [f for f in STRING_FIELDS + INT_FIELDS
+               if f not in frame.columns and f not in OPTIONAL_INT_FIELDS]
     if missing:
         raise StoreError(f"sample metadata lacks column(s) {missing}")
-    return {f: frame[f].tolist() for f in STRING_FIELDS + INT_FIELDS}
+    columns = {f: frame[f].tolist() for f in STRING_FIELDS + INT_FIELDS if f in frame.columns}
+    return fill_optional_fields(columns, frame.columns)
 
 
 def _error_columns(errors) -> dict:
@@ -246,7 +248,9 @@ def merge_shards(shards, out_path, run=None) -> int:
     landmarks, counts = [], []
     for shard in shards:
         with h5py.File(shard, "r") as h5:
-            cols = _read_columns(h5["meta"], STRING_FIELDS + INT_FIELDS)
+            fields = [f for f in STRING_FIELDS + INT_FIELDS
+                      if f in h5["meta"] or f not in OPTIONAL_INT_FIELDS]
+            cols = fill_optional_fields(_read_columns(h5["meta"], fields), fields)
             for f in meta:
                 meta[f] += cols[f]
             ecols = _read_columns(h5["errors"], ERROR_FIELDS)
