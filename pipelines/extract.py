@@ -259,7 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fallback-detector", default="none",
                    help="slow detector the cascade tries last on frames where the others "
                         "find no face: none or dlib-cnn (seconds per frame on a CPU)")
-    p.add_argument("--faces", choices=("largest", "all"), default="largest",
+    p.add_argument("--faces", default="largest",
                    help="largest: one sample per frame; all: one per face, its index in the "
                         "sample id")
     p.add_argument("--neighbours", type=int, default=2,
@@ -350,6 +350,9 @@ def validate(args) -> tuple:
                       "seconds per frame", file=sys.stderr)
     if args.neighbours < 0:
         raise UsageError(f"--neighbours must be at least 0, got {args.neighbours}")
+    from pipelines.ingest import FACE_MODES
+    if args.faces not in FACE_MODES:
+        raise UsageError(f"--faces must be one of {', '.join(FACE_MODES)}, got {args.faces!r}")
     if args.deep_batch_size < 1:
         raise UsageError(f"--deep-batch-size must be at least 1, got {args.deep_batch_size}")
     params = feature_params(args, features)
