@@ -12,14 +12,11 @@ from pipelines.extract import main
 from pipelines.ingest import IngestConfig, load_source, neighbour_indices
 from pipelines.samples import Source
 from stores import open_store
+from tests.pipelines.test_extract import _write_video as write_video
 
 
 def _write_video(path, frames):
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25,
-                             (frames[0].shape[1], frames[0].shape[0]))
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
+    write_video(path, frames)
     return path
 
 
