@@ -15,7 +15,9 @@ How to add a detector
 Write a class with ``detect(image) -> K x 4 float array`` of ``(x0, y0, x1, y1)`` boxes in
 the input's pixel coordinates, largest first (``image`` is H x W x 3 RGB or H x W grey
 uint8), decorate it with ``@register_detector("name")`` and select it with
-``FaceAligner(detector="name")``. Its constructor receives ``max_side`` as a keyword.
+``FaceAligner(detector="name")``. Its constructor receives ``max_side`` as a keyword. A
+detector that also has ``working_image`` and ``detect_working(small, upsample)`` (as
+``dlib-hog``) gets the cascade's ``upsample`` and ``large`` stages and grid-snapped tracking.
 
 The detection cascade
 ---------------------
