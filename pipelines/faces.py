@@ -126,6 +126,7 @@ class DlibHogDetector:
             raise ValueError(f"max_side must be >= 64 pixels, got {max_side}")
         self.max_side = int(max_side)
         self.upsample = int(upsample)
+        _hog_detector()  # load once here, not inside the first (timed) detection
 
     def working_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The grey, downscaled image the detector searches, and its scale (<= 1)."""
@@ -155,6 +156,7 @@ class DlibHogFullDetector:
 
     def __init__(self, max_side: int | None = None, upsample: int = 1):
         self.upsample = int(upsample)
+        _hog_detector()
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         return _largest_first(_dlib_boxes(image, self.upsample))
