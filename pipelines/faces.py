@@ -514,7 +514,8 @@ class FaceAligner:
     def _stages(self, rgb: np.ndarray, grey: np.ndarray, prev_box):
         """``(name, search)`` pairs in cascade order; each search returns frame-pixel boxes.
 
-        Built lazily, so the working image is made once and only when a stage needs it.
+        A generator: the working image is made once, and the images of the later stages
+        only when the cascade gets that far.
         """
         det = self.detector
         if not hasattr(det, "working_image"):
