@@ -243,6 +243,34 @@ def summarise(rows) -> dict:
     return summary
 
 
+def plot_result(result: dict, path: Path) -> Path:
+    """PNG of one run: frames found per video by each path (left) and ms per sampled frame,
+    CPU time (right). Matplotlib's Agg backend; returns ``path``."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    rows = result["videos"]
+    y = np.arange(len(rows))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 1.5 + 0.28 * len(rows)), sharey=True)
+    for k, p in enumerate(PATHS):
+        left.barh(y + (k - 1) * 0.27, [len(r[f"{p}_found"]) / r["frames"] for r in rows],
+                  height=0.27, label=p)
+        right.barh(y + (k - 1) * 0.27, [r[f"{p}_cpu_ms"] for r in rows], height=0.27, label=p)
+    left.set_yticks(y, [r["video"][-32:] for r in rows], fontsize=7)
+    left.invert_yaxis()
+    left.set_xlabel("fraction of sampled frames with a face")
+    right.set_xscale("log")
+    right.set_xlabel("ms per sampled frame (CPU, log scale)")
+    s = result["summary"]
+    left.set_title(f"recall of the reference: fast {s['fast_recall']:.1%}, "
+                   f"cascade {s['cascade_recall']:.1%}", fontsize=9)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def dataset_videos(dataset: str, root: Path, limit: int | None) -> list[tuple[Path, str]]:
     """``(path, video id)`` of the data set's video sources, sorted, first ``limit``."""
     from pipelines.datasets import index_dataset
@@ -295,7 +323,8 @@ def main(argv=None) -> int:
     parser.add_argument("--face-px", type=float, default=130,
                         help="face width in the portrait videos, pixels (default: %(default)s)")
     parser.add_argument("--json", type=Path, default=None,
-                        help="also write the per-video rows and the summary to this JSON file")
+                        help="also write the per-video rows and the summary to this JSON file, "
+                             "and a PNG plot of them beside it (same name, .png)")
     args = parser.parse_args(argv)
     try:
         if args.dataset not in ("ff++", "folder"):
@@ -320,7 +349,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=2))
-        print(f"wrote {args.json}")
+        plot = plot_result(result, args.json.with_suffix(".png"))
+        print(f"wrote {args.json} and {plot}")
     return 0
 
 

@@ -49,6 +49,9 @@ def test_bench_reports_recall_of_fast_and_cascade_against_the_reference(portrait
     assert any("recall of the reference's 2 frames: fast 0.0%, cascade 100.0%" in line
                for line in lines)
     json.dumps(result)  # the --json output is plain JSON
+    png = bench_faces.plot_result(result, tmp_path / "faces.png")
+    image = cv2.imread(str(png))
+    assert image is not None and image.shape[0] > 100 and image.std() > 5
 
 
 @pytest.mark.parametrize("argv, message", [
