@@ -335,6 +335,15 @@ def build_parser() -> CLIParser:
                    help="face: detect, landmark and align; none: centre-crop and resize "
                         "(default: face, except none for demo and editbench)")
     p.add_argument("--detector", default="dlib-hog", help="face detector (pipelines.faces)")
+    p.add_argument("--fallback-detector", default="none",
+                   help="slow detector the cascade tries last on frames where the others "
+                        "find no face: none or dlib-cnn (seconds per frame on a CPU)")
+    p.add_argument("--faces", default="largest",
+                   help="largest: one sample per frame; all: one per face, its index in the "
+                        "sample id")
+    p.add_argument("--neighbours", type=int, default=2,
+                   help="a sampled video frame without a face is replaced by the nearest of "
+                        "its +-K neighbours with one (0: off; only with --clip-len 1)")
     p.add_argument("--min-face", type=int, default=40,
                    help="faces smaller than this (pixels, shorter box side) are recorded as errors")
     p.add_argument("--compression", default="c23", help="ff++ only: c0, c23 or c40")
@@ -416,6 +425,19 @@ def validate(args) -> tuple:
         if args.detector not in DETECTORS:
             raise UsageError(f"--detector: unknown detector {args.detector!r}; "
                              f"choose one of {', '.join(DETECTORS)}")
+        if args.fallback_detector != "none" and args.fallback_detector not in DETECTORS:
+            raise UsageError(f"--fallback-detector: unknown detector {args.fallback_detector!r}; "
+                             f"choose none or one of {', '.join(DETECTORS)}")
+        if "dlib-cnn" in (args.detector, args.fallback_detector):
+            from pipelines.faces import dlib_has_cuda
+            if not dlib_has_cuda():
+                print("warning: dlib-cnn runs on the CPU (this dlib has no CUDA): it costs "
+                      "seconds per frame", file=sys.stderr)
+    if args.neighbours < 0:
+        raise UsageError(f"--neighbours must be at least 0, got {args.neighbours}")
+    from pipelines.ingest import FACE_MODES
+    if args.faces not in FACE_MODES:
+        raise UsageError(f"--faces must be one of {', '.join(FACE_MODES)}, got {args.faces!r}")
     if args.scheduler and not args.connect_timeout > 0:
         raise UsageError(f"--connect-timeout must be above 0 seconds, got {args.connect_timeout}")
     if args.deep_batch_size < 1:
@@ -442,7 +464,10 @@ def validate(args) -> tuple:
     _check_writable(out)
     config = IngestConfig(frames=args.frames, clip_len=args.clip_len, size=args.size,
                           margin=args.margin, align=align, detector=args.detector,
-                          min_face=args.min_face, diff_masks=not args.no_diff_masks)
+                          min_face=args.min_face, diff_masks=not args.no_diff_masks,
+                          faces=args.faces, neighbours=args.neighbours,
+                          fallback_detector=None if args.fallback_detector == "none"
+                          else args.fallback_detector)
     return sources, features, perturbations, params, keep_maps, config, out
 
 

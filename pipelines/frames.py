@@ -125,39 +125,73 @@ def video_frame_count(path) -> int:
     return n
 
 
+class VideoReader:
+    """Random access to the frames of one video, decoding forward where that is cheaper.
+
+    ``read(index)`` walks forward with ``grab()`` over gaps up to ``seek_gap`` frames and
+    seeks otherwise (also backwards), so reading increasing indices costs what
+    :func:`read_video_frames` costs, and an occasional step back (a neighbouring frame)
+    costs one seek. Use as a context manager, or call :meth:`close`.
+
+    Raises ``SampleError("corrupt_video")`` when the file does not open, reports 0 frames,
+    or a frame fails to decode; ``ValueError`` for an index outside ``[0, n_total)``.
+    """
+
+    def __init__(self, path, convert: Callable[[np.ndarray], np.ndarray] | None = None,
+                 seek_gap: int | None = None):
+        self.path = os.fspath(path)
+        self.convert = convert or _bgr_to_rgb
+        self.seek_gap = SEEK_GAP if seek_gap is None else seek_gap
+        self._cap = _open_video(self.path)
+        self.n_total = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT))
+        if self.n_total <= 0:
+            self.close()
+            raise SampleError("corrupt_video", self.path, "the video reports 0 frames")
+        self._pos = 0  # index of the frame the next grab() decodes
+
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index``, converted (RGB ``uint8`` by default)."""
+        target = int(index)
+        if not 0 <= target < self.n_total:
+            raise ValueError(f"frame index {target} is outside {self.path} "
+                             f"({self.n_total} frames)")
+        if target < self._pos or target - self._pos > self.seek_gap:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+            self._pos = target
+        while self._pos < target:
+            if not self._cap.grab():
+                raise SampleError("corrupt_video", self.path, f"frame {self._pos} of "
+                                  f"{self.n_total} failed to decode (truncated or damaged "
+                                  "stream)", self._pos)
+            self._pos += 1
+        ok, frame = self._cap.read()
+        self._pos += 1
+        if not ok or frame is None:
+            raise SampleError("corrupt_video", self.path, f"frame {target} of {self.n_total} "
+                              "failed to decode (truncated or damaged stream)", target)
+        return self.convert(frame)
+
+    def close(self):
+        self._cap.release()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
 def _iter_video(path, indices: Iterable[int], convert: Callable[[np.ndarray], np.ndarray],
                 seek_gap: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
-    path = os.fspath(path)
     wanted = np.unique(np.asarray(list(indices), dtype=np.int64))
     if wanted.size and wanted[0] < 0:
         raise ValueError(f"frame indices must be >= 0, got {int(wanted[0])}")
-    gap = SEEK_GAP if seek_gap is None else seek_gap
-    cap = _open_video(path)
-    try:
-        n_total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-        if n_total <= 0:
-            raise SampleError("corrupt_video", path, "the video reports 0 frames")
-        if wanted.size and wanted[-1] >= n_total:
-            raise ValueError(f"frame index {int(wanted[-1])} is past the end of {path} "
-                             f"({n_total} frames)")
-        pos = 0  # index of the frame the next grab() decodes
+    with VideoReader(path, convert, seek_gap) as reader:
+        if wanted.size and wanted[-1] >= reader.n_total:
+            raise ValueError(f"frame index {int(wanted[-1])} is past the end of {reader.path} "
+                             f"({reader.n_total} frames)")
         for target in wanted.tolist():
-            if target - pos > gap:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, target)
-                pos = target
-            while pos < target:
-                if not cap.grab():
-                    raise SampleError("corrupt_video", path, f"frame {pos} of {n_total} failed "
-                                      "to decode (truncated or damaged stream)", pos)
-                pos += 1
-            ok, frame = cap.read()
-            pos += 1
-            if not ok or frame is None:
-                raise SampleError("corrupt_video", path, f"frame {target} of {n_total} failed "
-                                  "to decode (truncated or damaged stream)", target)
-            yield target, convert(frame)
-    finally:
-        cap.release()
+            yield target, reader.read(target)
 
 
 def _bgr_to_rgb(frame: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ bad frame never costs the rest of its video.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import cv2
@@ -28,6 +29,19 @@ class IngestConfig:
     min_face: int = 40
     diff_masks: bool = True
     diff_threshold: int = 20
+    faces: str = "largest"
+    neighbours: int = 2
+    fallback_detector: str | None = None
+
+    def __post_init__(self):
+        if self.faces not in FACE_MODES:
+            raise ValueError(f"faces must be one of {FACE_MODES}, got {self.faces!r}")
+        if self.neighbours < 0:
+            raise ValueError(f"neighbours must be >= 0, got {self.neighbours}")
+
+
+#: ``IngestConfig.faces``: one sample per frame (its largest face), or one per face.
+FACE_MODES = ("largest", "all")
 
 
 @dataclass
@@ -54,10 +68,11 @@ _ALIGNERS: dict = {}
 def _aligner(config: IngestConfig):
     """One FaceAligner per process and configuration (the landmark model loads once)."""
     from pipelines.faces import FaceAligner
-    key = (config.detector, config.size, config.margin, config.min_face)
+    key = (config.detector, config.size, config.margin, config.min_face, config.fallback_detector)
     if key not in _ALIGNERS:
         _ALIGNERS[key] = FaceAligner(detector=config.detector, size=config.size,
-                                     margin=config.margin, min_face=config.min_face)
+                                     margin=config.margin, min_face=config.min_face,
+                                     fallback=config.fallback_detector)
     return _ALIGNERS[key]
 
 
@@ -81,14 +96,61 @@ def difference_mask(fake: np.ndarray, real: np.ndarray, threshold: int = 20) -> 
     return cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel, iterations=2)
 
 
+@contextmanager
 def _frames_of(source: Source, config: IngestConfig):
-    """``(frame_indices, iterator of (index, rgb))`` of a video or image source."""
+    """``(sampled indices, read(index) -> rgb, frame count)`` of a video or image source.
+
+    Video frames are read through one :class:`~pipelines.frames.VideoReader`, so the
+    sampled frames are decoded forward and a neighbouring frame costs at most one seek.
+    """
     from pipelines import frames as fr
     if source.kind == "image":
-        return [0], iter([(0, fr.read_image(source.path))])
-    total = fr.video_frame_count(source.path)
-    indices = fr.sample_frame_indices(total, config.frames, config.clip_len)
-    return list(indices), fr.read_video_frames(source.path, indices)
+        image = fr.read_image(source.path)
+        yield [0], lambda index: image, 1
+        return
+    with fr.VideoReader(source.path) as reader:
+        indices = fr.sample_frame_indices(reader.n_total, config.frames, config.clip_len)
+        yield [int(i) for i in indices], reader.read, reader.n_total
+
+
+def neighbour_indices(index: int, k: int, n_total: int, taken) -> list[int]:
+    """Frames tried in place of ``index``: ``index+1, index-1, ..., index+k, index-k``,
+    inside ``[0, n_total)`` and not in ``taken`` (frames sampled or used already)."""
+    out = []
+    for step in range(1, k + 1):
+        out += [i for i in (index + step, index - step) if 0 <= i < n_total and i not in taken]
+    return out
+
+
+def _faces_in(rgb, index, prev_box, source: Source, config: IngestConfig) -> list:
+    aligner = _aligner(config)
+    if config.faces == "all":
+        return aligner.process_all(rgb, path=source.path, frame_index=index)
+    return [aligner.process(rgb, prev_box=prev_box, path=source.path, frame_index=index)]
+
+
+def faces_with_neighbours(index, rgb, read, candidates, prev_box, source: Source,
+                          config: IngestConfig) -> tuple[list, int]:
+    """``(faces, used index)`` of the sampled frame ``index``, or of the first of
+    ``candidates`` (its neighbours, read with ``read``) that has a face when it has none.
+
+    Raises the sampled frame's ``SampleError`` when no frame gives a face (a ``no_face``
+    message then names the neighbours tried); other causes are raised at once.
+    """
+    try:
+        return _faces_in(rgb, index, prev_box, source, config), index
+    except SampleError as exc:
+        if exc.cause != "no_face" or not candidates:
+            raise
+        first = exc
+    frames = {i: read(i) for i in sorted(candidates)}  # in order: one seek back at most
+    for i in candidates:
+        try:
+            return _faces_in(frames[i], i, prev_box, source, config), i
+        except SampleError:
+            continue
+    raise SampleError("no_face", first.path, f"{first.message}, nor in its neighbouring "
+                      f"frames {','.join(map(str, candidates))}", index)
 
 
 def _source_masks(source: Source, indices, out: SourceCrops):
@@ -127,7 +189,6 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
     with its paired real video (FF++ fakes, ``config.diff_masks``), or are all-zero for
     reals. A fake with neither has ``mask_valid`` False: it contributes no mask loss.
     """
-    from pipelines import faces
     out = SourceCrops()
     if source.kind == "demo":
         from pipelines.demo import render_demo_source
@@ -140,42 +201,73 @@ def load_source(source: Source, config: IngestConfig) -> SourceCrops:
         out.mask_valid.append(True)
         return out
     try:
-        indices, frames = _frames_of(source, config)
-    except SampleError as exc:
+        with _frames_of(source, config) as (indices, read, n_total):
+            _align_frames(source, config, indices, read, n_total, out)
+    except SampleError as exc:  # no video, or decoding broke mid-video: keep what was read
         out.errors.append(error_row(exc, source))
-        return out
+    return out
+
+
+def _align_frames(source: Source, config: IngestConfig, indices, read, n_total,
+                  out: SourceCrops):
+    """Append the crops of the sampled frames to ``out`` (see :func:`load_source`).
+
+    With ``config.align == "face"``, a single-frame sample (``clip_len`` 1) of a video
+    whose frame has no face is replaced by its nearest neighbour within
+    ``config.neighbours`` frames that has one; the record keeps both indices.
+    """
+    from pipelines import faces
     masks = _source_masks(source, indices, out)
     reals = _real_frames(source, indices, config, out)
     from pipelines.source_meta import face_box_size, file_metadata
     file_meta = file_metadata(source)
+    k = config.neighbours if source.kind == "video" and config.clip_len == 1 else 0
+    taken = set(indices)
     prev_box = None
-    try:
-        for index, rgb in frames:
-            try:
-                if config.align == "face":
-                    face = _aligner(config).process(rgb, prev_box=prev_box, path=source.path,
-                                                    frame_index=index)
-                    prev_box, M = face.box, face.M
-                    crop, lm = face.crop, face.landmarks
-                    box_meta = face_box_size(face.box)
-                else:
-                    box_meta = {}
-                    crop = faces.resize_or_center_crop(rgb, config.size)
-                    M = faces.center_crop_matrix(rgb.shape[0], rgb.shape[1], config.size)
-                    lm = _known_landmarks(source, M)
-            except SampleError as exc:
-                out.errors.append(error_row(exc, source))
-                continue
-            mask, valid = _crop_mask(source, index, M, crop, masks, reals, config, out)
-            out.records.append(source.sample_record(index))
+    for index in indices:
+        rgb = read(index)
+        try:
+            if config.align == "face":
+                candidates = neighbour_indices(index, k, n_total, taken)
+                found, used = faces_with_neighbours(index, rgb, read, candidates, prev_box,
+                                                    source, config)
+                taken.add(used)
+                prev_box = found[0].box
+                crops = [(f.crop, f.landmarks, f.M, face_box_size(f.box)) for f in found]
+            else:
+                crop = faces.resize_or_center_crop(rgb, config.size)
+                M = faces.center_crop_matrix(rgb.shape[0], rgb.shape[1], config.size)
+                crops, used = [(crop, _known_landmarks(source, M), M, {})], index
+        except SampleError as exc:
+            out.errors.append(error_row(exc, source))
+            continue
+        if used != index:
+            _add_frame(source, used, masks, reals, out)
+        for face_index, (crop, lm, M, box_meta) in enumerate(crops):
+            mask, valid = _crop_mask(source, used, M, crop, masks, reals, config, out)
+            out.records.append(source.sample_record(
+                used, requested_frame_index=index,
+                face_index=face_index if config.faces == "all" else None))
             out.source_meta.append({**file_meta, **box_meta})
             out.crops.append(crop)
             out.landmarks.append(np.asarray(lm, np.float32))
             out.masks.append(mask)
             out.mask_valid.append(valid)
-    except SampleError as exc:  # decoding broke mid-video: keep the frames already read
-        out.errors.append(error_row(exc, source))
-    return out
+
+
+def _add_frame(source: Source, index: int, masks, reals, out: SourceCrops):
+    """Read frame ``index`` of the mask video and of the paired real video into ``masks``
+    and ``reals`` (dicts, or None when the source has none): a neighbour was used."""
+    from pipelines import frames as fr
+    for frames, path, read in ((masks, source.mask_path, fr.read_mask_frames),
+                               (reals, source.real_path, fr.read_video_frames)):
+        if frames is None or index in frames:
+            continue
+        try:
+            frames.update(read(path, [index]))
+        except (SampleError, ValueError) as exc:
+            out.errors.append(error_row(SampleError(
+                "missing_mask", path, f"frame {index} unreadable: {exc}", index), source))
 
 
 def _known_landmarks(source: Source, M) -> np.ndarray:

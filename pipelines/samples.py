@@ -14,9 +14,12 @@ REAL, FAKE = 0, 1
 REAL_METHOD = "real"
 
 #: The per-sample metadata columns, in store order. ``pipelines.extract`` writes them and
-#: ``stores.FeatureStore.read`` returns them as a DataFrame.
+#: ``stores.FeatureStore.read`` returns them as a DataFrame. ``frame_index`` is the frame
+#: the crop comes from; ``requested_frame_index`` the sampled frame it stands for (they
+#: differ when a neighbouring frame replaced one without a face); ``face_index`` ranks the
+#: faces of one frame by size (0 unless ``--faces all``).
 SAMPLE_FIELDS = ("sample_id", "dataset", "split", "label", "method", "video_id",
-                 "frame_index", "source_path")
+                 "frame_index", "source_path", "requested_frame_index", "face_index")
 
 
 @dataclass(frozen=True)
@@ -68,16 +71,23 @@ class Source:
         if self.kind not in ("video", "image", "demo"):
             raise ValueError(f"kind must be video, image or demo, got {self.kind!r} for {self.path}")
 
-    def sample_id(self, frame_index: int) -> str:
-        """Store-wide unique id of this source's frame ``frame_index``."""
-        return f"{self.dataset}:{self.video_id}:{int(frame_index):06d}"
+    def sample_id(self, frame_index: int, face_index: int | None = None) -> str:
+        """Store-wide unique id of this source's frame ``frame_index`` (and, when given,
+        its face ``face_index``: ``...:000012:f1``)."""
+        face = "" if face_index is None else f":f{int(face_index)}"
+        return f"{self.dataset}:{self.video_id}:{int(frame_index):06d}{face}"
 
-    def sample_record(self, frame_index: int) -> dict:
-        """The metadata row (``SAMPLE_FIELDS``) of frame ``frame_index``."""
-        return {"sample_id": self.sample_id(frame_index), "dataset": self.dataset,
+    def sample_record(self, frame_index: int, requested_frame_index: int | None = None,
+                      face_index: int | None = None) -> dict:
+        """The metadata row (``SAMPLE_FIELDS``) of frame ``frame_index``, which stands for
+        the sampled frame ``requested_frame_index`` (default: itself); ``face_index`` is
+        given when every face of a frame is a sample (it then enters the id)."""
+        requested = frame_index if requested_frame_index is None else requested_frame_index
+        return {"sample_id": self.sample_id(frame_index, face_index), "dataset": self.dataset,
                 "split": self.split, "label": int(self.label), "method": self.method,
                 "video_id": self.video_id, "frame_index": int(frame_index),
-                "source_path": self.path}
+                "source_path": self.path, "requested_frame_index": int(requested),
+                "face_index": int(face_index or 0)}
 
     def to_dict(self) -> dict:
         return asdict(self)

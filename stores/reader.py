@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, SOURCE_META_FIELDS,
-                           STRING_FIELDS, StoreError)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS, SCHEMA_VERSION,
+                           SOURCE_META_FIELDS, STRING_FIELDS, StoreError, fill_optional_fields)
 
 
 def _damaged(ds, exc: Exception) -> StoreError:
@@ -87,7 +87,8 @@ class FeatureStore:
             return obj
 
         n = dataset("meta/sample_id").shape[0]
-        required = [f"meta/{f}" for f in STRING_FIELDS + INT_FIELDS] + ["landmarks"]
+        required = [f"meta/{f}" for f in STRING_FIELDS + INT_FIELDS
+                    if f not in OPTIONAL_INT_FIELDS] + ["landmarks"]
         named = [f"{GROUPS[k]}/{name}" for k in GROUPS for name in self._h5.get(GROUPS[k], {})]
         named += [f"valid/{name.partition('/')[2]}" for name in named]
         for name in required + named:
@@ -122,10 +123,12 @@ class FeatureStore:
     def meta(self) -> pd.DataFrame:
         """One row per sample: the fields of ``pipelines.samples.SAMPLE_FIELDS``."""
         group = self._h5["meta"]
-        cols = {f: _read_column(group[f]) for f in STRING_FIELDS + INT_FIELDS}
+        cols = {f: _read_column(group[f])
+                for f in STRING_FIELDS + INT_FIELDS if f in group or f not in OPTIONAL_INT_FIELDS}
+        cols = fill_optional_fields(cols, cols)
         frame = pd.DataFrame(cols)
         return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
-                      "frame_index", "source_path"]]
+                      "frame_index", "source_path", "requested_frame_index", "face_index"]]
 
     @cached_property
     def source_meta(self) -> pd.DataFrame | None:

@@ -24,7 +24,23 @@ from importlib import metadata
 
 SCHEMA_VERSION = 1
 STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path")
-INT_FIELDS = ("label", "frame_index")
+INT_FIELDS = ("label", "frame_index", "requested_frame_index", "face_index")
+#: Sample fields that stores written before them lack: readers and writers fill them in
+#: (the requested frame is the frame itself, the face is the largest).
+OPTIONAL_INT_FIELDS = ("requested_frame_index", "face_index")
+
+
+def fill_optional_fields(columns: dict, present) -> dict:
+    """``columns`` with the :data:`OPTIONAL_INT_FIELDS` that are not in ``present`` filled in
+    from ``frame_index`` (requested) and 0 (face)."""
+    n = len(columns["frame_index"])
+    if "requested_frame_index" not in present:
+        columns["requested_frame_index"] = list(columns["frame_index"])
+    if "face_index" not in present:
+        columns["face_index"] = [0] * n
+    return columns
+
+
 ERROR_FIELDS = ("source_path", "video_id", "frame_index", "cause", "message")
 GROUPS = {"vector": "features", "map": "maps"}
 #: Per-sample facts about the source file and the face, recorded at extraction for the

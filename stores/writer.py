@@ -22,8 +22,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, SCHEMA_VERSION, SOURCE_META_FIELDS,
-                           STRING_FIELDS, StoreError, StoreWriteError, code_version, dumps)
+from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS, SCHEMA_VERSION,
+                           SOURCE_META_FIELDS, STRING_FIELDS, StoreError, StoreWriteError,
+                           code_version, dumps, fill_optional_fields)
 
 _STR = h5py.string_dtype("utf-8")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
@@ -79,10 +80,12 @@ def _write_columns(group, columns: dict, string_fields):
 
 def _meta_columns(meta) -> dict:
     frame = pd.DataFrame(meta)
-    missing = [f for f in STRING_FIELDS + INT_FIELDS if f not in frame.columns]
+    missing = [f for f in STRING_FIELDS + INT_FIELDS
+               if f not in frame.columns and f not in OPTIONAL_INT_FIELDS]
     if missing:
         raise StoreError(f"sample metadata lacks column(s) {missing}")
-    return {f: frame[f].tolist() for f in STRING_FIELDS + INT_FIELDS}
+    columns = {f: frame[f].tolist() for f in STRING_FIELDS + INT_FIELDS if f in frame.columns}
+    return fill_optional_fields(columns, frame.columns)
 
 
 def _source_meta_columns(source_meta, n: int) -> dict:
@@ -292,7 +295,9 @@ def merge_shards(shards, out_path, run=None) -> int:
     landmarks, counts, source_meta = [], [], []
     for shard in shards:
         with h5py.File(shard, "r") as h5:
-            cols = _read_columns(h5["meta"], STRING_FIELDS + INT_FIELDS)
+            fields = [f for f in STRING_FIELDS + INT_FIELDS
+                      if f in h5["meta"] or f not in OPTIONAL_INT_FIELDS]
+            cols = fill_optional_fields(_read_columns(h5["meta"], fields), fields)
             n_shard = len(cols["sample_id"])
             source_meta.append({f: h5[f"source_meta/{f}"][...] if f"source_meta/{f}" in h5
                                 else np.full(n_shard, np.nan) for f in SOURCE_META_FIELDS}

@@ -60,6 +60,10 @@ def test_demo_on_a_dask_local_cluster_matches_in_process(tmp_path):
     (["--dataset", "ff++", "--root", "/does/not/exist"], "/does/not/exist"),
     (["--frames", "0"], "--frames must be at least 1"),
     (["--out", "/does/not/exist/x.h5"], "--out: folder /does/not/exist does not exist"),
+    (["--faces", "biggest"], "--faces must be one of largest, all, got 'biggest'"),
+    (["--neighbours", "-1"], "--neighbours must be at least 0, got -1"),
+    (["--dataset", "folder", "--fallback-detector", "nope"],
+     "--fallback-detector: unknown detector 'nope'; choose none or one of"),
 ])
 def test_wrong_flags_stop_before_any_work(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)

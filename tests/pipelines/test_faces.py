@@ -260,3 +260,148 @@ def test_astronaut_fallback_without_shared_data(monkeypatch, tmp_path):
     assert len(batch) == 4 and all(v.startswith("astronaut_") for v in batch.video_ids)
     # flipped variants really differ from the originals
     assert not np.array_equal(batch.images[0], batch.images[1])
+
+
+# ---------------------------------------------------------------- the detection cascade
+
+def _portrait_astronaut(face_px=130, centre=(0.5, 0.4)):
+    """The astronaut scaled so her face is ``face_px`` wide on a 1080 x 1920 textured canvas,
+    and where that face is (the 512 px image's HOG box, moved the same way)."""
+    from pipelines.bench_faces import compose_portrait, textured_canvas
+    image = data.astronaut()
+    box = create_detector("dlib-hog").detect(image)[0]
+    scale = face_px / (box[2] - box[0])
+    canvas = textured_canvas(1920, 1080, seed=1)
+    frame = compose_portrait(image, scale, canvas, centre)
+    offset = np.array([centre[0] * 1080 - 256 * scale, centre[1] * 1920 - 256 * scale])
+    return frame, box * scale + np.tile(np.round(offset), 2)
+
+
+def test_portrait_frame_small_face_found_by_cascade_missed_by_fast_path():
+    frame, expected = _portrait_astronaut()
+    fast = FaceAligner(cascade=False)
+    with pytest.raises(SampleError) as info:
+        fast.process(frame, path="portrait", frame_index=0)
+    assert info.value.cause == "no_face" and "fast path" in info.value.message
+    cascade = FaceAligner()
+    face = cascade.process(frame, path="portrait")
+    assert face.stage in ("upsample", "large")
+    assert cascade.stage_calls["fast"] == 1 and cascade.stage_calls[face.stage] == 1
+    assert _iou(face.box, expected) > 0.5, (face.box, expected)
+    # tracked from there, the face is searched at >= 80 px in a small region and found again
+    searched = []
+    inner = cascade.detector.detect_working
+    cascade.detector.detect_working = lambda img, upsample=None: (
+        searched.append(img.shape) or inner(img, upsample))
+    tracked = cascade.process(frame, prev_box=face.box)
+    assert tracked.stage == "track" and len(searched) == 1
+    side = face.box[2] - face.box[0]
+    assert searched[0][0] >= cascade.roi_expand * cascade.track_face_px  # face >= 80 px there
+    assert max(searched[0]) < 2 * cascade.roi_expand * side
+    assert _iou(tracked.box, face.box) > 0.6
+
+
+@pytest.mark.shared_data
+def test_portrait_frame_of_a_realfaces_clip(shared_data):
+    from pipelines.bench_faces import compose_portrait, face_scale, textured_canvas
+    clip = (shared_data / "realfaces" / "real" / "videos" / "video-retalking" / "examples"
+            / "face" / "1.mp4")
+    if not clip.is_file():
+        pytest.skip(f"realfaces clip not found at {clip}")
+    _, rgb = next(iter(read_video_frames(clip, [0])))
+    frame = compose_portrait(rgb, face_scale(rgb, 130), textured_canvas(1920, 1080))
+    with pytest.raises(SampleError, match="no_face"):
+        FaceAligner(cascade=False).process(frame)
+    face = FaceAligner().process(frame)
+    assert 100 < face.box[2] - face.box[0] < 170
+
+
+def test_frame_without_a_face_is_no_face_after_every_stage_in_bounded_time():
+    import time
+
+    from pipelines.bench_faces import textured_canvas
+    aligner = FaceAligner(fallback="dlib-hog-full")
+    canvas = textured_canvas(1920, 1080, seed=2)
+    start = time.perf_counter()
+    with pytest.raises(SampleError) as info:
+        aligner.process(canvas, prev_box=np.array([400.0, 600.0, 530.0, 730.0]), path="empty",
+                        frame_index=7)
+    elapsed = time.perf_counter() - start
+    assert info.value.cause == "no_face" and info.value.frame_index == 7
+    assert "cascade" in info.value.message
+    assert dict(aligner.stage_calls) == {s: 1 for s in FaceAligner.STAGES}
+    assert elapsed < 30  # about 1.5 s on one free core, most of it the full-resolution fallback
+
+
+def test_large_stage_working_size_comes_from_the_face():
+    aligner = FaceAligner()
+    portrait, fast = (1920, 1080), 640 / 1920
+    # from the previous face: a 130 px face becomes large_face_px
+    assert aligner._large_scale(portrait, [0, 0, 130, 130], fast) == pytest.approx(90 / 130)
+    # without one, from face_fraction of the short side (0.1 * 1080 = 108 px)
+    assert aligner._large_scale(portrait, None, fast) == pytest.approx(90 / 108)
+    # never below twice the fast scale, never above full resolution
+    assert aligner._large_scale(portrait, [0, 0, 500, 500], fast) == pytest.approx(2 * fast)
+    assert aligner._large_scale((720, 1280), None, 0.5) == 1.0
+    with pytest.raises(ValueError, match="face_fraction"):
+        FaceAligner(face_fraction=0)
+
+
+def test_cascade_stops_at_the_first_hit(aligner):
+    aligner.stage_calls.clear()
+    aligner.process(data.astronaut())
+    assert dict(aligner.stage_calls) == {"fast": 1}
+
+
+def test_process_all_returns_every_face_largest_first():
+    image = data.astronaut()
+    ref = create_detector("dlib-hog").detect(image)[0]
+    mirrored = cv2.resize(image[:, ::-1], None, fx=0.8, fy=0.8, interpolation=cv2.INTER_AREA)
+    mirrored = cv2.copyMakeBorder(mirrored, 0, 512 - mirrored.shape[0], 0, 0,
+                                  cv2.BORDER_REFLECT_101)
+    two = np.concatenate([image, mirrored], axis=1)  # 512 x 1024, searched unscaled
+    expected = [ref, np.array([512 + 0.8 * (512 - ref[2]), 0.8 * ref[1],
+                               512 + 0.8 * (512 - ref[0]), 0.8 * ref[3]])]
+    found = FaceAligner(max_side=1100).process_all(two)
+    boxes = np.array([f.box for f in found])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert np.all(np.diff(areas) <= 0)
+    for box in expected:  # both astronauts, each aligned (HOG adds one false face here)
+        best = max(found, key=lambda f: _iou(f.box, box))
+        assert _iou(best.box, box) > 0.6
+        assert np.abs(five_points(best.landmarks)[:2]
+                      - alignment_template(256, 0.3)[:2]).max() < 8
+
+
+@pytest.mark.shared_data
+def test_process_all_finds_each_face_of_the_group_selfie(shared_data):
+    from pipelines.frames import read_image
+    path = (shared_data / "realfaces" / "real" / "photos" / "deepface" / "tests" / "unit"
+            / "dataset" / "selfie-many-people.jpg")
+    if not path.is_file():
+        pytest.skip(f"group selfie not found at {path}")
+    found = FaceAligner().process_all(read_image(path))
+    # the four whole, frontal faces (x, y of the nose, read off the 600 x 604 photo); three
+    # more people are cut by the frame's edge or turned away, and HOG finds none of them
+    noses = np.array([[40, 300], [170, 385], [255, 205], [405, 215]], np.float64)
+    centres = np.array([f.frame_landmarks[30] for f in found])
+    assert len(found) == len(noses)
+    distance = np.linalg.norm(centres[:, None] - noses[None], axis=2)
+    assert sorted(distance.argmin(1)) == [0, 1, 2, 3]  # one face per person
+    assert distance.min(1).max() < 30
+
+
+# ---------------------------------------------------------------- dlib-cnn
+
+def test_dlib_cnn_is_registered_warns_on_cpu_and_finds_the_astronaut():
+    assert "dlib-cnn" in DETECTORS
+    if faces.dlib_has_cuda():
+        detector = create_detector("dlib-cnn", max_side=384)
+    else:
+        with pytest.warns(RuntimeWarning, match="seconds per frame"):
+            detector = create_detector("dlib-cnn", max_side=384)
+    boxes = detector.detect(data.astronaut())
+    assert boxes.shape == (1, 4)
+    assert _iou(boxes[0], create_detector("dlib-hog").detect(data.astronaut())[0]) > 0.5
+    with pytest.raises(ValueError, match="max_side"):
+        create_detector("dlib-cnn", max_side=10)

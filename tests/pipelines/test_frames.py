@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from pipelines.errors import SampleError
-from pipelines.frames import (read_image, read_mask_frames, read_mask_image, read_video_frames,
-                              sample_frame_indices, video_frame_count)
+from pipelines.frames import (VideoReader, read_image, read_mask_frames, read_mask_image,
+                              read_video_frames, sample_frame_indices, video_frame_count)
 
 
 # ---------------------------------------------------------------- sample_frame_indices
@@ -104,6 +104,22 @@ def _write_test_video(path, n=12, size=(64, 48)):
     for _ in range(n):
         writer.write(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
     writer.release()
+
+
+def test_video_reader_steps_back_and_forward_to_the_right_frames(tmp_path):
+    path = tmp_path / "grey.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (64, 48))
+    if not writer.isOpened():
+        pytest.skip("this OpenCV build cannot write mp4v videos")
+    for i in range(30):
+        writer.write(np.full((48, 64, 3), 8 * i, np.uint8))  # frame i is grey level 8 i
+    writer.release()
+    with VideoReader(path, seek_gap=5) as reader:
+        assert reader.n_total == 30
+        for index in (3, 4, 12, 11, 9, 28, 0, 29):  # forward, back, long gaps
+            assert abs(reader.read(index).mean() - 8 * index) < 3, index
+        with pytest.raises(ValueError, match="outside"):
+            reader.read(30)
 
 
 def test_random_bytes_raise_corrupt_video(tmp_path):
