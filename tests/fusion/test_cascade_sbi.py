@@ -314,3 +314,25 @@ def test_train_help_shows_each_default_once_and_lists_augmentations(capsys):
         main(["train", "--bogus"])
     err = capsys.readouterr().err.strip()
     assert err.startswith("python -m fusion.cascade train: error:") and err.endswith("see --help")
+
+
+def test_val_folders_hold_out_whole_source_folders(face_store, tmp_path):
+    from fusion.cascade.train import _split_rows, open_training_sources
+    with open_store(face_store) as store:
+        meta = store.meta.copy()
+        maps = {n: store.read_map(n)[0] for n in ("rgb", "mask")}
+        attrs = {n: store.attrs(n) for n in maps}
+        landmarks = store.landmarks()
+    meta["source_path"] = [f"/data/{'B' if i % 3 == 0 else 'A'}/{i}.png" for i in range(len(meta))]
+    path = write_store(tmp_path / "folders.h5", meta, maps=maps, attrs=attrs, landmarks=landmarks)
+    split = meta["split"].to_numpy()
+    in_b = np.arange(len(meta)) % 3 == 0
+    with open_store(path) as store:
+        val = _split_rows(store, "val", ["B"])
+        train_rows = _split_rows(store, "train", ["B"])
+        np.testing.assert_array_equal(val, np.flatnonzero(in_b & (split != "test")))
+        np.testing.assert_array_equal(train_rows, np.flatnonzero(~in_b & (split == "train")))
+        np.testing.assert_array_equal(_split_rows(store, "val", []), np.flatnonzero(split == "val"))
+        config = TrainConfig(store=str(path), out="", val_folders="nowhere", sbi="online", **TINY)
+        with pytest.raises(ValueError, match="--val-folders nowhere"):
+            open_training_sources(config, [store])
