@@ -68,9 +68,7 @@ class StoreMaps:
                            else np.zeros(len(self.rows), bool))
         # Reals need no mask file: their mask is empty by definition.
         self.mask_valid = self.mask_valid | (self.labels == 0)
-        all_landmarks = store.landmarks()
-        self.landmarks = (all_landmarks[self.rows] if len(all_landmarks)
-                          else np.full((len(self.rows), 68, 2), np.nan, np.float32))
+        self.landmarks = store.landmarks()[self.rows]
         per_row = sum(int(np.prod(store.attrs(m)["shape"])) for m in self._names())
         self._cache = None
         if per_row * len(self.rows) <= cache_bytes:
@@ -277,17 +275,6 @@ class TrainingSet:
                      "label": np.zeros(0, np.int64), "mask_valid": np.zeros(0, bool)}
             return ArrayMaps(empty, [])
         return ArrayMaps(self._collate(samples), methods)
-
-    def mean_fake_mask(self, epoch: int = 0) -> np.ndarray:
-        """size x size float32: the mean mask of the fakes (blends and kept fakes with a
-        mask) of one epoch's draw -- the constant "prior" localization baseline."""
-        total, count = np.zeros((self.size, self.size), np.float64), 0
-        for s, p in self.items:
-            for img, m, lab, valid, blended in self.samples(int(s), int(p), epoch):
-                if lab == 1 and valid:
-                    total += m
-                    count += 1
-        return (total / max(count, 1)).astype(np.float32)
 
 
 # -------------------------------------------------------------------------- synthetic stores

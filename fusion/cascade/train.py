@@ -3,7 +3,8 @@
 A run folder holds::
 
     config.json                   every setting (the model is rebuilt from it)
-    prior_mask.npy                the mean training fake mask (the "prior" baseline)
+    prior_mask.npy                the mean fake mask of epoch 1's training batches (the
+                                  "prior" localization baseline)
     best.safetensors, best.json   weights of the epoch with the best validation score
     checkpoints/last.safetensors  weights + optimizer tensors after the last finished epoch
     checkpoints/last.json         epoch, optimizer scalars, AMP scaler state, history
@@ -329,10 +330,9 @@ def _split_rows(store, split: str, val_folders: list[str]) -> np.ndarray:
 def open_training_sources(config: TrainConfig, stores: list):
     """``(train StoreMaps list, val StoreMaps list)`` of the opened ``stores``."""
     val_folders = [f for f in config.val_folders.split(",") if f.strip()]
-    sizes = {}
+    sizes, cache = {}, config.cache_mb << 20
     train_sources, val_sources = [], []
     for path, store in zip(config.stores, stores):
-        cache = config.cache_mb << 20
         train_sources.append(StoreMaps(store, rows=_split_rows(store, "train", val_folders),
                                        cache_bytes=cache))
         val_sources.append(StoreMaps(store, rows=_split_rows(store, "val", val_folders),
@@ -390,7 +390,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
         crop = train_sources[0].crop_size
         if config.size > crop:
             log(f"warning: --size {config.size} is larger than the stores' {crop} px crops "
-                "(upsampled); extract with --size {config.size} for this preset")
+                f"(upsampled); extract with --size {config.size} for this preset")
         if train_set.skipped_no_landmarks:
             log(f"note: {train_set.skipped_no_landmarks} training reals have no landmarks and "
                 "are not blended (left out)")
@@ -444,8 +444,6 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
         raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or "
                          "choose another folder")
     out.mkdir(parents=True, exist_ok=True)
-    prior = train_set.mean_fake_mask(epoch=0)
-    np.save(out / PRIOR_MASK, prior)
     val_data = val_set.fixed()
     _write_json(out / CONFIG_JSON, {"config": config.to_json(), "run_format": RUN_FORMAT,
                                     "stride": model.stride,
@@ -461,6 +459,9 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
         torch.manual_seed(epoch_seed)
         model.train()
         totals, n_seen, t0 = {}, 0, time.perf_counter()
+        # The prior baseline is the mean fake mask of the first epoch's batches, summed
+        # as they pass (no second draw of the blends).
+        fake_sum, n_fake = np.zeros((config.size, config.size), np.float64), 0
         batches = prefetch(train_set.batches(config.batch_size, epoch, shuffle=True,
                                              max_steps=steps_per_epoch))
         if progress:
@@ -484,11 +485,17 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
             scaler.step(opt)
             scaler.update()
             n = len(b["label"])
+            if epoch == 0:
+                fakes = (b["label"] == 1) & b["mask_valid"]
+                fake_sum += b["mask"][fakes].sum(0)
+                n_fake += int(fakes.sum())
             totals["total"] = totals.get("total", 0.0) + float(loss.detach()) * n
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v * n
             n_seen += n
         seconds = time.perf_counter() - t0
+        if epoch == 0:
+            np.save(out / PRIOR_MASK, (fake_sum / max(n_fake, 1)).astype(np.float32))
         row = {"epoch": epoch + 1, "train": {k: v / max(n_seen, 1) for k, v in totals.items()},
                "samples_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds,
                "lr": config.lr * learning_rate_factor((epoch + 1) * steps_per_epoch - 1,
