@@ -712,7 +712,8 @@ def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None)
 def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
              batch_size: int = 64, overlays: int = 8, n_boot: int = 1000) -> dict:
     """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
-    ``predictions.csv`` and overlay PNGs to ``out_dir``. Returns the metrics.
+    ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
+    ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
 
     Localization is reported beside two baselines that never look at the image: ``prior``,
     the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
