@@ -192,3 +192,17 @@ def test_report_renders_every_plot_in_headless_chromium(train_run, tmp_path):
     shot = _screenshot(chromium, broken, tmp_path / "broken.png", width, height)
     det_image = cv2.imdecode(np.frombuffer((train_run / "det.png").read_bytes(), np.uint8), cv2.IMREAD_COLOR)
     assert _find(shot, det_image) > 0.05
+
+
+def test_report_holds_robustness_rows_and_curves(tmp_path):
+    from tests.fusion.test_robustness import make_perturbed_store
+    store = make_perturbed_store(tmp_path / "perturbed.h5")
+    out = tmp_path / "run"
+    assert train.main(["--store", str(store), "--features", "f", "--out", str(out), "--bootstrap", "0",
+                       "--perturb", "all"]) == 0
+    text = (out / report.REPORT_NAME).read_text()
+    m = json.loads((out / "metrics.json").read_text())
+    for spec, r in m["robustness"].items():
+        assert f"<td class=\"l\">test@{spec}</td><td>{r['n_real']}</td><td>{r['n_fake']}</td>" \
+               f"<td>{r['auc']:.4f} [no CI]</td>" in text
+    assert (out / "robustness.png").read_bytes() in _inline_pngs(text)
