@@ -25,7 +25,8 @@ listed once, its ``kind`` naming every stage.
 The row val picks is marked (``pick``). Writes ``ablation.csv`` (columns :data:`COLUMNS`,
 then ``<store>.test_auc`` ... per ``--test-store`` and ``auc@spec`` per perturbation, rows
 in val order), ``ablation.md``, ``ablation.json`` (with the greedy path, each row's
-warnings and the metadata baseline of :mod:`fusion.audit`) and ``ablation.png``.
+warnings and the metadata baseline of :mod:`fusion.audit`), ``ablation.png`` and
+``report.html`` (:mod:`fusion.report`).
 With ``--perturb`` every row also gets its test AUC under each perturbation (read from the
 store's ``feature@spec`` variants, see :mod:`fusion.robustness`) and ``robustness.png``
 plots them for the top rows. Only vector fusions are ablated (early fusions read maps).
@@ -325,6 +326,8 @@ def write_outputs(table, path, out, meta) -> Path:
             {name: {c[len(auc_column("")):]: {"auc": r[c]} for c in extra} for name, r in series.items()},
             out / "robustness.png", clean={name: {"auc": r["test_auc"]} for name, r in series.items()},
             metric_names=("auc",), title=f"Test AUC under perturbations (top {len(top)} by val)")
+    from fusion.report import write_report
+    write_report(out)
     return out
 
 

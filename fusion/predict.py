@@ -5,8 +5,8 @@ exactly as the training store's were (the model records that configuration), the
 features are extracted with the recorded parameters, and the trained fusion head scores
 every face. Prints one line per file; ``--out FILE`` writes JSON with a score per face and
 per video (the mean of its face scores), and ``--json`` prints that JSON alone on stdout
-(the per-file lines then go to stderr); ``--overlay DIR`` also saves each scored face with
-its score.
+(the per-file lines then go to stderr); ``--overlay DIR`` also saves a strip of each file's
+scored faces, each with its score, verdict and frame index, under the decision threshold.
 
 Scores are fake probabilities in [0, 1] (``score``) with the decision value beside them
 (``logit``); the decision compares the logit with the threshold chosen on the training
@@ -128,20 +128,49 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     return result
 
 
-def save_overlay(result: dict, folder: Path):
-    """A strip of the scored faces, each captioned with its score."""
+#: Height in pixels of the strip's header band (the threshold) and of each tile's caption.
+STRIP_HEADER, TILE_CAPTION = 54, 56
+
+
+def tile_caption(face: dict) -> list[str]:
+    """The two caption lines under a face of the strip: its score and verdict, its frame."""
+    return [f"{face['score']:.3f} {'FAKE' if face['fake'] else 'real'}",
+            f"frame {face['frame_index']}"]
+
+
+def overlay_strip(result: dict, threshold: float, threshold_probability: float) -> np.ndarray:
+    """RGB strip of the scored faces (at most 16): a header with the decision threshold,
+    then each face framed red (fake) or green (real) above :func:`tile_caption`."""
+    import cv2
+    tiles = []
+    for crop, face in zip(result["_crops"][:16], result["faces"][:16]):
+        colour = (220, 0, 0) if face["fake"] else (0, 150, 0)
+        tile = np.asarray(crop, np.uint8).copy()
+        cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), colour, 4)
+        caption = np.full((TILE_CAPTION, tile.shape[1], 3), 255, np.uint8)
+        scale = float(np.clip(tile.shape[1] / 250, 0.35, 0.6))  # the caption fits the tile
+        for k, line in enumerate(tile_caption(face)):
+            cv2.putText(caption, line, (6, 22 + 26 * k), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        colour if k == 0 else (0, 0, 0), 1 + (k == 0), cv2.LINE_AA)
+        tiles.append(np.concatenate([tile, caption], axis=0))
+    body = np.concatenate(tiles, axis=1)
+    header = np.full((STRIP_HEADER, body.shape[1], 3), 255, np.uint8)
+    for k, line in enumerate((f"fake when score >= {threshold_probability:.3f}",
+                              f"(decision value >= {threshold:.3f} logit)")):
+        width = cv2.getTextSize(line, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 1)[0][0]
+        scale = min(0.6, 0.6 * (body.shape[1] - 12) / width)
+        cv2.putText(header, line, (6, 21 + 24 * k), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    return np.concatenate([header, body], axis=0)
+
+
+def save_overlay(result: dict, folder: Path, threshold: float, threshold_probability: float):
+    """Write :func:`overlay_strip` as ``<file stem>_scores.png`` in ``folder``; returns the path."""
     import cv2
     folder.mkdir(parents=True, exist_ok=True)
-    tiles = []
-    for crop, face in zip(result["_crops"], result["faces"]):
-        tile = cv2.cvtColor(crop, cv2.COLOR_RGB2BGR).copy()
-        colour = (0, 0, 255) if face["fake"] else (0, 160, 0)
-        cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), colour, 4)
-        cv2.putText(tile, f"{face['score']:.2f}", (8, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.9, colour, 2)
-        tiles.append(tile)
-    strip = np.concatenate(tiles[:16], axis=1)
+    strip = overlay_strip(result, threshold, threshold_probability)
     path = folder / (Path(result["file"]).stem + "_scores.png")
-    cv2.imwrite(str(path), strip)
+    cv2.imwrite(str(path), cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     return path
 
 
@@ -186,10 +215,14 @@ def main(argv=None) -> int:
     for w in warnings:
         print(f"warning: model {args.model}: {w}", file=sys.stderr)
     results = []
+    from fusion.train import saved_threshold
+    threshold = saved_threshold(head, config.get("run", {}))
+    threshold_probability = float(head.probability(np.array([threshold]))[0])
     for path in args.files:
         result = score_file(path, head, config, extractors, ingest)
         if args.overlay and result["faces"]:
-            result["overlay"] = str(save_overlay(result, Path(args.overlay)))
+            result["overlay"] = str(save_overlay(result, Path(args.overlay), threshold,
+                                                 threshold_probability))
         result.pop("_crops", None)
         results.append(result)
         verdict = ("no face scored" if result["score"] is None else

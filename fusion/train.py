@@ -36,7 +36,8 @@ Writes into ``RUN_DIR``: ``metrics.json`` (features, fusion, head, threshold, va
 cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
 label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
 per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
-with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength).
+with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength);
+and ``report.html``, all of it on one page (:mod:`fusion.report`).
 """
 from __future__ import annotations
 
@@ -412,6 +413,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     result["provenance"] = provenance([store_path, *test_stores], seed, config, command)
     result["seconds"] = round(time.time() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
+    from fusion.report import write_report
+    write_report(out)
     if verbose:
         print(summary(result, out))
     return result

@@ -20,6 +20,7 @@ Evaluate the best checkpoint on the test split; predict scores and mask overlays
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -113,7 +114,8 @@ def _parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name.replace("-", "_"))
         t.add_argument(f"--{name}", type=float, default=default,
                        help=f"weight of {doc}; 0 switches it off (default {default:g})")
-    for name, helptext in (("eval", "metrics.json (classification + localization) on a split"),
+    for name, helptext in (("eval", "metrics.json (classification + localization), plots and "
+                                    "report.html on a split"),
                            ("predict", "scores (predictions.csv) and mask overlay PNGs")):
         e = sub.add_parser(name, help=helptext)
         e.add_argument("--run", required=True, help="run folder written by train")
@@ -217,7 +219,8 @@ def _run(args) -> int:
                            args.batch_size, args.overlays, args.n_boot)
         print(_summary(metrics))
         out = Path(args.out or Path(args.run) / f"eval_{args.split}")
-        print(f"wrote {out / 'metrics.json'}")
+        from fusion.report import write_report
+        print(f"wrote {out / 'metrics.json'} and {write_report(out, args.command_line)}")
         print(f"next: python -m fusion.cascade predict --run {args.run} --store OTHER.h5 --out PRED")
     else:
         frame = predict(args.run, args.store, args.out, args.split, args.device,
@@ -228,6 +231,7 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
+    args.command_line = f"{PROG} {shlex.join(sys.argv[1:] if argv is None else argv)}"
 
     def work():
         try:

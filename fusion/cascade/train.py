@@ -571,42 +571,102 @@ def plot_history(history: list, path: Path):
 # ---------------------------------------------------------------------- evaluate / predict
 
 def _safe_name(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    """``text`` with every character but ASCII letters, digits, ``-``, ``_`` and ``.`` as ``_``."""
+    return "".join(c if (c.isascii() and c.isalnum()) or c in "-_." else "_" for c in text)
 
 
-def save_overlay(path: Path, rgb: np.ndarray, prob: np.ndarray, mask: np.ndarray | None,
-                 title: str = ""):
-    """PNG: crop | predicted mask over the crop | ground truth (when known)."""
+def overlay_name(row, taken: set | None = None) -> str:
+    """A readable, filesystem-safe PNG name for a sample's overlay.
+
+    ``<video id with / as _>_f<frame, 6 digits>`` plus ``_face<k>`` for a face other than
+    the largest: ``FaceSwap_634_660_f000000.png`` for ``ff++:FaceSwap/634_660:000000``.
+    Names already in ``taken`` (which is updated) get ``_2``, ``_3``, ... so that two
+    samples never share a file.
+    """
+    video = _safe_name(str(row["video_id"]).replace("\\", "/").strip("/").replace("/", "_"))
+    stem = f"{video}_f{int(row['frame_index']):06d}"
+    face = int(row.get("face_index", 0) or 0)
+    if face:
+        stem += f"_face{face}"
+    name, k = f"{stem}.png", 1
+    while taken is not None and name in taken:
+        k += 1
+        name = f"{stem}_{k}.png"
+    if taken is not None:
+        taken.add(name)
+    return name
+
+
+def mask_label(row) -> str:
+    """What a sample's stored mask is: ``"difference mask"`` or ``"mask"``.
+
+    Extraction takes an FF++ fake's mask from the method's mask video
+    (``manipulated_sequences/<method>/masks/videos/<name>``) when there is one, else from the
+    difference with the paired real frame (:func:`pipelines.ingest.difference_mask`). The
+    store keeps the source path, so the mask video's presence next to it tells which; when
+    the source folder is gone, or for any other data set (exact or provided masks), the
+    label is ``"mask"``.
+    """
+    if row.get("dataset") != "ff++" or int(row["label"]) != 1:
+        return "mask"
+    source = Path(str(row.get("source_path", "")))
+    videos = source.parent
+    if not videos.is_dir():
+        return "mask"
+    mask_video = videos.parent.parent / "masks" / "videos" / source.name
+    return "mask" if mask_video.is_file() else "difference mask"
+
+
+def overlay_figure(rgb: np.ndarray, prob: np.ndarray, mask: np.ndarray | None,
+                   title: str = "", truth_label: str = "mask"):
+    """Figure: crop | predicted mask over the crop, with a colour bar | stored mask.
+
+    ``prob`` is the per-pixel fake probability in [0, 1] (the colour bar's scale; the white
+    contour is 0.5); ``truth_label`` names the third panel ("mask" or "difference mask",
+    see :func:`mask_label`).
+    """
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     panels = 3 if mask is not None else 2
-    fig, axes = plt.subplots(1, panels, figsize=(3 * panels, 3.2))
+    fig, axes = plt.subplots(1, panels, figsize=(3 * panels + 0.8, 3.3))
     axes[0].imshow(rgb)
     axes[0].set_title(title, fontsize=8)
     axes[1].imshow(rgb)
-    axes[1].imshow(prob, cmap="jet", alpha=0.45, vmin=0, vmax=1)
+    heat = axes[1].imshow(prob, cmap="jet", alpha=0.45, vmin=0, vmax=1)
     axes[1].contour(prob, levels=[0.5], colors="w", linewidths=1)
-    axes[1].set_title("predicted mask", fontsize=8)
+    axes[1].set_title("predicted mask (white: 0.5)", fontsize=8)
     if mask is not None:
         axes[2].imshow(mask, cmap="gray", vmin=0, vmax=1)
-        axes[2].set_title("ground truth", fontsize=8)
+        axes[2].set_title(truth_label, fontsize=8)
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
+    bar = fig.colorbar(heat, ax=axes[1], fraction=0.046, pad=0.03)
+    bar.solids.set_alpha(1)
+    bar.set_label("fake probability per pixel", fontsize=7)
+    bar.ax.tick_params(labelsize=7)
+    return fig
+
+
+def save_overlay(path: Path, rgb: np.ndarray, prob: np.ndarray, mask: np.ndarray | None,
+                 title: str = "", truth_label: str = "mask"):
+    """PNG of :func:`overlay_figure`: crop | predicted mask | stored mask (when known)."""
+    import matplotlib.pyplot as plt
+    fig = overlay_figure(rgb, prob, mask, title, truth_label)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
 def _write_overlays(out_dir: Path, data: StoreMaps, result: dict, scores: np.ndarray) -> list[str]:
-    ex, written = result["examples"], []
+    ex, written, taken = result["examples"], [], set()
     for rgb, prob, mask, valid, pos in zip(ex["rgb"], ex["prob"], ex["mask"], ex["mask_valid"],
                                            ex["positions"]):
         row = data.meta.iloc[int(pos)]
-        name = out_dir / "overlays" / f"{_safe_name(row['sample_id'])}.png"
-        title = f"{row['method']} (label {row['label']}) score {scores[int(pos)]:.3f}"
-        save_overlay(name, rgb, prob, mask if valid else None, title)
+        name = out_dir / "overlays" / overlay_name(row, taken)
+        title = (f"{row['video_id']} frame {int(row['frame_index'])}\n"
+                 f"{row['method']} (label {row['label']}) score {scores[int(pos)]:.3f}")
+        save_overlay(name, rgb, prob, mask if valid else None, title, mask_label(row))
         written.append(str(name))
     return written
 
@@ -652,7 +712,8 @@ def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None)
 def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
              batch_size: int = 64, overlays: int = 8, n_boot: int = 1000) -> dict:
     """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
-    ``predictions.csv`` and overlay PNGs to ``out_dir``. Returns the metrics.
+    ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
+    ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
 
     Localization is reported beside two baselines that never look at the image: ``prior``,
     the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
@@ -688,8 +749,22 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / "metrics.json", metrics)
         _predictions_frame(data, result).to_csv(out_dir / "predictions.csv", index=False)
+        metrics["plots"] = _write_score_plots(out_dir, meta, result["scores"], split)
         metrics["overlays"] = _write_overlays(out_dir, data, result, result["scores"])
     return metrics
+
+
+def _write_score_plots(out_dir: Path, meta: pd.DataFrame, scores: np.ndarray, split: str) -> list[str]:
+    """``roc.png``, ``det.png`` and ``scores.png`` (counts per method, threshold 0.5) of an
+    evaluated split; none when it lacks reals or fakes."""
+    from fusion import plots
+    labels, methods = meta["label"].to_numpy(), meta["method"].astype(str).to_numpy()
+    if not ((labels == 0).any() and (labels == 1).any()):
+        return []
+    return [str(plots.roc_plot(labels, scores, out_dir / "roc.png", methods, f"ROC ({split})")),
+            str(plots.det_plot(labels, scores, out_dir / "det.png", methods, f"DET ({split})")),
+            str(plots.score_histograms(scores, methods, out_dir / "scores.png", threshold=0.5,
+                                       title=f"Scores by method ({split})"))]
 
 
 def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",

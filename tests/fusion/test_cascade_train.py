@@ -1,6 +1,7 @@
 """Training, checkpoints, evaluation CLI, data pipeline and localization metrics of the
 cascade model, on small synthetic stores (textured crops; fakes carry a spliced square)."""
 import json
+import re
 
 import numpy as np
 import pytest
@@ -183,6 +184,8 @@ def test_cli_train_eval_predict_end_to_end(small_store, tmp_path, capsys):
     assert metrics["localization"]["size"] == 32 and metrics["localization"]["threshold"] == 0.5
     assert set(metrics["localization"]["by_method"]) <= {"splice_color", "splice_texture"}
     assert len(list((out / "overlays").glob("*.png"))) == 3
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+_f\d{6}(_\d+)?\.png", p.name) for p in (out / "overlays").iterdir())
+    assert (out / "report.html").is_file() and (out / "det.png").is_file()
     pred = tmp_path / "pred"
     assert main(["predict", "--run", str(run), "--store", str(small_store), "--out", str(pred),
                  "--overlays", "1", "--device", "cpu"]) == 0

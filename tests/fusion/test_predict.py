@@ -2,6 +2,7 @@
 import json
 
 import cv2
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -85,3 +86,32 @@ def test_predict_json_prints_json_alone_on_stdout(demo_run, capsys):
     assert predict_main(["--model", str(run), str(image)]) == 0
     plain = capsys.readouterr().out
     assert plain.startswith(f"{image}: ") and "{" not in plain  # text only without --json
+
+
+def _strip_result(frames=(3, 7), scores=(0.9, 0.2)):
+    rng = np.random.default_rng(0)
+    crops = rng.integers(0, 255, size=(len(frames), 128, 128, 3), dtype=np.uint8)
+    faces = [{"frame_index": f, "score": s, "logit": 0.0, "fake": s >= 0.5} for f, s in zip(frames, scores)]
+    return {"file": "clip.mp4", "faces": faces, "_crops": crops}
+
+
+def test_overlay_strip_shows_the_threshold_and_each_frame_index(tmp_path):
+    from fusion.predict import STRIP_HEADER, TILE_CAPTION, overlay_strip, save_overlay, tile_caption
+    strip = overlay_strip(_strip_result(), threshold=0.0, threshold_probability=0.5)
+    assert strip.shape == (STRIP_HEADER + 128 + TILE_CAPTION, 256, 3)
+    assert tile_caption(_strip_result()["faces"][0]) == ["0.900 FAKE", "frame 3"]
+    # the faces are drawn unchanged inside their coloured frames
+    np.testing.assert_array_equal(strip[STRIP_HEADER + 4:STRIP_HEADER + 124, 4:124],
+                                  _strip_result()["_crops"][0][4:124, 4:124])
+    assert tuple(strip[STRIP_HEADER, 0]) == (220, 0, 0) and tuple(strip[STRIP_HEADER, 128]) == (0, 150, 0)
+    # another frame index changes that tile's caption and nothing else
+    other = overlay_strip(_strip_result(frames=(8, 7)), 0.0, 0.5)
+    changed = np.argwhere((other != strip).any(axis=2))
+    assert len(changed) and changed[:, 0].min() >= STRIP_HEADER + 128 and changed[:, 1].max() < 128
+    # another threshold changes the header and nothing else
+    moved = overlay_strip(_strip_result(), 1.0, 0.731)
+    changed = np.argwhere((moved != strip).any(axis=2))
+    assert len(changed) and changed[:, 0].max() < STRIP_HEADER
+    path = save_overlay(_strip_result(), tmp_path, 0.0, 0.5)
+    assert path.name == "clip_scores.png"
+    np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), strip)

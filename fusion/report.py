@@ -1,0 +1,337 @@
+"""One self-contained ``report.html`` per run folder: what a person reads after a run.
+
+:func:`write_report` reads what a run already wrote -- ``metrics.json`` of ``fusion.train``
+or of ``fusion.cascade eval``, ``ablation.json`` of ``fusion.ablate``, and the PNG plots
+beside them -- and writes one HTML page into the same folder:
+
+* the command line, the code version and git commit, and every store with its SHA-256
+  (``provenance``; for a cascade evaluation the training run's ``config.json``);
+* the warnings, before any number;
+* the metrics with their 95% confidence intervals (per set, per method, the metadata-only
+  baseline; for the cascade the localization beside its ``prior`` and ``hull`` baselines);
+* every plot the run wrote (ROC, DET, score histograms, ablation bars, robustness curves,
+  cascade training curves and mask overlays), inline as base64 PNG.
+
+The page is plain HTML and CSS: no script, no font or image fetched from anywhere, so it
+opens the same from a laptop, a mail attachment or an archive.
+
+Example
+-------
+>>> from fusion.report import write_report                      # doctest: +SKIP
+>>> write_report("runs/a")                                       # doctest: +SKIP
+PosixPath('runs/a/report.html')
+"""
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+
+__all__ = ["write_report", "REPORT_NAME", "report_kind"]
+
+REPORT_NAME = "report.html"
+#: Most overlays shown inline; the rest stay as files in ``overlays/``.
+MAX_OVERLAYS = 16
+#: Plots of a run folder in reading order, with the caption each gets.
+PLOT_CAPTIONS = {
+    "roc.png": "ROC: fakes caught against reals flagged; the dotted diagonal is chance.",
+    "det.png": "DET: FAR (fakes accepted) against FRR (reals rejected), both in %.",
+    "scores.png": "Scores per method, in sample counts, with the decision threshold.",
+    "ablation.png": "Ablation: val AUC per configuration (what chose the pick); the dashed line is chance.",
+    "robustness.png": "Robustness: test metrics under each stored perturbation; the star is the clean test set.",
+    "training.png": "Training: loss terms per epoch (left) and validation AUC / IoU (right), which chose the checkpoint.",
+}
+
+CSS = """
+body { font-family: "DejaVu Sans", "Liberation Sans", Arial, sans-serif; margin: 24px;
+       color: #1b1b1b; background: #ffffff; max-width: 1400px; }
+h1 { font-size: 22px; margin: 0 0 4px 0; } h2 { font-size: 17px; margin: 26px 0 8px 0;
+       border-bottom: 1px solid #cccccc; padding-bottom: 3px; }
+.sub { color: #555555; font-size: 13px; }
+pre { background: #f3f3f3; border: 1px solid #dddddd; padding: 8px; font-size: 12px;
+      white-space: pre-wrap; word-break: break-all; }
+table { border-collapse: collapse; font-size: 13px; margin: 6px 0; }
+th, td { border: 1px solid #cfcfcf; padding: 3px 8px; text-align: right; }
+th { background: #eeeeee; } td.l, th.l { text-align: left; }
+tr.pick td { font-weight: bold; background: #fff7d6; }
+.warn { background: #fff1f0; border: 1px solid #e0a8a3; padding: 6px 12px 6px 28px; }
+.warn li { margin: 2px 0; font-size: 13px; }
+.ok { color: #2b6a2b; font-size: 13px; }
+.plots { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
+figure { margin: 0; } figcaption { font-size: 12px; color: #444444; max-width: 560px; }
+img { display: block; max-width: 100%; height: auto; border: 1px solid #e4e4e4; }
+"""
+
+
+def _esc(x) -> str:
+    return html.escape(str(x), quote=True)
+
+
+def _num(x, digits=4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "n/a"
+    if isinstance(x, (int, float)):
+        return f"{x:.{digits}f}"
+    return _esc(x)
+
+
+def _with_ci(value, ci) -> str:
+    """``0.9123 [0.8811, 0.9502]``, ``0.9123 [no CI]`` or ``n/a``."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and None not in ci:
+        return f"{value:.4f} [{ci[0]:.4f}, {ci[1]:.4f}]"
+    return f"{value:.4f} [no CI]"
+
+
+def _image(path: Path, caption: str) -> str:
+    """A ``<figure>`` with the PNG inline (base64), at its own pixel size."""
+    data = path.read_bytes()
+    width, height = _png_size(data)
+    src = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+    return (f'<figure><img src="{src}" alt="{_esc(path.name)}" width="{width}" height="{height}">'
+            f"<figcaption><b>{_esc(path.name)}</b>: {_esc(caption)}</figcaption></figure>")
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a PNG's IHDR chunk."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        raise ValueError("not a PNG file")
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def _table(header, rows, left=1, pick_rows=()) -> str:
+    """HTML table; the first ``left`` columns are left-aligned; ``pick_rows`` are highlighted."""
+    cells = "".join(f'<th class="l">{_esc(h)}</th>' if i < left else f"<th>{_esc(h)}</th>"
+                    for i, h in enumerate(header))
+    body = []
+    for r, row in enumerate(rows):
+        tds = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
+        body.append(f'<tr{" class=pick" if r in pick_rows else ""}>{tds}</tr>')
+    return f"<table><tr>{cells}</tr>{''.join(body)}</table>"
+
+
+def _warnings(items) -> str:
+    items = [w for w in items if w]
+    if not items:
+        return '<p class="ok">No warnings.</p>'
+    return '<ul class="warn">' + "".join(f"<li>{_esc(w)}</li>" for w in items) + "</ul>"
+
+
+def _metric_row(name: str, m: dict) -> list[str]:
+    """One evaluated set: counts, AUC / EER / FAR@FRR=1% with CIs, AP, ACC, video AUC."""
+    ci = m.get("ci", {}) or {}
+    return [_esc(name), str(m.get("n_real", 0)), str(m.get("n_fake", 0)),
+            _with_ci(m.get("auc"), ci.get("auc")), _with_ci(m.get("eer"), ci.get("eer")),
+            _with_ci((m.get("far_at_frr") or {}).get("0.01"), ci.get("far_at_frr_0.01")),
+            _num(m.get("ap")), _num(m.get("acc")), _num((m.get("video") or {}).get("auc")),
+            _esc(ci.get("note") or m.get("note") or "")]
+
+
+METRIC_HEADER = ["set", "reals", "fakes", "AUC [95% CI]", "EER [95% CI]", "FAR@FRR=1% [95% CI]",
+                 "AP", "ACC", "video AUC", "note"]
+
+
+def _metrics_section(sets: list[tuple[str, dict]], threshold_text: str = "") -> str:
+    rows = [_metric_row(name, m) for name, m in sets if isinstance(m, dict)]
+    cluster = next((m.get("ci", {}).get("cluster") for _, m in sets
+                    if isinstance(m, dict) and m.get("ci")), None)
+    lines = [threshold_text] if threshold_text else []
+    if cluster:
+        lines.append(f"Confidence intervals: cluster bootstrap over {_esc(cluster)}s.")
+    return ("<h2>Metrics</h2>" + "".join(f'<p class="sub">{t}</p>' for t in lines)
+            + _table(METRIC_HEADER, rows))
+
+
+def _by_method_section(m: dict, title: str) -> str:
+    per = m.get("by_method") or {}
+    if not per:
+        return ""
+    rows = [[_esc(k), str(v.get("n_real", 0)), str(v.get("n_fake", 0)), _num(v.get("auc")),
+             _num(v.get("eer")), _num(v.get("ap"))] for k, v in per.items()]
+    return (f"<h2>{_esc(title)}</h2>"
+            + _table(["method (fakes vs all reals)", "reals", "fakes", "AUC", "EER", "AP"], rows))
+
+
+def _provenance_section(prov: dict | None, command: str | None, extra_config=None) -> str:
+    prov = prov or {}
+    command = prov.get("command") or command
+    parts = ["<h2>Command and provenance</h2>"]
+    parts.append(f"<pre>{_esc(command) if command else '(command line not recorded)'}</pre>")
+    facts = [("code version", prov.get("code_version")), ("git", prov.get("git")),
+             ("python", prov.get("python")), ("seed", prov.get("seed")),
+             ("created", prov.get("created"))]
+    facts = [(k, v) for k, v in facts if v is not None]
+    if facts:
+        parts.append(_table(["", "value"], [[_esc(k), _esc(v)] for k, v in facts], left=2))
+    if prov.get("stores"):
+        parts.append(_table(["store", "SHA-256"], [[_esc(s.get("path")), _esc(s.get("sha256"))]
+                                                    for s in prov["stores"]], left=2))
+    config = prov.get("config") if prov.get("config") is not None else extra_config
+    if isinstance(config, dict) and config:
+        parts.append("<p class=\"sub\">Configuration</p>" + _table(
+            ["setting", "value"], [[_esc(k), _esc(json.dumps(v, default=str))]
+                                   for k, v in sorted(config.items())], left=2))
+    return "".join(parts)
+
+
+def _plots_section(folder: Path, names, title="Plots") -> str:
+    figs = []
+    for name in names:
+        path = folder / name
+        if path.is_file():
+            caption = next((text for key, text in PLOT_CAPTIONS.items() if name.endswith(key)), "")
+            figs.append(_image(path, caption))
+    return f"<h2>{_esc(title)}</h2><div class=\"plots\">{''.join(figs)}</div>" if figs else ""
+
+
+def _baseline_rows(baselines: dict | None) -> list[tuple[str, dict]]:
+    base = (baselines or {}).get("metadata")
+    if not base or base.get("note"):
+        return []
+    return [("metadata-only: test", base.get("test", {}))] + \
+        [(f"metadata-only: {k}", v) for k, v in (base.get("cross") or {}).items()]
+
+
+def _baseline_note(baselines: dict | None) -> str:
+    base = (baselines or {}).get("metadata")
+    if base and base.get("note"):
+        return f'<p class="sub">Metadata-only baseline: {_esc(base["note"])}</p>'
+    return ""
+
+
+# ----------------------------------------------------------------------------- page kinds
+
+def _train_page(folder: Path, m: dict, command):
+    title = (f"fusion.train: {m.get('fusion')}" + (f" ({m['head']})" if m.get("head") else "")
+             + f" on {', '.join(m.get('features', []))}")
+    sets = [("val", m.get("val", {})), ("test", m.get("test", {}))] \
+        + [(f"test@{k}", v) for k, v in (m.get("robustness") or {}).items()] \
+        + [(f"cross {k}", v) for k, v in (m.get("cross") or {}).items()] \
+        + _baseline_rows(m.get("baselines"))
+    threshold = (f"Threshold: {_num(m.get('threshold'))} ({_esc(m.get('threshold_units', 'score'))}; "
+                 f"probability {_num(m.get('threshold_probability'))}), the EER point on "
+                 f"{_esc(m.get('threshold_from', 'val'))}. Test only reports.")
+    cross = sorted(m.get("cross") or {})
+    plots = ["roc.png", "det.png", "scores.png", "robustness.png"] \
+        + [f"{stem}_{p}" for stem in cross for p in ("roc.png", "det.png", "scores.png")]
+    body = [_warnings(m.get("warnings", [])), _metrics_section(sets, threshold),
+            _baseline_note(m.get("baselines")),
+            _by_method_section(m.get("test", {}), "Test by method"),
+            _plots_section(folder, plots), _provenance_section(m.get("provenance"), command)]
+    return title, body
+
+
+def _ablation_page(folder: Path, a: dict, command):
+    rows = a.get("rows", [])
+    title = f"fusion.ablate: {len(rows)} configurations on {Path(str(a.get('store', ''))).name}"
+    stems = [c[: -len(".test_auc")] for c in (rows[0] if rows else {}) if c.endswith(".test_auc")]
+    header = ["rank", "pick", "kind", "fusion", "features", "val AUC", "test AUC [95% CI]",
+              "test EER [95% CI]"] + [f"{s} AUC [95% CI]" for s in stems] + ["warnings"]
+    table_rows, picks = [], []
+    for i, r in enumerate(rows):
+        if r.get("pick"):
+            picks.append(i)
+        val = _num(r.get("val_auc")) + (" (train)" if r.get("val_from") == "train" else "")
+        table_rows.append([str(r.get("rank")), _esc(r.get("pick") or ""), _esc(r.get("kind")),
+                           _esc(r.get("fusion")) + (f" ({_esc(r['head'])})" if r.get("head") else ""),
+                           _esc(r.get("features")), val,
+                           _with_ci(r.get("test_auc"), [r.get("test_auc_lo"), r.get("test_auc_hi")]),
+                           _with_ci(r.get("test_eer"), [r.get("test_eer_lo"), r.get("test_eer_hi")])]
+                          + [_with_ci(r.get(f"{s}.test_auc"), [r.get(f"{s}.test_auc_lo"),
+                                                                 r.get(f"{s}.test_auc_hi")]) for s in stems]
+                          + [str(r.get("n_warnings", 0))])
+    path = a.get("greedy_path") or []
+    greedy = ("<p class=\"sub\">Greedy path (val AUC): " + " &rarr; ".join(
+        f"+{_esc(p['added'])} ({_num(p['val_auc'])})" for p in path) + "</p>") if path else ""
+    base = _baseline_rows(a.get("baselines"))
+    body = [_warnings(a.get("pick_warnings", [])),
+            "<h2>Configurations, ranked by val AUC</h2><p class=\"sub\">Val chooses; test stands "
+            "beside it and chooses nothing. The highlighted row is val's pick.</p>"
+            + _table(header, table_rows, left=5, pick_rows=picks) + greedy,
+            (_table(METRIC_HEADER, [_metric_row(n, m) for n, m in base]) if base else "")
+            + _baseline_note(a.get("baselines")),
+            _plots_section(folder, ["ablation.png", "robustness.png"]),
+            _provenance_section(a.get("provenance"), command)]
+    return title, body
+
+
+def _cascade_page(folder: Path, m: dict, command):
+    c, loc = m.get("classification", {}), m.get("localization", {})
+    title = f"fusion.cascade eval: {Path(str(m.get('store', ''))).name}, split {m.get('split')}"
+    run = Path(str(m.get("run", "")))
+    threshold = (f"{m.get('n')} samples; checkpoint epoch {m.get('checkpoint_epoch')}; "
+                 "decisions at fake probability 0.5.")
+    names = [("model", loc)] + [(k, loc[k]) for k in ("prior", "hull") if k in loc]
+    rows = [[_esc(n), str(v.get("all", {}).get("n", 0)), _num(v.get("all", {}).get("pixel_auc")),
+             _num(v.get("all", {}).get("iou")), _num(v.get("all", {}).get("f1"))] for n, v in names]
+    for method, v in (loc.get("by_method") or {}).items():
+        rows.append([_esc(f"model, {method}"), str(v.get("n", 0)), _num(v.get("pixel_auc")),
+                     _num(v.get("iou")), _num(v.get("f1"))])
+    gain = loc.get("gain_over_prior") or {}
+    areas = (f"Mean predicted mask area: reals {_num(loc.get('real_mask_area'))} (ideally 0), fakes "
+             f"{_num(loc.get('fake_mask_area'))}; prior mask area {_num(loc.get('prior_mask_area'))}. "
+             + (f"Gain over the prior: pixel AUC {gain.get('pixel_auc', float('nan')):+.4f}, IoU "
+                f"{gain.get('iou', float('nan')):+.4f}, F1 {gain.get('f1', float('nan')):+.4f}." if gain else ""))
+    localization = (f"<h2>Localization at {_esc(loc.get('size', '?'))} px, threshold "
+                    f"{_esc(loc.get('threshold', 0.5))}</h2><p class=\"sub\">prior: the mean training "
+                    "mask; hull: the whole-face landmark hull. Neither looks at the image.</p>"
+                    + _table(["masks of", "fakes", "pixel AUC", "IoU", "F1"], rows)
+                    + f'<p class="sub">{areas}</p>')
+    overlays = sorted((folder / "overlays").glob("*.png"))[:MAX_OVERLAYS] if (folder / "overlays").is_dir() else []
+    overlay_html = ("<h2>Mask overlays</h2><div class=\"plots\">" + "".join(
+        _image(p, "crop | predicted mask with its colour bar | stored mask") for p in overlays)
+        + "</div>") if overlays else ""
+    training = _plots_section(run, ["training.png"], "Training run") if (run / "training.png").is_file() else ""
+    config = None
+    if (run / "config.json").is_file():
+        config = json.loads((run / "config.json").read_text()).get("config")
+    body = [_warnings(c.get("warnings", [])), _metrics_section([(str(m.get("split")), c)], threshold),
+            _by_method_section(c, f"{m.get('split')} by method"), localization,
+            _plots_section(folder, ["roc.png", "det.png", "scores.png"]), overlay_html, training,
+            _provenance_section({"stores": [{"path": m.get("store"), "sha256": "not recorded"}]},
+                                command, config)]
+    return title, body
+
+
+def report_kind(folder) -> str | None:
+    """``"ablation"``, ``"cascade"`` or ``"train"`` for a run folder; None when it has neither
+    ``ablation.json`` nor a ``metrics.json`` this module reads."""
+    folder = Path(folder)
+    if (folder / "ablation.json").is_file():
+        return "ablation"
+    path = folder / "metrics.json"
+    if not path.is_file():
+        return None
+    m = json.loads(path.read_text())
+    if "classification" in m and "localization" in m:
+        return "cascade"
+    if "test" in m and "val" in m:
+        return "train"
+    return None
+
+
+def write_report(folder, command: str | None = None) -> Path:
+    """Write ``<folder>/report.html`` from the run's JSON and PNG files; returns its path.
+
+    ``command`` is the command line to show when the run's ``provenance`` does not record
+    one (a cascade evaluation). Raises ValueError when the folder holds no run.
+    """
+    folder = Path(folder)
+    kind = report_kind(folder)
+    if kind is None:
+        raise ValueError(f"{folder}: no metrics.json or ablation.json of a run to report")
+    data = json.loads((folder / ("ablation.json" if kind == "ablation" else "metrics.json")).read_text())
+    page = {"train": _train_page, "ablation": _ablation_page, "cascade": _cascade_page}[kind]
+    title, body = page(folder, data, command)
+    doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
+           f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
+           f"<h1>{_esc(title)}</h1><p class=\"sub\">{_esc(folder.resolve())}</p>"
+           + "".join(b for b in body if b) + "</body></html>\n")
+    out = folder / REPORT_NAME
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(doc, encoding="utf-8")
+    tmp.replace(out)
+    return out
