@@ -51,7 +51,7 @@ Z_CLIP = 10.0
 CONSTANT_RTOL = 1e-6
 
 __all__ = ["FusionData", "FusionHead", "register_fusion", "create_fusion", "list_fusions",
-           "load_head", "FUSIONS", "SKLEARN_HEADS"]
+           "load_head", "head_from_state", "FUSIONS", "SKLEARN_HEADS"]
 
 
 def register_fusion(name: str):
@@ -384,6 +384,17 @@ class FusionHead:
             cfg["run"] = extra
         return modelio.save_model(directory, cfg, arrays, self._tensor_state())
 
+    def __reduce_ex__(self, protocol):
+        # A fitted torch head holds a module of a class made inside a function, which pickle
+        # cannot name; a fitted head is therefore pickled as what save() writes (config,
+        # numpy state, torch tensors) and rebuilt by head_from_state, as load_head does.
+        if self.scaler is None:
+            return super().__reduce_ex__(protocol)
+        arrays = dict(self.scaler.state())
+        arrays.update(self._state())
+        tensors = {k: v.detach().cpu().clone() for k, v in self._tensor_state().items()}
+        return head_from_state, (self.config(), arrays, tensors)
+
     # for subclasses --------------------------------------------------------------------------
     def _prep(self, data: FusionData) -> FusionData:
         return FusionData(self.scaler.transform(data.blocks), np.asarray(data.y), data.meta)
@@ -415,6 +426,12 @@ def load_head(directory) -> FusionHead:
     cfg, arrays, tensors = modelio.load_model(directory)
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: model format {cfg.get('format_version')} != {FORMAT_VERSION}")
+    return head_from_state(cfg, arrays, tensors)
+
+
+def head_from_state(cfg: dict, arrays: dict, tensors: dict) -> FusionHead:
+    """A fitted head from its :meth:`FusionHead.config`, numpy state and torch state: what
+    :func:`load_head` reads from disk and what unpickling a fitted head calls."""
     head = create_fusion(cfg["fusion"], cfg["features"], head=cfg["head"], seed=cfg["seed"], **cfg["params"])
     head.dims = cfg["dims"]
     head.scaler = BlockScaler.from_state(arrays, head.features)
