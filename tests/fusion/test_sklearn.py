@@ -37,6 +37,8 @@ TORCH_SUBSETS = ("check_methods_subset_invariance",
 
 
 def expected_failures(estimator) -> dict:
+    """The checks ``estimator`` cannot pass, with the reason. scikit-learn itself skips
+    ``check_array_api_input`` unless SCIPY_ARRAY_API is set (the heads are numpy/torch)."""
     out = {}
     if estimator._head_param_names():
         out.update([KEYWORD_PARAMS])
@@ -52,9 +54,11 @@ def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
 
 
+# Not strict: whether float32 rounding differs between batch sizes depends on the CPU's (or
+# the GPU's) kernels, so the subset check may pass on another machine.
 @pytest.mark.slow
 @parametrize_with_checks([FusionClassifier(fusion="attention", **TORCH_FAST)],
-                         expected_failed_checks=expected_failures, xfail_strict=True)
+                         expected_failed_checks=expected_failures, xfail_strict=False)
 def test_sklearn_estimator_checks_torch_head(estimator, check):
     check(estimator)
 
