@@ -29,7 +29,9 @@ the saved model. Columns (near-)constant on train are set to 0 and standardised 
 clipped to +-:data:`Z_CLIP` (see :class:`BlockScaler`), so one column that never varied in
 training cannot saturate every test score. Rank on :meth:`FusionHead.decision_function`
 (logits), not on ``predict_proba``: float64 sigmoid is exactly 1.0 above a logit of ~37. Models are saved without pickle: ``model.json`` (config) plus ``.npz``
-(sklearn coefficients, GBM tree arrays) or ``.safetensors`` (torch weights).
+(sklearn coefficients, GBM tree arrays) or ``.safetensors`` (torch weights). In memory a
+fitted head pickles as that same state (joblib workers, ``fusion.sklearn``), rebuilt by
+:func:`head_from_state`.
 """
 from __future__ import annotations
 
@@ -51,7 +53,7 @@ Z_CLIP = 10.0
 CONSTANT_RTOL = 1e-6
 
 __all__ = ["FusionData", "FusionHead", "register_fusion", "create_fusion", "list_fusions",
-           "load_head", "FUSIONS", "SKLEARN_HEADS"]
+           "load_head", "head_from_state", "FUSIONS", "SKLEARN_HEADS"]
 
 
 def register_fusion(name: str):
@@ -377,12 +379,23 @@ class FusionHead:
 
     def save(self, directory, extra: dict | None = None) -> Path:
         """Write ``model.json`` (config + ``extra``) and the weights into ``directory``."""
-        arrays = dict(self.scaler.state())
-        arrays.update(self._state())
         cfg = self.config()
         if extra:
             cfg["run"] = extra
-        return modelio.save_model(directory, cfg, arrays, self._tensor_state())
+        return modelio.save_model(directory, cfg, self._arrays(), self._tensor_state())
+
+    def _arrays(self) -> dict:
+        """The numpy state of a fitted head: scaler plus the head's own arrays."""
+        return {**self.scaler.state(), **self._state()}
+
+    def __reduce_ex__(self, protocol):
+        # A fitted torch head holds a module of a class made inside a function, which pickle
+        # cannot name; a fitted head is therefore pickled as what save() writes (config,
+        # numpy state, torch tensors) and rebuilt by head_from_state, as load_head does.
+        if self.scaler is None:
+            return super().__reduce_ex__(protocol)
+        tensors = {k: v.detach().cpu().clone() for k, v in self._tensor_state().items()}
+        return head_from_state, (self.config(), self._arrays(), tensors)
 
     # for subclasses --------------------------------------------------------------------------
     def _prep(self, data: FusionData) -> FusionData:
@@ -415,6 +428,12 @@ def load_head(directory) -> FusionHead:
     cfg, arrays, tensors = modelio.load_model(directory)
     if cfg.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{directory}: model format {cfg.get('format_version')} != {FORMAT_VERSION}")
+    return head_from_state(cfg, arrays, tensors)
+
+
+def head_from_state(cfg: dict, arrays: dict, tensors: dict) -> FusionHead:
+    """A fitted head from its :meth:`FusionHead.config`, numpy state and torch state: what
+    :func:`load_head` reads from disk and what unpickling a fitted head calls."""
     head = create_fusion(cfg["fusion"], cfg["features"], head=cfg["head"], seed=cfg["seed"], **cfg["params"])
     head.dims = cfg["dims"]
     head.scaler = BlockScaler.from_state(arrays, head.features)

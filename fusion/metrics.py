@@ -14,6 +14,10 @@ the lowest error of one kind among ROC points whose other error does not exceed 
 The EER alone is interpolated: FPR and FNR are linearly interpolated between the two ROC
 points where ``FPR - FNR`` changes sign, which removes the bias of picking the nearest point.
 
+The curves and ranking scores are scikit-learn's (``roc_curve``, ``det_curve``,
+``roc_auc_score``, ``average_precision_score``); only the interpolated EER, which
+scikit-learn lacks, and the operating-point search over its DET points are computed here.
+
 Video-level metrics average frame scores per ``(method, video_id)``: folder names repeat
 across manipulation methods (``Deepfakes/000`` and ``Face2Face/000``), so the method is part
 of the key even when a caller's video ids already include it.
@@ -36,7 +40,7 @@ import math
 from typing import Iterable
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.metrics import average_precision_score, det_curve, roc_auc_score, roc_curve
 
 RATE_TARGETS = (0.001, 0.01, 0.05, 0.1)
 RATE_KEYS = tuple(str(t) for t in RATE_TARGETS)
@@ -45,7 +49,7 @@ MIN_CLUSTERS_PER_CLASS = 5
 SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metrics are undefined (NaN)"
 
 __all__ = [
-    "RATE_TARGETS", "roc_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
+    "RATE_TARGETS", "roc_points", "det_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
     "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
     "bootstrap_ci", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
 ]
@@ -70,32 +74,63 @@ def _both_classes(labels: np.ndarray) -> bool:
 def roc_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """ROC of "score >= t means fake": ``(fpr, tpr, thresholds)``, starting at (0, 0).
 
-    One point per distinct score (ties move together); ``thresholds[0]`` is ``+inf``.
+    :func:`sklearn.metrics.roc_curve` with ``drop_intermediate=False``: one point per
+    distinct score (ties move together), ``thresholds[0]`` is ``+inf``. With one class only
+    the undefined rate is 0 everywhere (scikit-learn's NaN, without its warning), so a plot
+    of such a set stays drawable; the metrics below return NaN for it instead.
+
+    >>> fpr, tpr, thr = roc_points([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    >>> fpr.tolist(), tpr.tolist()
+    ([0.0, 0.0, 0.5, 0.5, 1.0], [0.0, 0.5, 0.5, 1.0, 1.0])
+    """
+    import warnings
+
+    from sklearn.exceptions import UndefinedMetricWarning
+
+    labels, scores = _validate(labels, scores)
+    if labels.size == 0:
+        return np.zeros(1), np.zeros(1), np.array([np.inf])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        fpr, tpr, thr = roc_curve(labels, scores, pos_label=1, drop_intermediate=False)
+    return np.nan_to_num(fpr, nan=0.0), np.nan_to_num(tpr, nan=0.0), thr
+
+
+def det_points(labels, scores) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """DET of "score >= t means fake": ``(frr, far, thresholds)`` = ``(fpr, fnr, thresholds)``.
+
+    :func:`sklearn.metrics.det_curve` with ``drop_intermediate=False``: every distinct-score
+    operating point from the last one with FRR = 0 to the first with FAR = 0 (the points
+    outside are dominated: more of one error for none less of the other), FRR decreasing.
+    Raises ValueError when one class only is present.
+
+    >>> frr, far, thr = det_points([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    >>> frr.tolist(), far.tolist(), thr.tolist()
+    ([0.5, 0.5, 0.0], [0.0, 0.5, 0.5], [0.35, 0.4, 0.8])
     """
     labels, scores = _validate(labels, scores)
-    order = np.argsort(-scores, kind="mergesort")
-    s, y = scores[order], labels[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), s.size - 1]
-    tp = np.cumsum(y)[last_of_tie]
-    fp = (last_of_tie + 1) - tp
-    n_pos, n_neg = max(int(y.sum()), 1), max(int(y.size - y.sum()), 1)
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    thr = np.r_[np.inf, s[last_of_tie]]
-    return fpr, tpr, thr
+    if not _both_classes(labels):
+        raise ValueError("a DET curve needs both classes (reals and fakes)")
+    return det_curve(labels, scores, pos_label=1, drop_intermediate=False)
 
 
-def _eer_from_roc(fpr, tpr, thr) -> tuple[float, float]:
-    """Interpolated EER and the threshold of the ROC point nearest the crossing."""
-    fnr = 1.0 - tpr
-    diff = fpr - fnr  # -1 at the (0, 0) end, +1 at the (1, 1) end
+def _eer_from_det(frr, far, thr) -> tuple[float, float]:
+    """Interpolated EER and the threshold of the DET point nearest the crossing.
+
+    Walking from the strict end (FRR small, FAR large) towards the lenient one,
+    ``FRR - FAR`` goes from <= 0 to >= 0; FRR and FAR are linearly interpolated between the
+    two points where it changes sign (scikit-learn has no interpolated EER).
+    """
+    fpr, fnr, thr = frr[::-1], far[::-1], thr[::-1]  # FRR increasing
+    diff = fpr - fnr
     i = int(np.argmax(diff >= 0))
     if i == 0:
         return float(fpr[0]), float(thr[0])
     d0, d1 = diff[i - 1], diff[i]
     t = d0 / (d0 - d1) if d1 != d0 else 0.0
     rate = fpr[i - 1] + t * (fpr[i] - fpr[i - 1])
-    j = i if t >= 0.5 or not np.isfinite(thr[i - 1]) else i - 1
+    # nearest point; a tie (t = 0.5 up to rounding) goes to the lenient side, point i
+    j = i if t >= 0.5 - 1e-9 or not np.isfinite(thr[i - 1]) else i - 1
     return float(rate), float(thr[j])
 
 
@@ -108,23 +143,23 @@ def eer(labels, scores) -> float:
     labels, scores = _validate(labels, scores)
     if not _both_classes(labels):
         return math.nan
-    return _eer_from_roc(*roc_points(labels, scores))[0]
+    return _eer_from_det(*det_points(labels, scores))[0]
 
 
 def threshold_at_eer(labels, scores) -> float:
     """Decision threshold (``score >= t`` means fake) at the EER point, for choosing on val.
 
-    The ROC point nearest the interpolated crossing gives the threshold; with one class only,
+    The DET point nearest the interpolated crossing gives the threshold; with one class only,
     0.5 is returned.
     """
     labels, scores = _validate(labels, scores)
     if not _both_classes(labels):
         return 0.5
-    return _eer_from_roc(*roc_points(labels, scores))[1]
+    return _eer_from_det(*det_points(labels, scores))[1]
 
 
 def _best_rate(x: np.ndarray, err: np.ndarray, target: float) -> float:
-    """Lowest ``err`` among ROC points with ``x <= target`` (x is non-decreasing)."""
+    """Lowest ``err`` among operating points with ``x <= target``."""
     ok = x <= target + 1e-12
     return float(err[ok].min())
 
@@ -134,8 +169,8 @@ def far_at_frr(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[
     labels, scores = _validate(labels, scores)
     if not _both_classes(labels):
         return {str(t): math.nan for t in targets}
-    fpr, tpr, _ = roc_points(labels, scores)
-    return {str(t): _best_rate(fpr, 1.0 - tpr, t) for t in targets}
+    frr, far, _ = det_points(labels, scores)
+    return {str(t): _best_rate(frr, far, t) for t in targets}
 
 
 def frr_at_far(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[str, float]:
@@ -143,10 +178,8 @@ def frr_at_far(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[
     labels, scores = _validate(labels, scores)
     if not _both_classes(labels):
         return {str(t): math.nan for t in targets}
-    fpr, tpr, _ = roc_points(labels, scores)
-    fnr = 1.0 - tpr
-    # FNR falls along the ROC, so walk it backwards to keep the constraint axis increasing.
-    return {str(t): _best_rate(fnr[::-1], fpr[::-1], t) for t in targets}
+    frr, far, _ = det_points(labels, scores)
+    return {str(t): _best_rate(far, frr, t) for t in targets}
 
 
 def tpr_at_fpr(labels, scores, targets: Iterable[float] = RATE_TARGETS) -> dict[str, float]:
@@ -191,14 +224,13 @@ def core_metrics(labels, scores, threshold: float = 0.5) -> dict:
                    frr_at_far=dict(nan_rates), tpr_at_fpr=dict(nan_rates),
                    note=SINGLE_CLASS_NOTE.format(n_real, n_fake))
         return out
-    fpr, tpr, thr = roc_points(labels, scores)
-    fnr = 1.0 - tpr
+    frr, far, thr = det_points(labels, scores)
     out.update(
         auc=float(roc_auc_score(labels, scores)),
         ap=float(average_precision_score(labels, scores)),
-        eer=_eer_from_roc(fpr, tpr, thr)[0],
-        far_at_frr={str(t): _best_rate(fpr, fnr, t) for t in RATE_TARGETS},
-        frr_at_far={str(t): _best_rate(fnr[::-1], fpr[::-1], t) for t in RATE_TARGETS},
+        eer=_eer_from_det(frr, far, thr)[0],
+        far_at_frr={str(t): _best_rate(frr, far, t) for t in RATE_TARGETS},
+        frr_at_far={str(t): _best_rate(far, frr, t) for t in RATE_TARGETS},
     )
     out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
     return out
@@ -289,9 +321,9 @@ def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: 
         aucs = np.array([roc_auc_score(labels[r], scores[r]) for r in resamples])
     eers, fars = np.empty(len(resamples)), np.empty(len(resamples))
     for b, r in enumerate(resamples):
-        fpr, tpr, thr = roc_points(labels[r], scores[r])
-        eers[b] = _eer_from_roc(fpr, tpr, thr)[0]
-        fars[b] = _best_rate(fpr, 1.0 - tpr, 0.01)
+        frr, far, thr = det_points(labels[r], scores[r])
+        eers[b] = _eer_from_det(frr, far, thr)[0]
+        fars[b] = _best_rate(frr, far, 0.01)
     alpha = (1.0 - level) / 2
     q = lambda v: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]  # noqa: E731
     out.update({"auc": q(aucs), "eer": q(eers), "far_at_frr_0.01": q(fars)})

@@ -13,6 +13,11 @@ from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS
                            SOURCE_META_FIELDS, STRING_FIELDS, StoreError, fill_optional_fields)
 
 
+#: Separates the feature from the column in the column names of ``read(as_frame=True)``
+#: (``lbp__lbp_P8R1_code0``), as in scikit-learn's ``ColumnTransformer`` output names.
+COLUMN_SEP = "__"
+
+
 def _damaged(ds, exc: Exception) -> StoreError:
     reason = (str(exc).splitlines() or [type(exc).__name__])[0]
     return StoreError(f"{ds.file.filename}: dataset {ds.name} cannot be read ({reason}); "
@@ -211,7 +216,25 @@ class FeatureStore:
         ds = self._h5["valid"][name]
         return ds[...] if index is None else _read_rows(ds, np.asarray(index))
 
-    def read(self, features, split=None, method=None, label=None):
+    def column_names(self, features) -> list[str]:
+        """Names of the columns :meth:`read` returns: ``<feature>__<column>``.
+
+        ``<column>`` is the extractor's column name where the store records one per column
+        (``lbp__lbp_P8R1_code0``), else the column's index (``lbp__0``). The feature is
+        everything before the first :data:`COLUMN_SEP`; ``fusion.sklearn`` splits on it.
+        """
+        if isinstance(features, str):
+            features = [features]
+        out = []
+        for name in features:
+            width = self._dataset(name, "vector").shape[1]
+            columns = [str(c) for c in self.attrs(name, "vector")["columns"]]
+            if len(columns) != width or len(set(columns)) != width:
+                columns = [str(i) for i in range(width)]
+            out += [f"{name}{COLUMN_SEP}{c}" for c in columns]
+        return out
+
+    def read(self, features, split=None, method=None, label=None, as_frame: bool = False):
         """Concatenated vector features of the selected samples.
 
         Parameters
@@ -220,15 +243,25 @@ class FeatureStore:
             Vector feature names, concatenated in this order.
         split, method, label : value or list, optional
             Filters on the sample metadata.
+        as_frame : bool
+            Return ``X`` as a DataFrame whose columns are :meth:`column_names` (the feature,
+            ``__``, the column), the form ``fusion.sklearn.FusionClassifier`` reads its
+            feature blocks from. The values are the same float32 array.
 
         Returns
         -------
-        X : ndarray, N x sum(D), float32
+        X : ndarray, N x sum(D), float32 (a DataFrame with ``as_frame``)
             Rows where a feature is invalid hold NaN in its columns.
         y : ndarray, N, int64
             0 real, 1 fake.
         meta : DataFrame
             The selected rows of :attr:`meta` (index reset).
+
+        Examples
+        --------
+        >>> X, y, meta = store.read(["lbp", "dct"], split="train", as_frame=True)  # doctest: +SKIP
+        >>> X.columns[:2].tolist()                                                # doctest: +SKIP
+        ['lbp__lbp_P8R1_code0', 'lbp__lbp_P8R1_code1']
         """
         if isinstance(features, str):
             features = [features]
@@ -240,6 +273,8 @@ class FeatureStore:
                             for ds in datasets], axis=1) if len(idx) else \
             np.zeros((0, sum(ds.shape[1] for ds in datasets)), np.float32)
         meta = self.meta.iloc[idx].reset_index(drop=True)
+        if as_frame:
+            X = pd.DataFrame(X, columns=self.column_names(features), copy=False)
         return X, meta["label"].to_numpy(np.int64), meta
 
     def read_map(self, name: str, split=None, method=None, label=None, index=None):

@@ -1,6 +1,8 @@
 """Contract tests over every registered fusion: trains, beats chance, saves, loads, predicts."""
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -99,6 +101,8 @@ def test_every_fusion_trains_beats_chance_and_round_trips(name, splits, tmp_path
     head.save(tmp_path / "model")
     again = heads.load_head(tmp_path / "model")
     np.testing.assert_array_equal(again.predict_proba(data["test"]), scores)
+    # pickled (joblib, fusion.sklearn) through the same state that save() writes
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(head)).predict_proba(data["test"]), scores)
 
 
 @pytest.mark.parametrize("kind", heads.SKLEARN_HEADS)

@@ -24,15 +24,96 @@ def test_auc_and_ap_equal_sklearn(seed):
     assert m["n_real"] + m["n_fake"] == 500
 
 
-def test_roc_points_match_sklearn():
+def _brute_force_rates(y, s):
+    """(FRR, FAR, threshold) of "score >= t is fake" at every distinct score and at +inf,
+    counted sample by sample: an independent reference for the ROC / DET code."""
+    y, s = np.asarray(y), np.asarray(s, dtype=float)
+    n_real, n_fake = (y == 0).sum(), (y == 1).sum()
+    rows = []
+    for t in [np.inf, *sorted(set(s.tolist()), reverse=True)]:
+        flagged = s >= t
+        rows.append(((flagged & (y == 0)).sum() / n_real, (~flagged & (y == 1)).sum() / n_fake, t))
+    return np.array(rows)
+
+
+def _brute_force_eer(y, s):
+    """EER by walking the brute-force points and interpolating FRR - FAR linearly."""
+    r = _brute_force_rates(y, s)
+    for (f0, a0, _), (f1, a1, _) in zip(r[:-1], r[1:]):
+        d0, d1 = f0 - a0, f1 - a1
+        if d0 < 0 <= d1:
+            return f0 + d0 / (d0 - d1) * (f1 - f0)
+    return r[0, 0]
+
+
+def _random_set(seed, n=300):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    s = rng.normal(size=n) + 0.8 * y
+    s[: n // 3] = np.round(s[: n // 3], 1)  # ties, real with fake
+    return y, s
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_roc_points_are_sklearn_roc_curve_and_count_errors(seed):
     from sklearn.metrics import roc_curve
-    rng = np.random.default_rng(3)
-    y = rng.integers(0, 2, 200)
-    s = np.round(rng.normal(size=200), 1)
-    fpr, tpr, _ = metrics.roc_points(y, s)
-    fpr_sk, tpr_sk, _ = roc_curve(y, s, drop_intermediate=False)
-    np.testing.assert_allclose(fpr, fpr_sk)
-    np.testing.assert_allclose(tpr, tpr_sk)
+    y, s = _random_set(seed)
+    fpr, tpr, thr = metrics.roc_points(y, s)
+    fpr_sk, tpr_sk, thr_sk = roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_array_equal(fpr, fpr_sk)
+    np.testing.assert_array_equal(tpr, tpr_sk)
+    np.testing.assert_array_equal(thr, thr_sk)
+    ref = _brute_force_rates(y, s)
+    np.testing.assert_allclose(fpr, ref[:, 0], atol=1e-12)
+    np.testing.assert_allclose(1 - tpr, ref[:, 1], atol=1e-12)
+    np.testing.assert_array_equal(thr, ref[:, 2])
+
+
+def test_roc_points_of_one_class_are_zero_not_nan():
+    fpr, tpr, thr = metrics.roc_points([1, 1, 1], [0.2, 0.5, 0.9])
+    assert fpr.tolist() == [0, 0, 0, 0] and tpr.tolist() == [0, 1 / 3, 2 / 3, 1]
+    assert np.isinf(thr[0])
+
+
+@pytest.mark.parametrize("seed", [5, 6])
+def test_det_points_are_sklearn_det_curve_and_the_undominated_brute_force_points(seed):
+    from sklearn.metrics import det_curve
+    y, s = _random_set(seed)
+    frr, far, thr = metrics.det_points(y, s)
+    ref = det_curve(y, s, drop_intermediate=False)
+    for a, b in zip((frr, far, thr), ref):
+        np.testing.assert_array_equal(a, b)
+    bf = _brute_force_rates(y, s)
+    # from the last point with FRR = 0 to the first with FAR = 0, FRR decreasing
+    first = np.flatnonzero(bf[:, 0] == 0)[-1]
+    last = np.flatnonzero(bf[:, 1] == 0)[0]
+    np.testing.assert_allclose(np.c_[frr, far], bf[first:last + 1, :2][::-1], atol=1e-12)
+    np.testing.assert_array_equal(thr, bf[first:last + 1, 2][::-1])
+
+
+def test_det_points_hand_case_and_one_class():
+    # reals 0.1 0.4, fakes 0.35 0.8: t = 0.8 -> FRR 0, FAR .5; t = 0.4 -> .5, .5; t = 0.35 -> .5, 0
+    frr, far, thr = metrics.det_points([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+    assert frr.tolist() == [0.5, 0.5, 0.0] and far.tolist() == [0.0, 0.5, 0.5]
+    assert thr.tolist() == [0.35, 0.4, 0.8]
+    with pytest.raises(ValueError, match="both classes"):
+        metrics.det_points([0, 0], [0.1, 0.2])
+
+
+@pytest.mark.parametrize("seed", [7, 8, 9])
+def test_eer_and_rate_targets_equal_brute_force(seed):
+    y, s = _random_set(seed, n=120)
+    assert metrics.eer(y, s) == pytest.approx(_brute_force_eer(y, s), abs=1e-12)
+    bf = _brute_force_rates(y, s)
+    targets = (0.01, 0.05, 0.1, 0.3)
+    far = metrics.far_at_frr(y, s, targets)
+    frr = metrics.frr_at_far(y, s, targets)
+    for t in targets:
+        assert far[str(t)] == pytest.approx(bf[bf[:, 0] <= t + 1e-12, 1].min(), abs=1e-12)
+        assert frr[str(t)] == pytest.approx(bf[bf[:, 1] <= t + 1e-12, 0].min(), abs=1e-12)
+    m = metrics.core_metrics(y, s)
+    assert m["eer"] == metrics.eer(y, s)
+    assert m["far_at_frr"]["0.01"] == far["0.01"] and m["frr_at_far"]["0.1"] == frr["0.1"]
 
 
 def test_eer_is_interpolated_not_nearest_point():
@@ -193,3 +274,12 @@ def test_identity_clusters_with_both_classes():
     assert ci["cluster"] == "identity" and ci["stratified"] is False
     assert ci["n_clusters"] == {"real": 6, "fake": 6} and 0 < ci["n_boot_used"] <= 100
     assert ci["auc"][0] <= ci["auc"][1]
+
+
+def test_threshold_at_eer_breaks_an_exact_tie_towards_the_lenient_point():
+    # reals -0.66 1.18, fakes -0.69 -0.15 -0.27. Around the crossing the points (FRR, FAR)
+    # are (1/2, 2/3) at t = -0.15 and (1/2, 1/3) at t = -0.27: FRR - FAR = -1/6 and +1/6,
+    # equally far from 0, so the lower threshold (more samples flagged) is taken.
+    y, s = [0, 1, 0, 1, 1], [-0.66, -0.69, 1.18, -0.15, -0.27]
+    assert metrics.threshold_at_eer(y, s) == -0.27
+    assert metrics.eer(y, s) == pytest.approx(0.5)

@@ -68,6 +68,34 @@ def test_filters_combine_and_accept_lists(shards, tmp_path):
         assert store.read("lbp", method="Deepfakes", split="train")[0].shape == (0, 5)
 
 
+def test_read_as_frame_is_the_array_read_with_feature_named_columns(tmp_path):
+    rng = np.random.default_rng(1)
+    n = 6
+    meta = pd.concat([_meta([f"r{i}" for i in range(3)], "train", "real", 0, "real/000"),
+                      _meta([f"f{i}" for i in range(3)], "test")], ignore_index=True)
+    lbp, dct = rng.random((n, 3)), rng.random((n, 2))
+    lbp[1] = np.nan
+    path = write_store(tmp_path / "s.h5", meta, vectors={"lbp": lbp, "dct": dct},
+                       attrs={"lbp": {"extractor": "lbp", "version": "1", "params": {},
+                                      "columns": ["u0", "u1", "u2"]}},
+                       valid={"lbp": np.arange(n) != 1})
+    with open_store(path) as store:
+        for split in (None, "test", ["train"]):
+            X, y, m = store.read(["lbp", "dct"], split=split)
+            F, y2, m2 = store.read(["lbp", "dct"], split=split, as_frame=True)
+            assert isinstance(X, np.ndarray) and isinstance(F, pd.DataFrame)
+            # stored names where the extractor recorded them, else the column index
+            assert F.columns.tolist() == ["lbp__u0", "lbp__u1", "lbp__u2", "dct__0", "dct__1"]
+            np.testing.assert_array_equal(F.to_numpy(), X)  # NaN rows included
+            assert (F.dtypes == np.float32).all()
+            np.testing.assert_array_equal(y2, y)
+            pd.testing.assert_frame_equal(m2, m)
+            assert F.index.tolist() == m.index.tolist()
+        F, _, _ = store.read(["dct", "lbp"], as_frame=True)
+        np.testing.assert_array_equal(F.filter(like="lbp__").to_numpy(), lbp.astype(np.float32))
+        assert store.read("dct", split="val", as_frame=True)[0].shape == (0, 2)
+
+
 def test_add_features_leaves_old_ones_untouched(shards, tmp_path):
     path = tmp_path / "s.h5"
     merge_shards(shards, path)
