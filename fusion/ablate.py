@@ -29,6 +29,8 @@ warnings and the metadata baseline of :mod:`fusion.audit`) and ``ablation.png``.
 With ``--perturb`` every row also gets its test AUC under each perturbation (read from the
 store's ``feature@spec`` variants, see :mod:`fusion.robustness`) and ``robustness.png``
 plots them for the top rows. Only vector fusions are ablated (early fusions read maps).
+``--config FILE.json|yaml`` reads the flags from a file (command-line flags override it);
+the resolved flags are saved as ``DIR/config.json``, which ``--config`` reads back to rerun.
 """
 from __future__ import annotations
 
@@ -41,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import CLIParser, error_line
+from pipelines.cli import CLIParser, add_config_flag, error_line, write_flags
 from pipelines.errors import UsageError
 from stores.schema import StoreError
 
@@ -349,11 +351,13 @@ def build_parser():
     p.add_argument("--perturb", default=None, metavar="SPECS|all",
                    help="add test AUC under perturbations stored by the extract CLI's --perturb, "
                         "e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
+    add_config_flag(p)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         features = [f.strip() for f in args.features.split(",") if f.strip()]
         fusions = list(dict.fromkeys(f.strip() for f in args.fusions.split(",") if f.strip()))
@@ -381,6 +385,7 @@ def main(argv=None) -> int:
             train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
                                heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
         specs = robustness.resolve_perturbations(store, features, args.perturb)
+        write_flags(Path(args.out) / "config.json", parser.prog, args)
         t0 = time.time()
         table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
                                    args.min_gain, params, specs=specs, test_stores=others)

@@ -29,7 +29,7 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, add_config_flag, flags_record, run_cli
 from pipelines.errors import UsageError
 
 
@@ -113,6 +113,7 @@ def _parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name.replace("-", "_"))
         t.add_argument(f"--{name}", type=float, default=default,
                        help=f"weight of {doc}; 0 switches it off (default {default:g})")
+    add_config_flag(t)
     for name, helptext in (("eval", "metrics.json (classification + localization) on a split"),
                            ("predict", "scores (predictions.csv) and mask overlay PNGs")):
         e = sub.add_parser(name, help=helptext)
@@ -162,7 +163,8 @@ def _train(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume,
+                   flags=flags_record(f"{PROG} train", args, drop=("command",)))
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
