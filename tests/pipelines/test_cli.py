@@ -14,7 +14,8 @@ from stores import StoreError
 CLIS = {
     "pipelines.extract": "main", "pipelines.benchmark": "main", "pipelines.bench_faces": "main",
     "stores.info": "main", "fusion.train": "main", "fusion.predict": "main", "fusion.audit": "main",
-    "fusion.ablate": "main", "fusion.evaluate": "main", "extract.bench_deep": "main",
+    "fusion.ablate": "main", "fusion.evaluate": "main", "fusion.importance": "main",
+    "extract.bench_deep": "main",
     "extract.bench": "parse_args",  # its main re-executes itself with thread limits set
 }
 
