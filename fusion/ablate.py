@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import CLIParser, add_config_flag, error_line, write_flags
+from pipelines.cli import CLIParser, add_config_flag, error_line, next_line, write_flags
 from pipelines.errors import UsageError
 from stores.schema import StoreError
 
@@ -417,7 +417,21 @@ def main(argv=None) -> int:
     for w in pick_warnings(table, baseline):
         print(f"WARNING {w}")
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
+    print(pick_command(top, store_path, args, out))
     return 0
+
+
+def pick_command(top, store_path, args, out) -> str:
+    """The ``next:`` line: ``fusion.train`` of the row val picked, with the ablation's stores,
+    head, seed and parameters, into ``OUT/pick``."""
+    extra = [x for p in args.test_store for x in ("--test-store", p)]
+    if args.head is not None and heads.FUSIONS[top["fusion"]].uses_head:
+        extra += ["--head", args.head]
+    extra += [x for p in args.param for x in ("--param", p)]
+    if args.seed:
+        extra += ["--seed", args.seed]
+    return next_line("python -m fusion.train", "--store", store_path, "--features", top["features"],
+                     "--fusion", top["fusion"], *extra, "--out", Path(out) / "pick")
 
 
 if __name__ == "__main__":

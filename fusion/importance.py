@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, next_line, run_cli
 from pipelines.errors import UsageError
 
 __all__ = ["permutation_importance_by_group", "mutual_information", "column_groups",
@@ -327,8 +327,8 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
         print(summary(table, split, n_repeats, out))
         ranked = table.loc[table["level"] == "block", "feature"].tolist()
         fusion = config["fusion"]
-        print(f"next: python -m fusion.ablate --store {store_path} --features {','.join(ranked)} "
-              f"--fusions {fusion} --out {Path(run).parent / (Path(run).name + '_ablation')}")
+        print(next_line("python -m fusion.ablate", "--store", store_path, "--features", ",".join(ranked),
+                        "--fusions", fusion, "--out", Path(run).parent / f"{Path(run).name}_ablation"))
     return table
 
 

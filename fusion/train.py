@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
-from pipelines.cli import CLIParser, add_config_flag, flags_record, run_cli
+from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 from stores.schema import code_version
 
@@ -421,7 +421,24 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if verbose:
         print(summary(result, out))
+        if inputs == "vector":  # which features the model leans on, measured on val
+            print(next_line("python -m fusion.importance", "--store", store_path, "--run", out))
+        else:
+            step = predict_line(out, splits["test"].meta)
+            if step:
+                print(step)
     return result
+
+
+def predict_line(model, meta) -> str | None:
+    """``next: python -m fusion.predict --model MODEL FILE`` for the first fake of ``meta`` whose
+    source file exists (None when none does): the end-to-end check on a real file."""
+    if meta is None or "source_path" not in meta:
+        return None
+    for path in meta.loc[meta["label"] == 1, "source_path"].astype(str):
+        if path and Path(path).is_file():
+            return next_line("python -m fusion.predict", "--model", model, path)
+    return None
 
 
 def _fmt(x, digits=4):

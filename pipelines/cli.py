@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -231,6 +232,16 @@ def write_flags(path, prog: str, args: argparse.Namespace, drop=()) -> dict:
 def flags_record(prog: str, args: argparse.Namespace, drop=()) -> dict:
     """``{"command": prog, "flags": {...}}``: what :func:`write_flags` saves."""
     return {"command": prog, "flags": resolved_flags(args, drop)}
+
+
+def next_line(prog: str, *args) -> str:
+    """``next: <prog> <args>``: the command that usually follows a run, its arguments quoted
+    for a shell where needed. Every CLI prints one after its summary.
+
+    >>> next_line("python -m stores.info", "runs/my store.h5")
+    "next: python -m stores.info 'runs/my store.h5'"
+    """
+    return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
 
 
 def error_line(prog: str, error) -> str:

@@ -1,7 +1,8 @@
 """``python -m stores.info STORE``: what a store holds, on one screen.
 
 ``--check`` also reads every dataset in full, so a damaged chunk is found here rather than
-in the middle of a training run; row counts are checked whenever a store is opened.
+in the middle of a training run; row counts are checked whenever a store is opened. The
+summary ends with a ``next:`` line, the command that usually follows (:func:`next_command`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,36 @@ import sys
 from pathlib import Path
 
 from stores.reader import open_store
+
+
+#: Vector features never offered to a fusion head by :func:`next_command`: ``mask`` is the
+#: area of the ground-truth mask (the label itself), ``sequence`` is read by the sequence
+#: fusion alone.
+NOT_FOR_HEADS = ("mask", "sequence")
+
+
+def next_command(summary: dict) -> str | None:
+    """The command that usually follows a look at a store (a ``next:`` line), or None.
+
+    A store with reals and fakes in split train: ``fusion.train`` on its vector features
+    (without :data:`NOT_FOR_HEADS` and perturbed ``feature@spec`` copies); a store of reals
+    with the ``rgb`` map: ``fusion.cascade train --sbi online``. A store without a train split
+    is for scoring (``fusion.evaluate``), which needs a run this store cannot name: None.
+    """
+    from pipelines.cli import next_line
+    path = summary["path"]
+    runs = Path("runs") / Path(path).stem
+    if "train" not in summary["by_split"]:
+        return None
+    labels = set(summary["by_label"])
+    features = [f for f in summary["features"] if "@" not in f and f not in NOT_FOR_HEADS]
+    if labels == {"real", "fake"} and features:
+        return next_line("python -m fusion.train", "--store", path, "--features", ",".join(features),
+                         "--out", runs)
+    if "rgb" in summary["maps"]:
+        return next_line("python -m fusion.cascade train", "--store", path,
+                         *(["--sbi", "online"] if labels == {"real"} else []), "--out", f"{runs}_cascade")
+    return None
 
 
 def format_summary(summary: dict) -> str:
@@ -56,6 +87,9 @@ def main(argv=None) -> int:
             print(f"check    {summary['check']}")
         if args.errors and len(errors):
             print(errors.to_string(index=False))
+        step = next_command(summary)
+        if step:
+            print(step)
     return run_cli(parser.prog, work)
 
 

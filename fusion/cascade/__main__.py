@@ -29,7 +29,7 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, add_config_flag, flags_record, run_cli
+from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -220,7 +220,8 @@ def _run(args) -> int:
         print(_summary(metrics))
         out = Path(args.out or Path(args.run) / f"eval_{args.split}")
         print(f"wrote {out / 'metrics.json'}")
-        print(f"next: python -m fusion.cascade predict --run {args.run} --store OTHER.h5 --out PRED")
+        print(next_line(f"{PROG} predict", "--run", args.run, "--store", args.store,
+                        "--out", Path(args.run) / "predict"))
     else:
         frame = predict(args.run, args.store, args.out, args.split, args.device,
                         args.batch_size, args.overlays)
