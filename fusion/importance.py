@@ -22,15 +22,16 @@ columns form one group per feature. Any group of more than ``--chunk`` columns i
 consecutive runs of ``--chunk`` (``fft_ring[0:16]``, ``fft_ring[16:32]``, ...).
 
 **Mutual information** (nats, scikit-learn's k-NN estimator) between each column and the
-label is computed on split ``train``; per block and per group the table gives its largest
-and its mean column MI. MI ignores the model: a high-MI group the model does not use
+label is computed on split ``train`` (on ``--split`` itself when the store's train split
+lacks reals or fakes, as in a store made for testing; ``mi_split`` says which); per block
+and per group the table gives its largest and its mean column MI. MI ignores the model: a high-MI group the model does not use
 points at redundancy, a used group with low MI at an interaction.
 
 Writes into ``--out`` (default ``RUN/importance``): ``importance.csv`` (one row per block
 and per group: ``level, feature, group, n_columns, split, auc, auc_drop, auc_drop_std,
-mi_max, mi_mean``), ``mi.csv`` (one row per column) and ``importance.png`` (AUC drop per
-block and for the top ``--top`` groups, with one standard deviation over the repeats as
-error bars, and the groups' largest MI).
+mi_max, mi_mean, mi_split``), ``mi.csv`` (one row per column) and ``importance.png`` (AUC
+drop per block and for the top ``--top`` groups, with one standard deviation over the
+repeats as error bars, and the groups' largest MI).
 
 From Python::
 
@@ -57,7 +58,7 @@ __all__ = ["permutation_importance_by_group", "mutual_information", "column_grou
 
 SPLITS = ("val", "test")
 TABLE_COLUMNS = ["level", "feature", "group", "n_columns", "split", "auc", "auc_drop",
-                 "auc_drop_std", "mi_max", "mi_mean"]
+                 "auc_drop_std", "mi_max", "mi_mean", "mi_split"]
 
 
 def _store(store):
@@ -211,11 +212,12 @@ def mutual_information(store, features, split="train", max_samples=20000, n_neig
 
 
 def importance_table(model, data, store, features, split="val", n_repeats=10, seed=0, chunk=16,
-                     mi_samples=20000) -> tuple[pd.DataFrame, pd.DataFrame]:
+                     mi_samples=20000, mi_split="train") -> tuple[pd.DataFrame, pd.DataFrame]:
     """``(table, mi)``: permutation importance of every block and group, with their MI.
 
     ``table`` has :data:`TABLE_COLUMNS`, blocks first, each level sorted by ``auc_drop``
-    (largest first); ``mi`` is :func:`mutual_information` on train, with a ``group`` column.
+    (largest first); ``mi`` is :func:`mutual_information` on ``mi_split``, with a ``group``
+    column.
     """
     groups = {f: column_groups(f, store.attrs(f).get("columns"), data.blocks[f].shape[1], chunk)
               for f in features}
@@ -224,7 +226,7 @@ def importance_table(model, data, store, features, split="val", n_repeats=10, se
     table.insert(0, "level", np.where(table["group"].isna(), "block", "group"))
     table["group"] = table["group"].fillna(table["feature"])
     table["split"] = split
-    mi = mutual_information(store, features, "train", max_samples=mi_samples, seed=seed)
+    mi = mutual_information(store, features, mi_split, max_samples=mi_samples, seed=seed)
     group_of = {(f, int(j)): g for f in features for g, idx in groups[f] for j in idx}
     mi["group"] = [group_of[(f, int(j))] for f, j in zip(mi["feature"], mi["dim"])]
     by_block = mi.groupby("feature")["mi"].agg(["max", "mean"])
@@ -234,6 +236,7 @@ def importance_table(model, data, store, features, split="val", n_repeats=10, se
                        for f, g, b in zip(table["feature"], table["group"], block)]
     table["mi_mean"] = [by_block.loc[f, "mean"] if b else by_group.loc[(f, g), "mean"]
                         for f, g, b in zip(table["feature"], table["group"], block)]
+    table["mi_split"] = mi_split
     table = pd.concat([t.sort_values("auc_drop", ascending=False, kind="stable")
                        for _, t in table.groupby(~block, sort=True)], ignore_index=True)
     return table[TABLE_COLUMNS], mi[["feature", "dim", "column", "group", "mi"]]
@@ -249,6 +252,7 @@ def importance_plot(table: pd.DataFrame, path, top: int = 20, title: str = "") -
     blocks = table[table["level"] == "block"]
     groups = table[table["level"] == "group"].head(top)
     split = str(table["split"].iloc[0]) if len(table) else "val"
+    split_mi = str(table["mi_split"].iloc[0]) if len(table) else "train"
     rows = len(blocks) + len(groups)
     fig, axes = plt.subplots(2, 2, figsize=(11, 2.2 + 0.28 * rows), squeeze=False,
                              gridspec_kw={"height_ratios": [max(len(blocks), 1), max(len(groups), 1)],
@@ -268,7 +272,7 @@ def importance_plot(table: pd.DataFrame, path, top: int = 20, title: str = "") -
         mi_ax.barh(y, part["mi_max"], color="tab:orange", alpha=0.85)
         mi_ax.set_yticks(y, [""] * len(part))
         mi_ax.invert_yaxis()
-        mi_ax.set_xlabel("largest column MI with the label (nats, train)")
+        mi_ax.set_xlabel(f"largest column MI with the label (nats, {split_mi})")
         mi_ax.set_title("Mutual information", fontsize=9)
     if title:
         fig.suptitle(title, fontsize=10)
@@ -310,12 +314,12 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
     if len(data) == 0 or len(np.unique(data.y)) < 2:
         raise UsageError(f"--split {split}: needs reals and fakes in {store_path} (it has "
                          f"{int((data.y == 0).sum())} reals, {int((data.y == 1).sum())} fakes)")
-    n_train = int((store.meta["split"] == "train").sum())
-    if n_train == 0:
-        raise UsageError(f"--store {store_path}: split 'train' has no samples for the mutual information")
+    train_labels = set(store.meta.loc[store.meta["split"] == "train", "label"].astype(int))
+    mi_split = "train" if train_labels == {0, 1} else split
     model = heads.load_head(mdir)
     out = Path(out) if out is not None else Path(run) / "importance"
-    table, mi = importance_table(model, data, store, features, split, n_repeats, seed, chunk, mi_samples)
+    table, mi = importance_table(model, data, store, features, split, n_repeats, seed, chunk, mi_samples,
+                                 mi_split)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "importance.csv", index=False)
     mi.to_csv(out / "mi.csv", index=False)
@@ -337,7 +341,7 @@ def summary(table: pd.DataFrame, split: str, n_repeats: int, out, top: int = 10)
     fmt = lambda v: f"{v:+.4f}"  # noqa: E731
     label = split + (" (TEST: report only, choose nothing on it)" if split == "test" else "")
     lines = [f"permutation importance on {label}: AUC {table['auc'].iloc[0]:.4f} unpermuted, "
-             f"{n_repeats} shuffles per unit; MI on train",
+             f"{n_repeats} shuffles per unit; MI on {table['mi_split'].iloc[0]}",
              f"{'block / group':<28}{'cols':>6}{'AUC drop':>10}{'std':>8}{'MI max':>8}"]
     blocks, groups = table[table["level"] == "block"], table[table["level"] == "group"]
     for _, r in blocks.iterrows():

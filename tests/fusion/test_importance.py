@@ -110,6 +110,7 @@ def test_cli_label_block_high_noise_block_near_zero(store_path, run_dir, capsys)
     out = run_dir / "importance"
     table = pd.read_csv(out / "importance.csv")
     assert list(table.columns) == importance.TABLE_COLUMNS and set(table["split"]) == {"val"}
+    assert set(table["mi_split"]) == {"train"}
     blocks = table[table["level"] == "block"].set_index("feature")
     assert list(blocks.index) == ["sig", "wide", "noise"]  # sorted by AUC drop
     assert blocks.loc["sig", "auc_drop"] > 0.1
@@ -136,6 +137,22 @@ def test_cli_test_split_is_labelled(store_path, run_dir, tmp_path, capsys):
     assert set(pd.read_csv(tmp_path / "t" / "importance.csv")["split"]) == {"test"}
     assert not (tmp_path / "t" / "importance.png").exists()
     assert "TEST: report only" in capsys.readouterr().out
+
+
+def test_a_test_only_store_takes_its_mi_from_the_scored_split(store_path, run_dir, tmp_path, capsys):
+    with stores.open_store(store_path) as s:
+        meta = s.meta
+        keep = (meta["split"] == "test").to_numpy()
+        vectors = {f: s.read([f])[0][keep] for f in s.features}
+        attrs = {f: {k: v for k, v in s.attrs(f).items() if k in ("extractor", "version", "params", "columns")}
+                 for f in s.features}
+    other = stores.write_store(tmp_path / "testonly.h5", meta[keep].reset_index(drop=True),
+                               vectors=vectors, attrs=attrs)
+    assert importance.main(["--store", str(other), "--run", str(run_dir), "--split", "test",
+                            "--repeats", "2", "--no-plots", "--out", str(tmp_path / "o")]) == 0
+    table = pd.read_csv(tmp_path / "o" / "importance.csv")
+    assert set(table["mi_split"]) == {"test"} and set(table["split"]) == {"test"}
+    assert "MI on test" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("flags, needle", [
