@@ -122,7 +122,7 @@ def audit_run(store_path, test_stores=(), head: str = "logreg", seed: int = 0, n
         (Path(out) / "audit.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if verbose:
         print(summary(result))
-        step = next_command(store.summary())  # train a detector on the store's features
+        step = next_command(store)  # train a detector on the store's features
         if step:
             print(step)
     return result

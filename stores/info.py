@@ -19,27 +19,32 @@ from stores.reader import open_store
 NOT_FOR_HEADS = ("mask", "sequence")
 
 
-def next_command(summary: dict) -> str | None:
-    """The command that usually follows a look at a store (a ``next:`` line), or None.
+def next_command(store) -> str | None:
+    """The command that usually follows a look at ``store`` (a ``next:`` line), or None.
 
-    A store with reals and fakes in split train: ``fusion.train`` on its vector features
-    (without :data:`NOT_FOR_HEADS` and perturbed ``feature@spec`` copies); a store of reals
-    with the ``rgb`` map: ``fusion.cascade train --sbi online``. A store without a train split
-    is for scoring (``fusion.evaluate``), which needs a run this store cannot name: None.
+    Reals and fakes in split train: ``fusion.train`` on the store's vector features (without
+    :data:`NOT_FOR_HEADS` and perturbed ``feature@spec`` copies). Otherwise, with the ``rgb``
+    map: ``fusion.cascade train`` (``--sbi online`` when train holds reals only). A store
+    without a train split is for scoring (``fusion.evaluate``), which needs a run this store
+    cannot name: None.
     """
-    from pipelines.cli import next_line
-    path = summary["path"]
-    runs = Path("runs") / Path(path).stem
-    if "train" not in summary["by_split"]:
+    import shlex
+
+    def line(prog, *args):  # pipelines.cli.next_line, without an import back up the flow
+        return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
+
+    meta = store.meta
+    labels = set(meta.loc[meta["split"] == "train", "label"].astype(int))
+    if not labels:
         return None
-    labels = set(summary["by_label"])
-    features = [f for f in summary["features"] if "@" not in f and f not in NOT_FOR_HEADS]
-    if labels == {"real", "fake"} and features:
-        return next_line("python -m fusion.train", "--store", path, "--features", ",".join(features),
-                         "--out", runs)
-    if "rgb" in summary["maps"]:
-        return next_line("python -m fusion.cascade train", "--store", path,
-                         *(["--sbi", "online"] if labels == {"real"} else []), "--out", f"{runs}_cascade")
+    path, runs = str(store.path), Path("runs") / Path(store.path).stem
+    features = [f for f in store.features if "@" not in f and f not in NOT_FOR_HEADS]
+    if labels == {0, 1} and features:
+        return line("python -m fusion.train", "--store", path, "--features", ",".join(features),
+                    "--out", runs)
+    if "rgb" in store.maps:
+        return line("python -m fusion.cascade train", "--store", path,
+                    *(["--sbi", "online"] if labels == {0} else []), "--out", f"{runs}_cascade")
     return None
 
 
@@ -77,6 +82,7 @@ def main(argv=None) -> int:
         with open_store(args.store) as store:  # a damaged store: StoreError, exit 1
             summary = store.summary()
             errors = store.errors
+            step = next_command(store)
             if args.check:
                 summary["check"] = f"{store.check()} datasets read in full, row counts agree"
         if args.json:
@@ -87,7 +93,6 @@ def main(argv=None) -> int:
             print(f"check    {summary['check']}")
         if args.errors and len(errors):
             print(errors.to_string(index=False))
-        step = next_command(summary)
         if step:
             print(step)
     return run_cli(parser.prog, work)
