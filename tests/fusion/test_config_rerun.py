@@ -64,10 +64,10 @@ def test_train_reruns_from_its_config_json(store_path, tmp_path):
 
 def test_ablate_reruns_from_its_config_json(store_path, tmp_path):
     first, second = tmp_path / "a1", tmp_path / "a2"
-    assert ablate.main(["--store", str(store_path), "--features", "a,b,c", "--stages", "single,loo",
+    assert ablate.main(["--store", str(store_path), "--features", "a,c", "--stages", "single,loo",
                         "--bootstrap", "20", "--out", str(first)]) == 0
     flags = json.loads((first / "config.json").read_text())["flags"]
-    assert flags["stages"] == "single,loo" and flags["bootstrap"] == 20
+    assert flags["stages"] == "single,loo" and flags["bootstrap"] == 20 and flags["features"] == "a,c"
     assert ablate.main(["--config", str(first / "config.json"), "--out", str(second)]) == 0
     ta, tb = (pd.read_csv(d / "ablation.csv").drop(columns=["seconds"]) for d in (first, second))
     pd.testing.assert_frame_equal(ta, tb, check_exact=True)
