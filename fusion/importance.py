@@ -317,7 +317,8 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
     train_labels = set(store.meta.loc[store.meta["split"] == "train", "label"].astype(int))
     mi_split = "train" if train_labels == {0, 1} else split
     model = heads.load_head(mdir)
-    out = Path(out) if out is not None else Path(run) / "importance"
+    run_dir = mdir.parent if mdir.name == "model" else mdir  # RUN, also when given RUN/model
+    out = Path(out) if out is not None else run_dir / "importance"
     table, mi = importance_table(model, data, store, features, split, n_repeats, seed, chunk, mi_samples,
                                  mi_split)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,15 +329,15 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
                         title=f"{config['fusion']} on {', '.join(features)} -- {Path(store_path).name}, "
                               f"{split} split (AUC {table['auc'].iloc[0]:.3f})")
     if verbose:
-        print(summary(table, split, n_repeats, out))
+        print(summary(table, split, n_repeats, out, plots_on=plots_on))
         ranked = table.loc[table["level"] == "block", "feature"].tolist()
         fusion = config["fusion"]
         print(next_line("python -m fusion.ablate", "--store", store_path, "--features", ",".join(ranked),
-                        "--fusions", fusion, "--out", Path(run).parent / f"{Path(run).name}_ablation"))
+                        "--fusions", fusion, "--out", run_dir.parent / f"{run_dir.name}_ablation"))
     return table
 
 
-def summary(table: pd.DataFrame, split: str, n_repeats: int, out, top: int = 10) -> str:
+def summary(table: pd.DataFrame, split: str, n_repeats: int, out, top: int = 10, plots_on=True) -> str:
     """One screen: the unpermuted AUC, every block, the ``top`` groups, where the files went."""
     fmt = lambda v: f"{v:+.4f}"  # noqa: E731
     label = split + (" (TEST: report only, choose nothing on it)" if split == "test" else "")
@@ -351,7 +352,7 @@ def summary(table: pd.DataFrame, split: str, n_repeats: int, out, top: int = 10)
     for _, r in groups.head(top).iterrows():
         lines.append(f"  {r['group']:<26}{r['n_columns']:>6}{fmt(r['auc_drop']):>10}"
                      f"{r['auc_drop_std']:>8.4f}{r['mi_max']:>8.4f}")
-    lines.append(f"written to {out} (importance.csv, mi.csv, importance.png)")
+    lines.append(f"written to {out} (importance.csv, mi.csv{', importance.png' if plots_on else ''})")
     return "\n".join(lines)
 
 

@@ -136,7 +136,9 @@ def test_cli_test_split_is_labelled(store_path, run_dir, tmp_path, capsys):
                             "--repeats", "2", "--out", str(tmp_path / "t"), "--no-plots"]) == 0
     assert set(pd.read_csv(tmp_path / "t" / "importance.csv")["split"]) == {"test"}
     assert not (tmp_path / "t" / "importance.png").exists()
-    assert "TEST: report only" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "TEST: report only" in printed and "importance.png" not in printed
+    assert f"--out {run_dir.parent / 'run_ablation'}" in printed  # the run folder, though given run/model
 
 
 def test_a_test_only_store_takes_its_mi_from_the_scored_split(store_path, run_dir, tmp_path, capsys):
