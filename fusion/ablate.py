@@ -30,6 +30,8 @@ warnings and the metadata baseline of :mod:`fusion.audit`), ``ablation.png`` and
 With ``--perturb`` every row also gets its test AUC under each perturbation (read from the
 store's ``feature@spec`` variants, see :mod:`fusion.robustness`) and ``robustness.png``
 plots them for the top rows. Only vector fusions are ablated (early fusions read maps).
+``--config FILE.json|yaml`` reads the flags from a file (command-line flags override it);
+the resolved flags are saved as ``DIR/config.json``, which ``--config`` reads back to rerun.
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import CLIParser, error_line
+from pipelines.cli import CLIParser, add_config_flag, error_line, next_line, write_flags
 from pipelines.errors import UsageError
 from stores.schema import StoreError
 
@@ -352,11 +354,13 @@ def build_parser():
     p.add_argument("--perturb", default=None, metavar="SPECS|all",
                    help="add test AUC under perturbations stored by the extract CLI's --perturb, "
                         "e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
+    add_config_flag(p)
     return p
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     try:
         features = [f.strip() for f in args.features.split(",") if f.strip()]
         fusions = list(dict.fromkeys(f.strip() for f in args.fusions.split(",") if f.strip()))
@@ -384,6 +388,7 @@ def main(argv=None) -> int:
             train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
                                heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
         specs = robustness.resolve_perturbations(store, features, args.perturb)
+        write_flags(Path(args.out) / "config.json", parser.prog, args)
         t0 = time.time()
         table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
                                    args.min_gain, params, specs=specs, test_stores=others)
@@ -415,7 +420,21 @@ def main(argv=None) -> int:
     for w in pick_warnings(table, baseline):
         print(f"WARNING {w}")
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
+    print(pick_command(top, store_path, args, out))
     return 0
+
+
+def pick_command(top, store_path, args, out) -> str:
+    """The ``next:`` line: ``fusion.train`` of the row val picked, with the ablation's stores,
+    head, seed and parameters, into ``OUT/pick``."""
+    extra = [x for p in args.test_store for x in ("--test-store", p)]
+    if args.head is not None and heads.FUSIONS[top["fusion"]].uses_head:
+        extra += ["--head", args.head]
+    extra += [x for p in args.param for x in ("--param", p)]
+    if args.seed:
+        extra += ["--seed", args.seed]
+    return next_line("python -m fusion.train", "--store", store_path, "--features", top["features"],
+                     "--fusion", top["fusion"], *extra, "--out", Path(out) / "pick")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 from fusion import heads, metrics, train
 from pipelines.cli import CLIParser, run_cli
 from pipelines.errors import UsageError
+from stores.info import next_command
 from stores.schema import SOURCE_META_FIELDS
 
 #: A metadata model within this AUC of the detector earns a warning.
@@ -121,6 +122,9 @@ def audit_run(store_path, test_stores=(), head: str = "logreg", seed: int = 0, n
         (Path(out) / "audit.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if verbose:
         print(summary(result))
+        step = next_command(store)  # train a detector on the store's features
+        if step:
+            print(step)
     return result
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -72,6 +72,11 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
               f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {train._fmt(m.get('auc'))} "
               f"EER {train._fmt(m.get('eer'))} FAR@FRR=1% {train._fmt(m.get('far_at_frr', {}).get('0.01'))} "
               f"-> {out}")
+        if inputs == "vector" and result["split"] in ("val", "test"):  # which features carry over
+            print(next_line("python -m fusion.importance", "--store", store_path, "--run", model_path,
+                            "--split", result["split"], "--out", out / "importance"))
+        elif train.predict_line(model_path, data.meta):
+            print(train.predict_line(model_path, data.meta))
     return result
 
 

@@ -32,7 +32,11 @@
   (see :mod:`fusion.robustness`); ``all`` takes every perturbation the store has for all
   the features. A spec the store lacks stops the run before any work.
 
-Writes into ``RUN_DIR``: ``metrics.json`` (features, fusion, head, threshold, val, test,
+``--config FILE.json|yaml`` reads the flags from a file (command-line flags override it);
+the resolved flags are saved as ``RUN_DIR/config.json``, and ``--config RUN_DIR/config.json``
+reruns the run bit for bit on the CPU.
+
+Writes into ``RUN_DIR``: ``config.json`` (every flag), ``metrics.json`` (features, fusion, head, threshold, val, test,
 cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
 label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
 per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
@@ -53,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 from stores.schema import code_version
 
@@ -338,12 +342,13 @@ def cross_split(store) -> str | None:
 
 def train_run(store_path, features, fusion="concat", head=None, out="run", test_stores=(),
               seed=0, params=None, n_boot=1000, plots_on=True, verbose=True, perturb=None,
-              command=None, audit=True) -> dict:
+              command=None, audit=True, flags=None) -> dict:
     """Fit, choose the threshold on val, evaluate, and write the run directory. Returns metrics.
 
     ``head`` is None (logreg where the fusion uses a head) or a head name; ``perturb`` is a
     ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5"); ``command`` the command line
-    recorded in ``provenance`` (default ``sys.argv``); ``audit`` runs the metadata baseline.
+    recorded in ``provenance`` (default ``sys.argv``); ``audit`` runs the metadata baseline;
+    ``flags`` (:func:`pipelines.cli.flags_record` of the command) is saved as ``config.json``.
     """
     from fusion import audit as confound_audit
     from fusion import robustness  # it builds on this module's loaders
@@ -378,6 +383,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
         if frames[s].empty:
             result[s]["note"] = f"split {s!r} has no samples in {store_path}"
     out.mkdir(parents=True, exist_ok=True)
+    if flags is not None:
+        (out / "config.json").write_text(json.dumps(flags, indent=2) + "\n")
     pd.concat([frames["val"], frames["test"]], ignore_index=True).to_csv(out / "scores.csv", index=False)
     result["cross"] = {}
     for path, other in zip(test_stores, others):
@@ -417,7 +424,24 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     write_report(out)
     if verbose:
         print(summary(result, out))
+        if inputs == "vector":  # which features the model leans on, measured on val
+            print(next_line("python -m fusion.importance", "--store", store_path, "--run", out))
+        else:
+            step = predict_line(out, splits["test"].meta)
+            if step:
+                print(step)
     return result
+
+
+def predict_line(model, meta) -> str | None:
+    """``next: python -m fusion.predict --model MODEL FILE`` for the first fake of ``meta`` whose
+    source file exists (None when none does): the end-to-end check on a real file."""
+    if meta is None or "source_path" not in meta:
+        return None
+    for path in meta.loc[meta["label"] == 1, "source_path"].astype(str):
+        if path and Path(path).is_file():
+            return next_line("python -m fusion.predict", "--model", model, path)
+    return None
 
 
 def _fmt(x, digits=4):
@@ -470,6 +494,7 @@ def build_parser() -> CLIParser:
                    help="also score the test split under perturbations stored by the extract CLI's "
                         "--perturb, e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
     add_report_flags(p)
+    add_config_flag(p)
     return p
 
 
@@ -503,7 +528,8 @@ def main(argv=None) -> int:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
         train_run(args.store, features, args.fusion, args.head, args.out,
                   args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
-                  perturb=args.perturb, command=command_line(parser.prog, argv))
+                  perturb=args.perturb, command=command_line(parser.prog, argv),
+                  flags=flags_record(parser.prog, args))
     return run_cli(parser.prog, work)
 
 

@@ -57,7 +57,7 @@ import cv2
 import numpy as np
 
 from pipelines.edits_face import DIFFICULTIES, FACE_EDITS, NEEDS_DONOR, apply_face_edit
-from pipelines.cli import CLIParser, error_line
+from pipelines.cli import CLIParser, error_line, next_line
 from pipelines.errors import SampleError, UsageError
 from pipelines.samples import SPLITS
 
@@ -426,6 +426,8 @@ def format_summary(s: dict, out) -> str:
         if len(s["skipped"]) > 20:
             lines.append(f"  ... and {len(s['skipped']) - 20} more (summary.json)")
     lines.append(f"manifest: {Path(out) / MANIFEST}")
+    lines.append(next_line("python -m pipelines.extract", "--dataset", "editbench", "--root", out,
+                           "--out", f"{Path(out)}.h5"))
     return "\n".join(lines)
 
 

@@ -8,7 +8,11 @@ Every CLI builds its parser with :class:`CLIParser` and runs its work through
 * a mistyped flag or value is one line, ``<prog>: error: <what>; see --help``, exit 2;
 * a :class:`~pipelines.errors.UsageError` is one line with the same prefix, exit 2;
 * a damaged store or model file, or an operating-system failure (disk full, a file that
-  cannot be read), is one line with the same prefix, exit 1.
+  cannot be read), is one line with the same prefix, exit 1;
+* a parser given :func:`add_config_flag` reads every flag from ``--config FILE.json|yaml``
+  (keys are the flags' dest names, ``batch_size`` for ``--batch-size``); flags on the
+  command line override the file, and :func:`write_flags` saves the resolved set as
+  ``RUN/config.json``, which ``--config`` reads back to rerun the run.
 
 Example
 -------
@@ -20,7 +24,10 @@ True
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
+from pathlib import Path
 
 from pipelines.errors import DamagedFileError, UsageError
 
@@ -38,7 +45,11 @@ class DefaultsOnceFormatter(argparse.RawDescriptionHelpFormatter):
 
 
 class CLIParser(argparse.ArgumentParser):
-    """argparse with :class:`DefaultsOnceFormatter` and one-line errors (exit 2)."""
+    """argparse with :class:`DefaultsOnceFormatter` and one-line errors (exit 2).
+
+    With a ``--config`` flag (:func:`add_config_flag`), the file's values stand in for the
+    flags the command line leaves out (a required flag may come from the file alone).
+    """
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("formatter_class", DefaultsOnceFormatter)
@@ -46,6 +57,191 @@ class CLIParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, error_line(self.prog, f"{message}; see --help") + "\n")
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = list(sys.argv[1:] if args is None else args)
+        path = _config_path(self, args) if CONFIG_DEST in {a.dest for a in self._actions} else None
+        if path is None:
+            return super().parse_known_args(args, namespace)
+        try:
+            values = config_values(self, path)
+        except UsageError as exc:
+            self.error(str(exc))
+        saved = [(a, a.default, a.required) for a in self._actions if a.dest in values]
+        try:
+            for action, _, _ in saved:
+                action.default, action.required = values[action.dest], False
+            parsed, extras = super().parse_known_args(args, namespace)
+        finally:
+            for action, default, required in saved:
+                action.default, action.required = default, required
+        for action, _, _ in saved:
+            value = getattr(parsed, action.dest, None)
+            # append copies the file's list and adds the command line's items: keep those alone
+            if isinstance(action, argparse._AppendAction) and value is not values[action.dest]:
+                if len(value) > len(values[action.dest]):
+                    setattr(parsed, action.dest, value[len(values[action.dest]):])
+        return parsed, extras
+
+
+#: The dest of the --config flag; never saved among a run's flags.
+CONFIG_DEST = "config"
+
+
+def add_config_flag(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config FILE.json|yaml``: every other flag of ``parser`` may come from the file."""
+    parser.add_argument("--config", dest=CONFIG_DEST, default=None, metavar="FILE.json|yaml",
+                        help="read the flags from this file: keys are flag names with _ for - "
+                             "(batch_size for --batch-size), flags on the command line override "
+                             "it; a run's RUN/config.json reruns that run")
+
+
+def _config_path(parser, args):
+    """The value of the last ``--config`` in ``args`` (None when absent).
+
+    An abbreviation argparse would accept (``--conf``) counts too, so that a file is never
+    taken as a flag value and then ignored.
+    """
+    others = [o for o in parser._option_string_actions if o.startswith("--") and o != "--config"]
+    path = None
+    for i, a in enumerate(args):
+        if a == "--":
+            break
+        opt, eq, value = a.partition("=")
+        if len(opt) < 3 or not "--config".startswith(opt) or any(o.startswith(opt) for o in others):
+            continue
+        if eq:
+            path = value
+        elif i + 1 < len(args):
+            path = args[i + 1]
+    return path
+
+
+def read_config_file(path) -> dict:
+    """The mapping in a ``.json``, ``.yaml`` or ``.yml`` file; UsageError naming the file otherwise."""
+    p = Path(path)
+    if not p.is_file():
+        raise UsageError(f"--config: file not found: {path}")
+    suffix = p.suffix.lower()
+    text = p.read_text()
+    if suffix in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise UsageError(f"--config {path}: reading YAML needs PyYAML "
+                             "(pip install pyyaml), or give the flags as JSON") from None
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise UsageError(f"--config {path}: not valid YAML{where}: "
+                             f"{getattr(exc, 'problem', None) or exc}") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--config {path}: not valid JSON: {exc}") from None
+    else:
+        raise UsageError(f"--config {path}: expected a .json, .yaml or .yml file")
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UsageError(f"--config {path}: expected a mapping of flag names to values, "
+                         f"got {type(data).__name__}")
+    return data
+
+
+def config_values(parser: argparse.ArgumentParser, path) -> dict:
+    """``{dest: value}`` of the flags in config file ``path``, checked against ``parser``.
+
+    A run's ``config.json`` (``{"command": ..., "flags": {...}}``, see :func:`write_flags`)
+    gives its ``flags``, and must come from the same command; any other file is the mapping
+    itself. A key that is no flag of ``parser``, or a value of the wrong type or outside the
+    flag's choices, is a UsageError naming the key and the file. ``null`` means the flag's
+    default.
+    """
+    data = read_config_file(path)
+    if isinstance(data.get("flags"), dict):
+        command = data.get("command")
+        if command is not None and command != parser.prog:
+            raise UsageError(f"--config {path}: the flags of {command!r}, not of {parser.prog!r}")
+        data = data["flags"]
+    actions = {a.dest: a for a in parser._actions
+               if a.option_strings and a.dest not in (CONFIG_DEST, "help", argparse.SUPPRESS)
+               and not isinstance(a, (argparse._HelpAction, argparse._VersionAction))}
+    unknown = [k for k in data if k not in actions]
+    if unknown:
+        close = [d for d in actions if d.replace("_", "") == str(unknown[0]).replace("-", "").replace("_", "")]
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UsageError(f"--config {path}: unknown key {unknown[0]!r}{hint}; {parser.prog} takes "
+                         f"{', '.join(sorted(actions))}")
+    return {k: _config_value(actions[k], v, path) for k, v in data.items() if v is not None}
+
+
+def _config_value(action, value, path):
+    """``value`` of ``action`` from a config file, converted as the command line would be."""
+    flag = action.option_strings[-1]
+    where = f"--config {path}: {action.dest} ({flag})"
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
+        if not isinstance(value, bool):
+            raise UsageError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if isinstance(action, argparse._AppendAction):
+        items = value if isinstance(value, list) else [value]
+        return [_convert(action, v, where) for v in items]
+    if isinstance(value, list) and action.type is None:
+        value = ",".join(str(v) for v in value)  # a comma list given as a list
+    return _convert(action, value, where)
+
+
+def _convert(action, value, where):
+    if isinstance(value, (dict, list)) or isinstance(value, bool):
+        raise UsageError(f"{where}: expected a single value, got {value!r}")
+    if action.type is not None:
+        try:
+            converted = action.type(value if isinstance(value, str) else str(value))
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            name = getattr(action.type, "__name__", "value")
+            raise UsageError(f"{where}: expected {name}, got {value!r}") from None
+    else:
+        if not isinstance(value, (str, int, float)):
+            raise UsageError(f"{where}: expected text, got {value!r}")
+        converted = value if isinstance(value, str) else str(value)
+    if action.choices is not None and converted not in action.choices:
+        raise UsageError(f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}")
+    return converted
+
+
+def resolved_flags(args: argparse.Namespace, drop=()) -> dict:
+    """Every flag of a parsed command, by dest name (``--config`` and ``drop`` left out)."""
+    return {k: v for k, v in sorted(vars(args).items()) if k != CONFIG_DEST and k not in drop}
+
+
+def write_flags(path, prog: str, args: argparse.Namespace, drop=()) -> dict:
+    """Save the resolved flags of ``prog`` as JSON (a run's ``config.json``); returns the record.
+
+    ``--config`` reads the file back: ``{prog} --config RUN/config.json`` reruns the run.
+    """
+    record = flags_record(prog, args, drop)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def flags_record(prog: str, args: argparse.Namespace, drop=()) -> dict:
+    """``{"command": prog, "flags": {...}}``: what :func:`write_flags` saves."""
+    return {"command": prog, "flags": resolved_flags(args, drop)}
+
+
+def next_line(prog: str, *args) -> str:
+    """``next: <prog> <args>``: the command that usually follows a run, its arguments quoted
+    for a shell where needed. Every CLI prints one after its summary.
+
+    >>> next_line("python -m stores.info", "runs/my store.h5")
+    "next: python -m stores.info 'runs/my store.h5'"
+    """
+    return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
 
 
 def error_line(prog: str, error) -> str:

@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, next_line, run_cli
 from pipelines.errors import UsageError
 from pipelines.ingest import IngestConfig, SourceCrops, load_source
 from pipelines.perturb import SEPARATOR
@@ -673,7 +673,7 @@ def format_summary(s: dict) -> str:
         errors = ", ".join(f"{k}: {v}" for k, v in sorted(s["errors"].items())) or "none"
         lines.append(f"failures     {errors}")
         lines.append(f"wall time    {s['wall_s']} s, {s['samples_per_s']} samples/s")
-        lines.append(f"inspect      python -m stores.info {s['store']}")
+        lines.append(next_line("python -m stores.info", s["store"]))
     return "\n".join(lines)
 
 

@@ -1,7 +1,8 @@
 """``python -m stores.info STORE``: what a store holds, on one screen.
 
 ``--check`` also reads every dataset in full, so a damaged chunk is found here rather than
-in the middle of a training run; row counts are checked whenever a store is opened.
+in the middle of a training run; row counts are checked whenever a store is opened. The
+summary ends with a ``next:`` line, the command that usually follows (:func:`next_command`).
 """
 from __future__ import annotations
 
@@ -10,6 +11,41 @@ import sys
 from pathlib import Path
 
 from stores.reader import open_store
+
+
+#: Vector features never offered to a fusion head by :func:`next_command`: ``mask`` is the
+#: area of the ground-truth mask (the label itself), ``sequence`` is read by the sequence
+#: fusion alone.
+NOT_FOR_HEADS = ("mask", "sequence")
+
+
+def next_command(store) -> str | None:
+    """The command that usually follows a look at ``store`` (a ``next:`` line), or None.
+
+    Reals and fakes in split train: ``fusion.train`` on the store's vector features (without
+    :data:`NOT_FOR_HEADS` and perturbed ``feature@spec`` copies). Otherwise, with the ``rgb``
+    map: ``fusion.cascade train`` (``--sbi online`` when train holds reals only). A store
+    without a train split is for scoring (``fusion.evaluate``), which needs a run this store
+    cannot name: None.
+    """
+    import shlex
+
+    def line(prog, *args):  # pipelines.cli.next_line, without an import back up the flow
+        return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
+
+    meta = store.meta
+    labels = set(meta.loc[meta["split"] == "train", "label"].astype(int))
+    if not labels:
+        return None
+    path, runs = str(store.path), Path("runs") / Path(store.path).stem
+    features = [f for f in store.features if "@" not in f and f not in NOT_FOR_HEADS]
+    if labels == {0, 1} and features:
+        return line("python -m fusion.train", "--store", path, "--features", ",".join(features),
+                    "--out", runs)
+    if "rgb" in store.maps:
+        return line("python -m fusion.cascade train", "--store", path,
+                    *(["--sbi", "online"] if labels == {0} else []), "--out", f"{runs}_cascade")
+    return None
 
 
 def format_summary(summary: dict) -> str:
@@ -46,6 +82,7 @@ def main(argv=None) -> int:
         with open_store(args.store) as store:  # a damaged store: StoreError, exit 1
             summary = store.summary()
             errors = store.errors
+            step = next_command(store)
             if args.check:
                 summary["check"] = f"{store.check()} datasets read in full, row counts agree"
         if args.json:
@@ -56,6 +93,8 @@ def main(argv=None) -> int:
             print(f"check    {summary['check']}")
         if args.errors and len(errors):
             print(errors.to_string(index=False))
+        if step:
+            print(step)
     return run_cli(parser.prog, work)
 
 

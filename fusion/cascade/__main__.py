@@ -30,7 +30,7 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -114,6 +114,7 @@ def _parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name.replace("-", "_"))
         t.add_argument(f"--{name}", type=float, default=default,
                        help=f"weight of {doc}; 0 switches it off (default {default:g})")
+    add_config_flag(t)
     for name, helptext in (("eval", "metrics.json (classification + localization), plots and "
                                     "report.html on a split"),
                            ("predict", "scores (predictions.csv) and mask overlay PNGs")):
@@ -164,7 +165,8 @@ def _train(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume,
+                   flags=flags_record(f"{PROG} train", args, drop=("command",)))
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
@@ -221,7 +223,8 @@ def _run(args) -> int:
         out = Path(args.out or Path(args.run) / f"eval_{args.split}")
         from fusion.report import write_report
         print(f"wrote {out / 'metrics.json'} and {write_report(out, args.command_line)}")
-        print(f"next: python -m fusion.cascade predict --run {args.run} --store OTHER.h5 --out PRED")
+        print(next_line(f"{PROG} predict", "--run", args.run, "--store", args.store,
+                        "--out", Path(args.run) / "predict"))
     else:
         frame = predict(args.run, args.store, args.out, args.split, args.device,
                         args.batch_size, args.overlays)

@@ -2,7 +2,8 @@
 
 A run folder holds::
 
-    config.json                   every setting (the model is rebuilt from it)
+    config.json                   every setting (the model is rebuilt from it) and, from
+                                  the CLI, every flag (``flags``: ``--config`` reruns it)
     prior_mask.npy                the mean fake mask of epoch 1's training batches (the
                                   "prior" localization baseline)
     best.safetensors, best.json   weights of the epoch with the best validation score
@@ -360,8 +361,13 @@ def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedul
     return 0.5 * (1 + math.cos(math.pi * t))
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=print) -> dict:
-    """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``."""
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=print,
+          flags: dict | None = None) -> dict:
+    """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``.
+
+    ``flags`` (``{"command", "flags"}`` of :func:`pipelines.cli.flags_record`) is saved in
+    ``config.json`` beside the settings, so that ``--config RUN/config.json`` reruns the run.
+    """
     from stores import open_store
 
     config.validate()
@@ -400,7 +406,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                              f"only label {sorted(labels_seen)}; use --sbi online for a store "
                              "of real faces")
         return _train_loop(config, resume, progress, log, device, augment, stores, train_set,
-                           val_set, out)
+                           val_set, out, flags)
     finally:
         for store in stores:
             store.close()
@@ -418,7 +424,8 @@ def _param_groups(model: CascadeModel, config: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
-def _train_loop(config, resume, progress, log, device, augment, stores, train_set, val_set, out):
+def _train_loop(config, resume, progress, log, device, augment, stores, train_set, val_set, out,
+                flags=None):
     model = build_model(config).to(device)
     criterion = CascadeLoss(config.loss)
     opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
@@ -449,7 +456,7 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
                                     "stride": model.stride,
                                     "store_runs": [s.run for s in stores],
                                     "train_items": train_set.n_items,
-                                    "val_samples": len(val_data)})
+                                    "val_samples": len(val_data), **(flags or {})})
     log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): "
         f"{train_set.n_items} train crops -> {len(train_set)} samples per epoch "
         f"(sbi {config.sbi}), {len(val_data)} val samples, backbone {config.backbone}, "

@@ -191,7 +191,9 @@ def test_cli_train_eval_predict_end_to_end(small_store, tmp_path, capsys):
                  "--overlays", "1", "--device", "cpu"]) == 0
     lines = (pred / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("sample_id") and len(lines) == 97
-    assert "AUC" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "AUC" in printed
+    assert f"next: python -m fusion.cascade predict --run {run} --store {small_store} --out {run / 'predict'}" in printed
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -194,6 +194,15 @@ def test_cli_rejects_bad_flags_before_work(tmp_path, source_dir, capsys):
     assert not out.exists()
 
 
+def test_summary_ends_with_the_extract_command_that_reads_the_benchmark(bench):
+    import shlex
+    from pipelines import extract
+    last = benchmark.format_summary(json.loads((bench / "summary.json").read_text()), bench).splitlines()[-1]
+    assert last == f"next: python -m pipelines.extract --dataset editbench --root {bench} --out {bench}.h5"
+    args = extract.build_parser().parse_args(shlex.split(last)[4:])  # flags the extract CLI takes
+    assert (args.dataset, args.root, args.out) == ("editbench", str(bench), f"{bench}.h5")
+
+
 def test_cli_refuses_to_overwrite(bench, source_dir, capsys):
     assert benchmark.main(["--source", str(source_dir), "--out", str(bench)]) == 2
     assert "--overwrite" in capsys.readouterr().err

@@ -27,6 +27,7 @@ def test_demo_end_to_end(tmp_path, capsys):
     assert _run("--out", out, "--workers", 0, "--features", "rgb,mask,lbp,dct") == 0
     summary = capsys.readouterr().out
     assert "failures     none" in summary and "samples/s" in summary
+    assert summary.splitlines()[-1] == f"next: python -m stores.info {out}"
     with open_store(out) as store:
         meta = store.meta
         assert set(meta["split"]) == {"train", "val", "test"}
