@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow an untrained backbone (never implied when weights are missing)")
     t.add_argument("--dim", type=int, default=128, help="token / fused feature width (default 128)")
     t.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    t.add_argument("--decoder", default="unet", choices=("unet", "plain"),
+                   help="mask decoder: unet (default; also reads the RGB backbone's maps at "
+                        "strides 8, 4, 2) or plain (fused stride-16 map + an input skip only)")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available (default)")
     t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
@@ -149,7 +152,8 @@ def _train(args):
                              size=args.size or preset["size"],
                              lr=args.lr, weight_decay=args.weight_decay, backbone=args.backbone,
                              backbone_weights=args.backbone_weights, random_init=args.random_init,
-                             dim=args.dim, heads=args.heads, device=args.device, seed=args.seed,
+                             dim=args.dim, heads=args.heads, decoder=args.decoder,
+                             device=args.device, seed=args.seed,
                              augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,
                              warmup_epochs=args.warmup_epochs, schedule=args.schedule,
@@ -191,8 +195,9 @@ def _summary(metrics: dict) -> str:
         g = loc_all["gain_over_prior"]
         lines.append(f"    gain over the prior: pixel AUC {g.get('pixel_auc', float('nan')):+.4f}  "
                      f"IoU {g.get('iou', float('nan')):+.4f}  F1 {g.get('f1', float('nan')):+.4f}")
-    lines.append(f"  mean predicted mask area: reals {fmt(loc_all.get('real_mask_area'))}  "
-                 f"fakes {fmt(loc_all.get('fake_mask_area'))}")
+    lines.append(f"  mean predicted mask probability: reals {fmt(loc_all.get('real_mask_area'))}  "
+                 f"fakes {fmt(loc_all.get('fake_mask_area'))}; area at p >= 0.5: reals "
+                 f"{fmt(loc_all.get('real_flagged_area'))}  fakes {fmt(loc_all.get('fake_flagged_area'))}")
     for method, m in loc_all["by_method"].items():
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
     return "\n".join(lines)

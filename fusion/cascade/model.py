@@ -19,9 +19,10 @@ Pipeline
    to the texture + frequency tokens (keys/values) with ``nn.MultiheadAttention``, then a
    feed-forward block; positions come from a depth-wise convolution applied before
    flattening (no fixed grid size).
-3. **Mask decoder.** Upsampling conv blocks take the fused map back to S x S, where a
-   full-resolution skip map (one conv over all inputs) joins it; a 1 x 1 conv gives the
-   mask logits.
+3. **Mask decoder.** Upsampling conv blocks take the fused map back to S x S; after each
+   upsampling the RGB backbone's own map at that stride joins it (a U-Net; ``decoder="plain"``
+   leaves these out), and at S x S a full-resolution skip map (one conv over all inputs);
+   a 1 x 1 conv gives the mask logits.
 4. **Region classification.** Fused features are pooled inside the predicted mask (weighted
    by M) and inside its complement (1 - M); a shared region head classifies each region,
    and a global head classifies ``[mean, inside, outside]``; its logits are the model's
@@ -43,6 +44,7 @@ import torch.nn.functional as F
 from fusion.cascade.streams import LBP_CODES, stream_inputs
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+DECODERS = ("unet", "plain")
 
 
 class BackboneWeightsError(ValueError):
@@ -70,8 +72,17 @@ class SmallCNN(nn.Module):
         self.body = nn.Sequential(*layers)
         self.out_channels, self.stride = c, stride
 
-    def forward(self, x):
-        return self.body(x)
+        self.level_channels = {2 ** (i + 1): w for i, w in enumerate(widths)}
+
+    def forward(self, x, levels: bool = False):
+        """The stride-``stride`` map; with ``levels``, also ``{stride: map}`` of every level."""
+        if not levels:
+            return self.body(x)
+        maps = {}
+        for i in range(0, len(self.body), 2):
+            x = self.body[i + 1](self.body[i](x))
+            maps[2 ** (i // 2 + 1)] = x
+        return x, maps
 
 
 class EfficientNetLite0Features(nn.Module):
@@ -97,13 +108,27 @@ class EfficientNetLite0Features(nn.Module):
         self.n_total = len(net._blocks)
         self.out_channels = blocks[-1]._block_args.output_filters
         self.stride = stride
+        # The last block at each stride gives that level's map (the stem's at stride 2 when
+        # a stride-2 block follows it directly).
+        self._level_of, level_stride = {}, 2
+        channels = {2: net._bn0.num_features}
+        for idx, block in enumerate(blocks):
+            s = block._block_args.stride
+            level_stride *= s[0] if isinstance(s, (list, tuple)) else s
+            channels[level_stride] = block._block_args.output_filters
+            self._level_of[level_stride] = idx
+        self.level_channels = {k: channels[k] for k in sorted(channels)}
 
-    def forward(self, x):
+    def forward(self, x, levels: bool = False):
+        """The stride-16 map; with ``levels``, also ``{stride: map}`` at strides 2-16."""
         x = self.stem((x - 0.498) / 0.502)
+        maps, last = {2: x}, {idx: s for s, idx in self._level_of.items()}
         for idx, block in enumerate(self.blocks):
             rate = self.drop_connect_rate * idx / self.n_total if self.training else None
             x = block(x, drop_connect_rate=rate)
-        return x
+            if levels and idx in last:
+                maps[last[idx]] = x
+        return (x, maps) if levels else x
 
 
 def efficientnet_lite0_weights_file() -> Path:
@@ -146,9 +171,15 @@ class TimmFeatures(nn.Module):
         info = net.feature_info
         self.out_channels = int(info.channels()[-1])
         self.stride = int(info.reduction()[-1])
+        self._strides = [int(r) for r in info.reduction()]
+        # a stride seen twice (some models repeat one) keeps its deepest map
+        self.level_channels = dict(zip(self._strides, (int(c) for c in info.channels())))
 
-    def forward(self, x):
-        return self.net((x - self.mean) / self.std)[-1]
+    def forward(self, x, levels: bool = False):
+        maps = self.net((x - self.mean) / self.std)
+        if not levels:
+            return maps[-1]
+        return maps[-1], dict(zip(self._strides, maps))
 
 
 def _build_timm(name: str, weights_path, random_init: bool):
@@ -165,7 +196,7 @@ def _build_timm(name: str, weights_path, random_init: bool):
     reductions = list(probe.feature_info.reduction())
     # The deepest level at stride <= 16 keeps enough resolution for an 8 x 8+ token grid.
     level = max(i for i, r in enumerate(reductions) if r <= 16)
-    kwargs = dict(features_only=True, out_indices=(level,))
+    kwargs = dict(features_only=True, out_indices=tuple(range(level + 1)))
     if random_init:
         net = timm.create_model(name, pretrained=False, **kwargs)
     else:
@@ -233,26 +264,51 @@ class CrossAttentionFusion(nn.Module):
 class MaskDecoder(nn.Module):
     """Upsample x2 + one conv block per level from stride ``stride`` to full resolution,
     then a 3 x 3 conv over the upsampled features concatenated with a full-resolution skip
-    map (a shallow conv on the inputs: sharp mask edges need full-resolution detail)."""
+    map (a shallow conv on the inputs: sharp mask edges need full-resolution detail).
 
-    def __init__(self, dim: int, stride: int, skip_channels: int = 0):
+    ``level_channels`` (``{stride: channels}`` of the RGB backbone's intermediate maps) makes
+    it a U-Net: after each upsampling, the backbone's map at that stride, projected to
+    ``lateral`` channels by a 1 x 1 conv, joins the features before the conv block. With
+    none (``decoder="plain"``) only the fused stride-16 map and the input skip reach the mask.
+    """
+
+    def __init__(self, dim: int, stride: int, skip_channels: int = 0,
+                 level_channels: dict | None = None, lateral: int = 16):
         super().__init__()
         n_up = int(round(math.log2(stride)))
-        blocks, c = [], dim
+        level_channels = {int(k): int(v) for k, v in (level_channels or {}).items()}
+        blocks, laterals, c, s = [], {}, dim, stride
         for _ in range(n_up):
             c_out = max(c // 2, 8)
+            s //= 2
+            extra = 0
+            if s in level_channels and s > 1:
+                laterals[str(s)] = nn.Sequential(nn.Conv2d(level_channels[s], lateral, 1, bias=False),
+                                                 nn.BatchNorm2d(lateral), nn.ReLU(inplace=True))
+                extra = lateral
             blocks.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear",
-                                                    align_corners=False), _conv_block(c, c_out)))
+                                                    align_corners=False), _conv_block(c + extra, c_out)))
             c = c_out
         self.blocks = nn.Sequential(*blocks)
+        self.laterals = nn.ModuleDict(laterals)
         self.fuse = _conv_block(c + skip_channels, c)
         self.head = nn.Conv2d(c, 1, 1)
+        self.stride = stride
         # Start from "mostly unmanipulated" (p ~ 0.12): masks are sparse, and a 0.5 start
         # leaves Dice with almost no gradient.
         nn.init.constant_(self.head.bias, -2.0)
 
-    def forward(self, x, size, skip=None):
-        x = self.blocks(x)
+    def forward(self, x, size, skip=None, levels: dict | None = None):
+        s = self.stride
+        for up, conv in self.blocks:
+            x = up(x)
+            s //= 2
+            if str(s) in self.laterals:
+                level = levels[s]
+                if level.shape[-2:] != x.shape[-2:]:
+                    level = F.interpolate(level, size=x.shape[-2:], mode="bilinear", align_corners=False)
+                x = torch.cat([x, self.laterals[str(s)](level)], 1)
+            x = conv(x)
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         if skip is not None:
@@ -286,6 +342,10 @@ class CascadeModel(nn.Module):
         Attention heads (``dim`` must be divisible by it).
     backbone_weights, random_init
         Passed to :func:`build_rgb_backbone`.
+    decoder : str
+        ``unet`` (default): the mask decoder also reads the RGB backbone's maps at strides
+        8, 4 and 2 (:class:`MaskDecoder`); ``plain``: only the fused stride-16 map and a
+        full-resolution input skip (the decoder of run format 2 runs without this setting).
 
     ``forward(rgb)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
     (N x 1 x S x S), ``logits_in``/``logits_out`` (region heads, N x 2), ``embed_global``,
@@ -293,10 +353,12 @@ class CascadeModel(nn.Module):
     """
 
     def __init__(self, backbone: str = "tiny", dim: int = 128, heads: int = 4,
-                 backbone_weights=None, random_init: bool = False):
+                 backbone_weights=None, random_init: bool = False, decoder: str = "unet"):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if decoder not in DECODERS:
+            raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.rgb, c_rgb, stride = build_rgb_backbone(backbone, backbone_weights, random_init,
                                                      width=dim)
         self.stride = stride
@@ -309,7 +371,9 @@ class CascadeModel(nn.Module):
         self.proj_freq = nn.Conv2d(self.frequency.out_channels, dim, 1)
         self.fusion = CrossAttentionFusion(dim, heads, n_context=2)
         self.skip = _conv_block(3 + lbp_codes + 1, 16)
-        self.decoder = MaskDecoder(dim, stride, skip_channels=16)
+        self.unet = decoder == "unet"
+        levels = {k: v for k, v in self.rgb.level_channels.items() if k < stride} if self.unet else {}
+        self.decoder = MaskDecoder(dim, stride, skip_channels=16, level_channels=levels)
         hidden = max(dim // 2, 16)
         self.region_head = MLPHead(dim, hidden)
         self.global_head = MLPHead(3 * dim, hidden)
@@ -325,13 +389,17 @@ class CascadeModel(nn.Module):
         # NHWC: depth-wise and 3 x 3 convolutions run about twice as fast on CPU (measured on
         # EfficientNet-Lite0 at 128 px), and fp16 convolutions on CUDA prefer it too.
         rgb, lbp, dct = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, lbp, dct))
-        f_rgb = self.proj_rgb(self.rgb(rgb))
+        if self.unet:
+            f_rgb, levels = self.rgb(rgb, levels=True)
+        else:
+            f_rgb, levels = self.rgb(rgb), None
+        f_rgb = self.proj_rgb(f_rgb)
         grid = f_rgb.shape[-2:]
         f_tex = self.proj_tex(F.adaptive_avg_pool2d(self.texture(lbp), grid))
         f_freq = self.proj_freq(F.adaptive_avg_pool2d(self.frequency(dct), grid))
         fused = self.fusion(f_rgb, [f_tex, f_freq])
         skip = self.skip(torch.cat([rgb, lbp, dct], 1))
-        mask_logits = self.decoder(fused, size, skip)
+        mask_logits = self.decoder(fused, size, skip, levels)
         m = F.adaptive_avg_pool2d(torch.sigmoid(mask_logits.float()), grid).to(fused.dtype)
         eps = 1e-4
         f_in = (fused * m).sum((2, 3)) / (m.sum((2, 3)) + eps)

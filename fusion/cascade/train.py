@@ -42,7 +42,7 @@ from fusion.cascade.data import (SBI_MODES, StoreMaps, TrainingSet, parse_augmen
                                  to_model_inputs)
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss, LossWeights
-from fusion.cascade.model import CascadeModel
+from fusion.cascade.model import DECODERS, CascadeModel
 from fusion.metrics import compute_metrics, to_jsonable
 
 CONFIG_JSON, BEST_WEIGHTS, BEST_JSON = "config.json", "best.safetensors", "best.json"
@@ -78,6 +78,7 @@ class TrainConfig:
     random_init: bool = False
     dim: int = 128
     heads: int = 4
+    decoder: str = "unet"
     device: str = "auto"
     seed: int = 0
     augment: str | None = None  # None: "all" with sbi online, none otherwise
@@ -106,6 +107,7 @@ class TrainConfig:
                   (self.schedule in ("cosine", "constant"), "--schedule must be cosine or constant"),
                   (bool(self.stores), "--store: give at least one store"),
                   (self.dim % self.heads == 0, "--dim must be divisible by --heads"),
+                  (self.decoder in DECODERS, f"--decoder must be one of {', '.join(DECODERS)}"),
                   (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")]
         for ok, message in checks:
             if not ok:
@@ -134,6 +136,8 @@ class TrainConfig:
     def from_json(cls, d: dict) -> "TrainConfig":
         d = dict(d)
         d["loss"] = LossWeights(**d.get("loss", {}))
+        # runs saved before the U-Net decoder existed were trained with the plain one
+        d.setdefault("decoder", "plain")
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 
@@ -150,7 +154,7 @@ def resolve_device(name: str) -> torch.device:
 def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
     """The model of ``config``. ``for_loading`` skips pretrained backbone weights (the run's
     own checkpoint is loaded over them right after)."""
-    model = CascadeModel(config.backbone, dim=config.dim, heads=config.heads,
+    model = CascadeModel(config.backbone, dim=config.dim, heads=config.heads, decoder=config.decoder,
                          backbone_weights=None if for_loading else config.backbone_weights,
                          random_init=True if for_loading else config.random_init)
     return model.to(memory_format=torch.channels_last)
@@ -249,7 +253,8 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
-    Returns a dict: ``scores`` (N fake probabilities), ``area`` (N predicted mask area),
+    Returns a dict: ``scores`` (N fake probabilities), ``area`` (N mean predicted mask
+    probability), ``flagged_area`` (N fraction of pixels at or above the IoU threshold 0.5),
     ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
     ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
     ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
@@ -259,6 +264,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     """
     model.eval()
     scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
+    flagged = np.zeros(len(data), np.float32)
     acc = LocalizationAccumulator()
     baselines = baselines or {}
     baseline_acc = {name: LocalizationAccumulator() for name in baselines}
@@ -276,6 +282,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
         pos = b["positions"]
         scores[pos] = torch.softmax(out["logits"].float(), 1)[:, 1].cpu().numpy()
         areas[pos] = prob.mean((1, 2, 3)).cpu().numpy()
+        flagged[pos] = (prob >= acc.threshold).float().mean((1, 2, 3)).cpu().numpy()
         if criterion is not None:
             _, terms = criterion(out, x)
             for k, v in terms.items():
@@ -298,7 +305,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     chosen = (examples["fakes"] + examples["others"])[:keep_masks]
     examples = {key: [c[j] for c in chosen]
                 for j, key in enumerate(("rgb", "prob", "mask", "mask_valid", "positions"))}
-    return {"scores": scores, "area": areas, "localization": acc.result(),
+    return {"scores": scores, "area": areas, "flagged_area": flagged, "localization": acc.result(),
             "baselines": {name: a.result() for name, a in baseline_acc.items()},
             "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
 
@@ -682,6 +689,7 @@ def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
     frame = data.meta[["sample_id", "split", "method", "video_id", "frame_index", "label"]].copy()
     frame["score"] = result["scores"]
     frame["mask_area"] = result["area"]
+    frame["flagged_area"] = result["flagged_area"]
     return frame
 
 
@@ -706,6 +714,11 @@ def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None)
     reals = labels == 0
     report["real_mask_area"] = float(result["area"][reals].mean()) if reals.any() else None
     report["fake_mask_area"] = float(result["area"][~reals].mean()) if (~reals).any() else None
+    # the area of the binary mask that IoU and F1 score (p >= threshold)
+    flagged = result.get("flagged_area")
+    if flagged is not None:
+        report["real_flagged_area"] = float(flagged[reals].mean()) if reals.any() else None
+        report["fake_flagged_area"] = float(flagged[~reals].mean()) if (~reals).any() else None
     if prior is not None:
         report["prior_mask_area"] = float(np.mean(prior >= 0.5))
     model_all, prior_all = report["all"], report.get("prior", {}).get("all")
@@ -724,8 +737,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
 
     Localization is reported beside two baselines that never look at the image: ``prior``,
     the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
-    headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask area on
-    the real samples (ideally 0).
+    headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask
+    probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
+    their pixels at or above the 0.5 threshold (the binary mask IoU scores).
     """
     from stores import open_store
 

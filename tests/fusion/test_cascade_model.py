@@ -90,3 +90,45 @@ def test_random_init_only_when_asked_explicitly():
     assert not torch.equal(net.stem[0].weight, state["_conv_stem.weight"])
     net, channels, stride = build_rgb_backbone("mobilenetv3_small_100", random_init=True)
     assert stride == 16 and channels > 0
+
+
+LEVEL_BACKBONES = [("tiny", {}), ("efficientnet-lite0", {"random_init": True}),
+                   ("mobilenetv3_small_100", {"random_init": True})]
+
+
+@pytest.mark.parametrize("name,kwargs", LEVEL_BACKBONES, ids=[n for n, _ in LEVEL_BACKBONES])
+def test_backbone_levels_have_their_declared_channels_and_strides(name, kwargs):
+    if name != "tiny" and name != "efficientnet-lite0":
+        pytest.importorskip("timm")
+    net, channels, stride = build_rgb_backbone(name, width=32, **kwargs)
+    net.eval()
+    x = torch.rand(2, 3, 64, 64)
+    final, levels = net(x, levels=True)
+    assert torch.equal(final, net(x))
+    assert sorted(levels) == sorted(net.level_channels)
+    assert levels[stride] is final or torch.equal(levels[stride], final)
+    for s, level in levels.items():
+        assert level.shape == (2, net.level_channels[s], 64 // s, 64 // s), s
+
+
+def test_unet_decoder_joins_every_level_below_the_stream_stride():
+    model = CascadeModel("efficientnet-lite0", dim=32, random_init=True)
+    assert sorted(int(s) for s in model.decoder.laterals) == [2, 4, 8]
+    plain = CascadeModel("efficientnet-lite0", dim=32, random_init=True, decoder="plain")
+    assert len(plain.decoder.laterals) == 0
+    _check_forward_backward(model, 2, 64)
+    # the stride-2 map reaches the mask: its lateral projection gets a gradient
+    out = model(torch.rand(2, 3, 64, 64))
+    model.zero_grad()
+    out["mask_logits"].mean().backward()
+    assert model.decoder.laterals["2"][0].weight.grad.abs().sum() > 0
+
+
+def test_plain_and_unet_weights_are_not_interchangeable():
+    """A run's decoder setting decides the architecture its weights load into."""
+    plain = CascadeModel("tiny", dim=32, decoder="plain").state_dict()
+    with pytest.raises(RuntimeError):
+        CascadeModel("tiny", dim=32, decoder="unet").load_state_dict(plain)
+    CascadeModel("tiny", dim=32, decoder="plain").load_state_dict(plain)
+    with pytest.raises(ValueError, match="decoder must be one of unet, plain"):
+        CascadeModel("tiny", dim=32, decoder="fpn")
