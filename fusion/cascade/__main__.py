@@ -170,7 +170,7 @@ def _train(args):
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
     result = train(config, resume=args.resume,
-                   flags=flags_record(f"{PROG} train", args, drop=("command",)))
+                   flags=flags_record(f"{PROG} train", args, drop=("command", "command_line")))
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
