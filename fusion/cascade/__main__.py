@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="allow an untrained backbone (never implied when weights are missing)")
     t.add_argument("--dim", type=int, default=128, help="token / fused feature width (default 128)")
     t.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
+    t.add_argument("--backbone-size", type=int, default=None,
+                   help="side the RGB backbone and the mask decoder work at (a downscaled copy "
+                        "of the --size input; the LBP and DCT streams read the full --size "
+                        "input); default: --size")
     t.add_argument("--decoder", default="unet", choices=("unet", "plain"),
                    help="mask decoder: unet (default; also reads the RGB backbone's maps at "
                         "strides 8, 4, 2) or plain (fused stride-16 map + an input skip only)")
@@ -153,6 +157,7 @@ def _train(args):
                              lr=args.lr, weight_decay=args.weight_decay, backbone=args.backbone,
                              backbone_weights=args.backbone_weights, random_init=args.random_init,
                              dim=args.dim, heads=args.heads, decoder=args.decoder,
+                             backbone_size=args.backbone_size,
                              device=args.device, seed=args.seed,
                              augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,

@@ -22,7 +22,9 @@ Pipeline
 3. **Mask decoder.** Upsampling conv blocks take the fused map back to S x S; after each
    upsampling the RGB backbone's own map at that stride joins it (a U-Net; ``decoder="plain"``
    leaves these out), and at S x S a full-resolution skip map (one conv over all inputs);
-   a 1 x 1 conv gives the mask logits.
+   a 1 x 1 conv gives the mask logits. With ``backbone_size`` below S, the backbone, the
+   skip and the decoder work on a downscaled copy and the logits are upsampled to S x S,
+   while the texture and frequency streams still read the S x S input.
 4. **Region classification.** Fused features are pooled inside the predicted mask (weighted
    by M) and inside its complement (1 - M); a shared region head classifies each region,
    and a global head classifies ``[mean, inside, outside]``; its logits are the model's
@@ -346,6 +348,11 @@ class CascadeModel(nn.Module):
         ``unet`` (default): the mask decoder also reads the RGB backbone's maps at strides
         8, 4 and 2 (:class:`MaskDecoder`); ``plain``: only the fused stride-16 map and a
         full-resolution input skip (the decoder of run format 2 runs without this setting).
+    backbone_size : int, optional
+        Side of the copy of the input that the RGB backbone, the input skip and the mask
+        decoder work on (bilinear with antialiasing; the mask logits are upsampled back to
+        the input size). The LBP and DCT streams always read the full-size input, where
+        blending and resampling traces are. ``None``: the input size.
 
     ``forward(rgb)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
     (N x 1 x S x S), ``logits_in``/``logits_out`` (region heads, N x 2), ``embed_global``,
@@ -353,10 +360,14 @@ class CascadeModel(nn.Module):
     """
 
     def __init__(self, backbone: str = "tiny", dim: int = 128, heads: int = 4,
-                 backbone_weights=None, random_init: bool = False, decoder: str = "unet"):
+                 backbone_weights=None, random_init: bool = False, decoder: str = "unet",
+                 backbone_size: int | None = None):
         super().__init__()
         if dim % heads:
             raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
+        if backbone_size is not None and (backbone_size < 16 or backbone_size % 16):
+            raise ValueError(f"backbone_size must be a multiple of 16, >= 16, got {backbone_size}")
+        self.backbone_size = backbone_size
         if decoder not in DECODERS:
             raise ValueError(f"decoder must be one of {', '.join(DECODERS)}, got {decoder!r}")
         self.rgb, c_rgb, stride = build_rgb_backbone(backbone, backbone_weights, random_init,
@@ -389,17 +400,28 @@ class CascadeModel(nn.Module):
         # NHWC: depth-wise and 3 x 3 convolutions run about twice as fast on CPU (measured on
         # EfficientNet-Lite0 at 128 px), and fp16 convolutions on CUDA prefer it too.
         rgb, lbp, dct = (t.contiguous(memory_format=torch.channels_last) for t in (rgb, lbp, dct))
-        if self.unet:
-            f_rgb, levels = self.rgb(rgb, levels=True)
+        # The texture and frequency streams always read the input at full size; the RGB
+        # backbone, the input skip and the mask decoder may work on a smaller copy.
+        small = self.backbone_size is not None and tuple(size) != (self.backbone_size,) * 2
+        if small:
+            work = (self.backbone_size, self.backbone_size)
+            rgb_s = F.interpolate(rgb, size=work, mode="bilinear", antialias=True, align_corners=False)
+            lbp_s, dct_s = (F.adaptive_avg_pool2d(t, work) for t in (lbp, dct))
         else:
-            f_rgb, levels = self.rgb(rgb), None
+            rgb_s, lbp_s, dct_s = rgb, lbp, dct
+        if self.unet:
+            f_rgb, levels = self.rgb(rgb_s, levels=True)
+        else:
+            f_rgb, levels = self.rgb(rgb_s), None
         f_rgb = self.proj_rgb(f_rgb)
         grid = f_rgb.shape[-2:]
         f_tex = self.proj_tex(F.adaptive_avg_pool2d(self.texture(lbp), grid))
         f_freq = self.proj_freq(F.adaptive_avg_pool2d(self.frequency(dct), grid))
         fused = self.fusion(f_rgb, [f_tex, f_freq])
-        skip = self.skip(torch.cat([rgb, lbp, dct], 1))
-        mask_logits = self.decoder(fused, size, skip, levels)
+        skip = self.skip(torch.cat([rgb_s, lbp_s, dct_s], 1))
+        mask_logits = self.decoder(fused, rgb_s.shape[-2:], skip, levels)
+        if small:
+            mask_logits = F.interpolate(mask_logits, size=size, mode="bilinear", align_corners=False)
         m = F.adaptive_avg_pool2d(torch.sigmoid(mask_logits.float()), grid).to(fused.dtype)
         eps = 1e-4
         f_in = (fused * m).sum((2, 3)) / (m.sum((2, 3)) + eps)

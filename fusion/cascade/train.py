@@ -79,6 +79,7 @@ class TrainConfig:
     dim: int = 128
     heads: int = 4
     decoder: str = "unet"
+    backbone_size: int | None = None  # None: size
     device: str = "auto"
     seed: int = 0
     augment: str | None = None  # None: "all" with sbi online, none otherwise
@@ -108,6 +109,9 @@ class TrainConfig:
                   (bool(self.stores), "--store: give at least one store"),
                   (self.dim % self.heads == 0, "--dim must be divisible by --heads"),
                   (self.decoder in DECODERS, f"--decoder must be one of {', '.join(DECODERS)}"),
+                  (self.backbone_size is None or (16 <= self.backbone_size <= self.size
+                                                  and self.backbone_size % 16 == 0),
+                   "--backbone-size must be a multiple of 16, >= 16 and at most --size"),
                   (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")]
         for ok, message in checks:
             if not ok:
@@ -155,6 +159,7 @@ def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
     """The model of ``config``. ``for_loading`` skips pretrained backbone weights (the run's
     own checkpoint is loaded over them right after)."""
     model = CascadeModel(config.backbone, dim=config.dim, heads=config.heads, decoder=config.decoder,
+                         backbone_size=config.backbone_size,
                          backbone_weights=None if for_loading else config.backbone_weights,
                          random_init=True if for_loading else config.random_init)
     return model.to(memory_format=torch.channels_last)

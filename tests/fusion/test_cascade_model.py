@@ -132,3 +132,26 @@ def test_plain_and_unet_weights_are_not_interchangeable():
     CascadeModel("tiny", dim=32, decoder="plain").load_state_dict(plain)
     with pytest.raises(ValueError, match="decoder must be one of unet, plain"):
         CascadeModel("tiny", dim=32, decoder="fpn")
+
+
+def test_backbone_size_runs_the_rgb_stream_on_a_smaller_copy_and_the_streams_at_full_size():
+    model = CascadeModel("tiny", dim=32, backbone_size=32)
+    seen = {}
+
+    def record(name):
+        def hook(module, args):
+            seen[name] = args[0].shape[-1]    # a pre-hook returning None keeps the input
+        return hook
+    for name, part in (("rgb", model.rgb), ("lbp", model.texture), ("dct", model.frequency)):
+        part.register_forward_pre_hook(record(name))
+    _check_forward_backward(model, 2, 64)           # the mask comes back at the input size
+    assert seen == {"rgb": 32, "lbp": 64, "dct": 64}
+    # at its own size the model is the plain one: same weights, same outputs
+    torch.manual_seed(0)
+    a = CascadeModel("tiny", dim=32, backbone_size=32).eval()
+    torch.manual_seed(0)
+    b = CascadeModel("tiny", dim=32).eval()
+    x = torch.rand(2, 3, 32, 32)
+    assert torch.equal(a(x)["mask_logits"], b(x)["mask_logits"])
+    with pytest.raises(ValueError, match="multiple of 16"):
+        CascadeModel("tiny", dim=32, backbone_size=40)

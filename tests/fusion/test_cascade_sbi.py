@@ -250,6 +250,12 @@ def test_old_run_format_is_refused(face_store, tmp_path):
         load_run(run)
 
 
+def test_backbone_size_above_the_input_size_is_refused(face_store, tmp_path):
+    with pytest.raises(ValueError, match="--backbone-size"):
+        TrainConfig(store=str(face_store), out=str(tmp_path / "r"), backbone_size=64,
+                    **TINY).validate()
+
+
 def test_run_saved_before_the_decoder_setting_loads_with_the_plain_decoder(face_store, tmp_path):
     run = tmp_path / "run"
     train(TrainConfig(store=str(face_store), out=str(run), epochs=1, batch_size=16, max_steps=1,
