@@ -118,14 +118,17 @@ def det_figure(labels, scores, methods=None, title="DET"):
     return _finish(fig, ax, "upper right")
 
 
-def score_histograms(scores, methods, path, threshold=None, title="Scores by method") -> Path:
+def score_histograms(scores, methods, path, threshold=None, title="Scores by method",
+                     xlabel="fake score") -> Path:
     """Overlaid score histograms, one per method ("real" included), with the threshold: a PNG."""
-    return save_figure(score_histogram_figure(scores, methods, threshold, title), path)
+    return save_figure(score_histogram_figure(scores, methods, threshold, title, xlabel), path)
 
 
-def score_histogram_figure(scores, methods, threshold=None, title="Scores by method"):
+def score_histogram_figure(scores, methods, threshold=None, title="Scores by method",
+                           xlabel="fake score"):
     """The figure of :func:`score_histograms`: sample counts (not densities) per bin, the
-    same 40 bins for every method, so that bar heights compare across methods and sets."""
+    same 40 bins for every method, so that bar heights compare across methods and sets.
+    ``xlabel`` names what ``scores`` are (a probability, a decision value...)."""
     plt = _pyplot()
     scores = np.asarray(scores, dtype=float)
     methods = np.asarray(methods).astype(str)
@@ -137,7 +140,7 @@ def score_histogram_figure(scores, methods, threshold=None, title="Scores by met
     if threshold is not None and np.isfinite(threshold):
         ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.3g}")
     ax.yaxis.get_major_locator().set_params(integer=True)
-    ax.set(xlabel="fake score", ylabel="samples (count)", title=title)
+    ax.set(xlabel=xlabel, ylabel="samples (count)", title=title)
     return _finish(fig, ax, "best")
 
 

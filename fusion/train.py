@@ -244,11 +244,14 @@ def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", tit
     if frame.empty or frame["label"].nunique() < 2:
         return []
     y, m = frame["label"].to_numpy(), frame["method"].to_numpy()
-    s = frame[RANK_COLUMN if RANK_COLUMN in frame else "score"].to_numpy()
+    column = RANK_COLUMN if RANK_COLUMN in frame else "score"
+    s = frame[column].to_numpy()
     return [plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
             plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
             plots.score_histograms(s, m, out / f"{prefix}scores.png", threshold=threshold,
-                                   title=f"Scores by method ({title})")]
+                                   title=f"Scores by method ({title})",
+                                   xlabel="decision value (logit; higher = more fake)"
+                                   if column == RANK_COLUMN else "fake score")]
 
 
 def parse_params(items) -> dict:

@@ -96,3 +96,21 @@ def test_plot_functions_still_write_pngs(tmp_path):
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert plt.get_fignums() == []  # every written figure is closed
+
+
+def test_train_histograms_name_decision_values_as_such(tmp_path, monkeypatch):
+    import pandas as pd
+    from fusion import train
+    seen = {}
+    real = plots.score_histograms
+
+    def spy(*args, **kwargs):
+        seen["xlabel"] = kwargs.get("xlabel")
+        return real(*args, **kwargs)
+    monkeypatch.setattr(plots, "score_histograms", spy)
+    y, s, m = _scores(n=8)
+    frame = pd.DataFrame({"label": y, "method": m, "score": 1 / (1 + np.exp(-s)), "logit": s})
+    train.write_plots(frame, tmp_path, threshold=0.0)
+    assert seen["xlabel"].startswith("decision value")
+    train.write_plots(frame.drop(columns="logit"), tmp_path, threshold=0.5)
+    assert seen["xlabel"] == "fake score"
