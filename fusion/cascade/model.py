@@ -163,7 +163,8 @@ def _build_efficientnet_lite0(weights_path, random_init: bool):
 
 
 class TimmFeatures(nn.Module):
-    """One feature level of a timm ``features_only`` model, with the model's normalisation."""
+    """The feature levels of a timm ``features_only`` model up to stride 16 (the deepest is
+    the stream's map), with the model's normalisation."""
 
     def __init__(self, net, mean, std):
         super().__init__()
@@ -347,7 +348,7 @@ class CascadeModel(nn.Module):
     decoder : str
         ``unet`` (default): the mask decoder also reads the RGB backbone's maps at strides
         8, 4 and 2 (:class:`MaskDecoder`); ``plain``: only the fused stride-16 map and a
-        full-resolution input skip (the decoder of run format 2 runs without this setting).
+        full-resolution input skip (runs saved before this setting existed load with it).
     backbone_size : int, optional
         Side of the copy of the input that the RGB backbone, the input skip and the mask
         decoder work on (bilinear with antialiasing; the mask logits are upsampled back to
