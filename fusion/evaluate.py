@@ -12,7 +12,8 @@ features computed differently are meaningless. The threshold is the one chosen o
 training run's val split.
 
 Writes ``metrics.json`` (``{"model", "store", "split", "threshold", "metrics"}``),
-``scores.csv`` and ``roc.png`` / ``det.png`` / ``scores.png`` into ``--out``.
+``scores.csv``, ``roc.png`` / ``det.png`` / ``scores.png`` and ``report.html``
+(:mod:`fusion.report`) into ``--out``.
 """
 from __future__ import annotations
 
@@ -36,8 +37,10 @@ def model_dir(path) -> Path:
 
 
 def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0, plots_on=True,
-                 verbose=True) -> dict:
-    """Check compatibility, score ``store_path`` with the model, write ``out``. Returns the result."""
+                 verbose=True, command: str | None = None) -> dict:
+    """Check compatibility, score ``store_path`` with the model, write ``out``. Returns the result.
+
+    ``command`` (the command line) is shown in ``report.html``."""
     mdir = model_dir(model_path)
     config = json.loads((mdir / "model.json").read_text())
     store = train.open_store_or_usage(store_path)
@@ -66,6 +69,8 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if plots_on:
         train.write_plots(frame, out, threshold, title=Path(store_path).stem)
+    from fusion.report import write_report
+    write_report(out, command)
     if verbose:
         m = result["metrics"]
         print(f"{config['fusion']} on {Path(store_path).name} [{result['split']}]: "
@@ -94,8 +99,10 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    command = train.command_line(parser.prog, argv)
     return run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
-                                                           args.bootstrap, plots_on=not args.no_plots))
+                                                           args.bootstrap, plots_on=not args.no_plots,
+                                                           command=command))
 
 
 if __name__ == "__main__":

@@ -224,6 +224,22 @@ def _train_page(folder: Path, m: dict, command):
     return title, body
 
 
+def _evaluate_page(folder: Path, m: dict, command):
+    """A fusion.evaluate folder: one scored store at the run's own threshold."""
+    store = Path(str(m.get("store", ""))).name
+    title = (f"fusion.evaluate: {m.get('fusion')} on {', '.join(m.get('features', []))}, "
+             f"{store} [{m.get('split')}]")
+    scores = m.get("metrics", {})
+    threshold = (f"Threshold: {_num(m.get('threshold'))}, chosen on the val split of the model's "
+                 f"own training run ({_esc(m.get('model'))}); nothing is chosen on this store.")
+    body = [_warnings(scores.get("warnings", [])),
+            _metrics_section([(f"{store} [{m.get('split')}]", scores)], threshold),
+            _by_method_section(scores, "By method"),
+            _plots_section(folder, ["roc.png", "det.png", "scores.png"]),
+            _provenance_section(None, command)]
+    return title, body
+
+
 def _ablation_page(folder: Path, a: dict, command):
     rows = a.get("rows", [])
     title = f"fusion.ablate: {len(rows)} configurations on {Path(str(a.get('store', ''))).name}"
@@ -297,8 +313,8 @@ def _cascade_page(folder: Path, m: dict, command):
 
 
 def report_kind(folder) -> str | None:
-    """``"ablation"``, ``"cascade"`` or ``"train"`` for a run folder; None when it has neither
-    ``ablation.json`` nor a ``metrics.json`` this module reads."""
+    """``"ablation"``, ``"cascade"``, ``"train"`` or ``"evaluate"`` for a run folder; None when
+    it has neither ``ablation.json`` nor a ``metrics.json`` this module reads."""
     folder = Path(folder)
     if (folder / "ablation.json").is_file():
         return "ablation"
@@ -310,6 +326,8 @@ def report_kind(folder) -> str | None:
         return "cascade"
     if "test" in m and "val" in m:
         return "train"
+    if "metrics" in m and "model" in m and "threshold" in m:
+        return "evaluate"
     return None
 
 
@@ -324,7 +342,8 @@ def write_report(folder, command: str | None = None) -> Path:
     if kind is None:
         raise ValueError(f"{folder}: no metrics.json or ablation.json of a run to report")
     data = json.loads((folder / ("ablation.json" if kind == "ablation" else "metrics.json")).read_text())
-    page = {"train": _train_page, "ablation": _ablation_page, "cascade": _cascade_page}[kind]
+    page = {"train": _train_page, "ablation": _ablation_page, "cascade": _cascade_page,
+            "evaluate": _evaluate_page}[kind]
     title, body = page(folder, data, command)
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"

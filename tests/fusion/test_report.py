@@ -206,3 +206,19 @@ def test_report_holds_robustness_rows_and_curves(tmp_path):
         assert f"<td class=\"l\">test@{spec}</td><td>{r['n_real']}</td><td>{r['n_fake']}</td>" \
                f"<td>{r['auc']:.4f} [no CI]</td>" in text
     assert (out / "robustness.png").read_bytes() in _inline_pngs(text)
+
+
+def test_evaluate_writes_a_report_of_the_scored_store(train_run, tmp_path):
+    from fusion import evaluate
+    store = tmp_path / "third.h5"
+    make_store(store, seed=9)
+    out = tmp_path / "ev"
+    assert evaluate.main(["--model", str(train_run), "--store", str(store), "--out", str(out),
+                          "--bootstrap", "20"]) == 0
+    assert report.report_kind(out) == "evaluate"
+    text = (out / report.REPORT_NAME).read_text()
+    _assert_self_contained(text)
+    assert sorted(_inline_pngs(text)) == sorted(p.read_bytes() for p in out.glob("*.png"))
+    m = json.loads((out / "metrics.json").read_text())
+    assert f"{m['metrics']['auc']:.4f}" in text and "third.h5" in text
+    assert "python -m fusion.evaluate --model" in html.unescape(text)
