@@ -15,6 +15,9 @@ beside them -- and writes one HTML page into the same folder:
 The page is plain HTML and CSS: no script, no font or image fetched from anywhere, so it
 opens the same from a laptop, a mail attachment or an archive.
 
+``python -m fusion.report RUN [RUN ...]`` writes (or rewrites) the page of run folders made
+before this module existed, or after their files changed.
+
 Example
 -------
 >>> from fusion.report import write_report                      # doctest: +SKIP
@@ -27,6 +30,7 @@ import base64
 import html
 import json
 import math
+import sys
 from pathlib import Path
 
 __all__ = ["write_report", "REPORT_NAME", "report_kind"]
@@ -354,3 +358,31 @@ def write_report(folder, command: str | None = None) -> Path:
     tmp.write_text(doc, encoding="utf-8")
     tmp.replace(out)
     return out
+
+
+def build_parser():
+    from pipelines.cli import CLIParser
+    p = CLIParser(prog="python -m fusion.report",
+                  description="Write report.html into run folders of fusion.train, fusion.ablate, "
+                              "fusion.evaluate or fusion.cascade eval.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
+    return p
+
+
+def main(argv=None) -> int:
+    from pipelines.cli import run_cli
+    from pipelines.errors import UsageError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+
+    def work():
+        for run in args.runs:  # every folder checked before any page is written
+            if report_kind(run) is None:
+                raise UsageError(f"{run}: no metrics.json or ablation.json of a run to report")
+        for run in args.runs:
+            print(f"wrote {write_report(run)}")
+    return run_cli(parser.prog, work)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -222,3 +222,22 @@ def test_evaluate_writes_a_report_of_the_scored_store(train_run, tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert f"{m['metrics']['auc']:.4f}" in text and "third.h5" in text
     assert "python -m fusion.evaluate --model" in html.unescape(text)
+
+
+def test_report_cli_rewrites_a_runs_page_and_refuses_a_folder_without_a_run(train_run, tmp_path, capsys):
+    page = train_run / report.REPORT_NAME
+    before = page.read_text()
+    page.unlink()
+    assert report.main([str(train_run)]) == 0
+    assert page.read_text().replace(str(train_run.resolve()), "") == \
+        before.replace(str(train_run.resolve()), "")
+    assert f"wrote {page}" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert report.main([str(train_run), str(empty)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("python -m fusion.report: error:") and "empty" in err[0]
+    with pytest.raises(SystemExit) as info:
+        report.main(["--bogus-flag", str(train_run)])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and err.startswith("python -m fusion.report: error: ") and "\n" not in err
