@@ -26,14 +26,25 @@ from pipelines.cli import CLIParser, next_line, run_cli
 from pipelines.errors import UsageError
 
 
-def model_dir(path) -> Path:
-    """A run directory (with ``model/``) or a model directory (with ``model.json``)."""
+def model_dir(path, flag: str = "--model") -> Path:
+    """A run directory (with ``model/``) or a model directory (with ``model.json``);
+    ``flag`` names the option that gave ``path`` in the error."""
     p = Path(path)
     if (p / "model" / "model.json").is_file():
         return p / "model"
     if (p / "model.json").is_file():
         return p
-    raise UsageError(f"--model: no model.json in {p} or {p / 'model'}")
+    raise UsageError(f"{flag}: no model.json in {p} or {p / 'model'}")
+
+
+def require_matching_features(config: dict, store, store_path):
+    """UsageError naming the first difference (and the others) between the features the
+    model of ``config`` (its ``model.json``) was trained on and those of ``store``."""
+    recorded = config.get("run", {}).get("feature_attrs") or {f: {} for f in config["features"]}
+    problems = train.attr_mismatches(recorded, store, config.get("inputs", "vector"))
+    if problems:
+        raise UsageError(f"--store {store_path}: {problems[0]}"
+                         + (f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""))
 
 
 def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0, plots_on=True,
@@ -46,11 +57,7 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     store = train.open_store_or_usage(store_path)
     run = config.get("run", {})
     inputs = config.get("inputs", "vector")
-    recorded = run.get("feature_attrs") or {f: {} for f in config["features"]}
-    problems = train.attr_mismatches(recorded, store, inputs)
-    if problems:
-        raise UsageError(f"--store {store_path}: {problems[0]}"
-                         + (f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""))
+    require_matching_features(config, store, store_path)
     if split not in ("auto", "all", "train", "val", "test"):
         raise UsageError(f"--split: expected auto, all, train, val or test, got {split!r}")
     chosen = train.cross_split(store) if split == "auto" else (None if split == "all" else split)

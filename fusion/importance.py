@@ -294,22 +294,15 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
                                ("--mi-samples", mi_samples, 10)):
         if value < least:
             raise UsageError(f"{flag}: must be >= {least}, got {value}")
-    try:
-        from fusion.evaluate import model_dir
-        mdir = model_dir(run)
-    except UsageError as exc:
-        raise UsageError(str(exc).replace("--model", "--run", 1)) from None
+    from fusion.evaluate import model_dir, require_matching_features
+    mdir = model_dir(run, flag="--run")
     config = json.loads((mdir / "model.json").read_text())
     if config.get("inputs", "vector") != "vector":
         raise UsageError(f"--run {run}: fusion {config.get('fusion')!r} reads maps; importance "
                          "covers vector fusions only")
     store = train.open_store_or_usage(store_path)
     features = list(config["features"])
-    recorded = config.get("run", {}).get("feature_attrs") or {f: {} for f in features}
-    problems = train.attr_mismatches(recorded, store, "vector")
-    if problems:
-        raise UsageError(f"--store {store_path}: {problems[0]}"
-                         + (f" (+{len(problems) - 1} more)" if len(problems) > 1 else ""))
+    require_matching_features(config, store, store_path)
     data = train.load_split(store, features, split)
     if len(data) == 0 or len(np.unique(data.y)) < 2:
         raise UsageError(f"--split {split}: needs reals and fakes in {store_path} (it has "
