@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import CLIParser, add_config_flag, error_line, next_line, write_flags
+from pipelines.cli import CLIParser, add_config_flag, command_line, error_line, next_line, write_flags
 from pipelines.errors import UsageError
 from stores.schema import StoreError
 
@@ -401,7 +401,7 @@ def main(argv=None) -> int:
         out = write_outputs(table, path, args.out, {
             **config, "baselines": {"metadata": baseline},
             "provenance": train.provenance([store_path, *args.test_store], args.seed, config,
-                                           train.command_line("python -m fusion.ablate", argv)),
+                                           command_line("python -m fusion.ablate", argv)),
             "seconds": round(time.time() - t0, 2)})
     except (UsageError, StoreError) as e:
         print(error_line("python -m fusion.ablate", e), file=sys.stderr)

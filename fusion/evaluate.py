@@ -22,7 +22,7 @@ import sys
 from pathlib import Path
 
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, next_line, run_cli
+from pipelines.cli import CLIParser, command_line, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -106,7 +106,7 @@ def build_parser():
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    command = train.command_line(parser.prog, argv)
+    command = command_line(parser.prog, argv)
     return run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
                                                            args.bootstrap, plots_on=not args.no_plots,
                                                            command=command))

@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
-from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
+from pipelines.cli import CLIParser, add_config_flag, command_line, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 from stores.schema import code_version
 
@@ -505,11 +505,6 @@ def add_report_flags(p):
     """--bootstrap and --no-plots, shared by the train and evaluate CLIs."""
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-
-
-def command_line(prog: str, argv=None) -> str:
-    """The command as a user would retype it: ``python -m fusion.train --store ...``."""
-    return prog + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
 
 
 def saved_threshold(model, run: dict) -> float:

@@ -234,6 +234,11 @@ def flags_record(prog: str, args: argparse.Namespace, drop=()) -> dict:
     return {"command": prog, "flags": resolved_flags(args, drop)}
 
 
+def command_line(prog: str, argv=None) -> str:
+    """The command as a user would retype it: ``python -m fusion.train --store ...``."""
+    return prog + " " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+
+
 def next_line(prog: str, *args) -> str:
     """``next: <prog> <args>``: the command that usually follows a run, its arguments quoted
     for a shell where needed. Every CLI prints one after its summary.

@@ -20,7 +20,6 @@ Evaluate the best checkpoint on the test split; predict scores and mask overlays
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, add_config_flag, flags_record, next_line, run_cli
+from pipelines.cli import CLIParser, add_config_flag, command_line, flags_record, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -175,7 +174,7 @@ def _train(args):
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
     result = train(config, resume=args.resume,
-                   flags=flags_record(f"{PROG} train", args, drop=("command", "command_line")))
+                   flags=flags_record(f"{PROG} train", args, drop=("command",)))
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
@@ -208,7 +207,8 @@ def _summary(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def _run(args) -> int:
+def _run(args, typed: str) -> int:
+    """Run the subcommand; ``typed`` is the command line as given (shown in report.html)."""
     if args.threads < 0:
         raise UsageError(f"--threads must be >= 0, got {args.threads}")
     if args.threads:
@@ -232,7 +232,7 @@ def _run(args) -> int:
         print(_summary(metrics))
         out = Path(args.out or Path(args.run) / f"eval_{args.split}")
         from fusion.report import write_report
-        print(f"wrote {out / 'metrics.json'} and {write_report(out, args.command_line)}")
+        print(f"wrote {out / 'metrics.json'} and {write_report(out, typed)}")
         print(next_line(f"{PROG} predict", "--run", args.run, "--store", args.store,
                         "--out", Path(args.run) / "predict"))
     else:
@@ -244,11 +244,11 @@ def _run(args) -> int:
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    args.command_line = f"{PROG} {shlex.join(sys.argv[1:] if argv is None else argv)}"
+    typed = command_line(PROG, argv)
 
     def work():
         try:
-            return _run(args)
+            return _run(args, typed)
         except (BackboneWeightsError, ValueError) as exc:
             # settings and data the user can fix (missing weights, a store without the
             # needed maps or landmarks, an old run folder): one line, exit 2
