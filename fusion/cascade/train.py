@@ -774,23 +774,12 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         }
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / "metrics.json", metrics)
-        _predictions_frame(data, result).to_csv(out_dir / "predictions.csv", index=False)
-        metrics["plots"] = _write_score_plots(out_dir, meta, result["scores"], split)
+        frame = _predictions_frame(data, result)
+        frame.to_csv(out_dir / "predictions.csv", index=False)
+        from fusion.train import write_plots  # ROC, DET and histograms as fusion.train draws them
+        metrics["plots"] = [str(p) for p in write_plots(frame, out_dir, 0.5, title=split)]
         metrics["overlays"] = _write_overlays(out_dir, data, result, result["scores"])
     return metrics
-
-
-def _write_score_plots(out_dir: Path, meta: pd.DataFrame, scores: np.ndarray, split: str) -> list[str]:
-    """``roc.png``, ``det.png`` and ``scores.png`` (counts per method, threshold 0.5) of an
-    evaluated split; none when it lacks reals or fakes."""
-    from fusion import plots
-    labels, methods = meta["label"].to_numpy(), meta["method"].astype(str).to_numpy()
-    if not ((labels == 0).any() and (labels == 1).any()):
-        return []
-    return [str(plots.roc_plot(labels, scores, out_dir / "roc.png", methods, f"ROC ({split})")),
-            str(plots.det_plot(labels, scores, out_dir / "det.png", methods, f"DET ({split})")),
-            str(plots.score_histograms(scores, methods, out_dir / "scores.png", threshold=0.5,
-                                       title=f"Scores by method ({split})"))]
 
 
 def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",
