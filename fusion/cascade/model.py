@@ -112,24 +112,25 @@ class EfficientNetLite0Features(nn.Module):
         self.stride = stride
         # The last block at each stride gives that level's map (the stem's at stride 2 when
         # a stride-2 block follows it directly).
-        self._level_of, level_stride = {}, 2
+        last_of, level_stride = {}, 2
         channels = {2: net._bn0.num_features}
         for idx, block in enumerate(blocks):
             s = block._block_args.stride
             level_stride *= s[0] if isinstance(s, (list, tuple)) else s
             channels[level_stride] = block._block_args.output_filters
-            self._level_of[level_stride] = idx
+            last_of[level_stride] = idx
         self.level_channels = {k: channels[k] for k in sorted(channels)}
+        self._level_after = {idx: s for s, idx in last_of.items()}  # block index -> its stride
 
     def forward(self, x, levels: bool = False):
         """The stride-16 map; with ``levels``, also ``{stride: map}`` at strides 2-16."""
         x = self.stem((x - 0.498) / 0.502)
-        maps, last = {2: x}, {idx: s for s, idx in self._level_of.items()}
+        maps = {2: x}
         for idx, block in enumerate(self.blocks):
             rate = self.drop_connect_rate * idx / self.n_total if self.training else None
             x = block(x, drop_connect_rate=rate)
-            if levels and idx in last:
-                maps[last[idx]] = x
+            if levels and idx in self._level_after:
+                maps[self._level_after[idx]] = x
         return (x, maps) if levels else x
 
 
