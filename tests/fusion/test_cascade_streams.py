@@ -17,9 +17,11 @@ torch.set_num_threads(1)
 
 #: float32 matrix DCT against scipy's float64 dctn, on log1p(|coef|) values of 0-12.
 DCT_TOLERANCE = 2e-3
-#: float32 luma from two code paths (torch einsum, numpy matmul): a three-term sum of
-#: non-negative products, so each path is within about an ulp of the exact value.
-GRAY_MAX_ULP = 2
+#: float32 luma from two code paths (torch einsum, numpy matmul). A float32 dot product of
+#: length 3 is within gamma_3 ~ 3u of the exact value relative to the sum of the |products|
+#: (u = 2^-24), which here is the luma itself (non-negative terms), and an ulp is at least
+#: u times the value: each path is within 3 ulps, two paths within 6. Seen here: 2.
+GRAY_MAX_ULP = 6
 
 
 def _tensor(images: np.ndarray) -> torch.Tensor:
@@ -53,8 +55,8 @@ def _luma_roundings(images: np.ndarray) -> list[np.ndarray]:
 
 def test_gray_float_equals_facebatch_gray_to_a_stated_ulp_tolerance(faces):
     # torch's einsum and numpy's matmul take different vector paths whose float32 rounding
-    # depends on the CPU (3,439 of 65,536 pixels one ulp apart on one Xeon): the two are
-    # equal to GRAY_MAX_ULP, never asked to be bit-identical
+    # depends on the CPU (3,439 of 65,536 pixels one ulp apart on one Xeon, 14,956 up to two
+    # ulps on another): the two are equal to GRAY_MAX_ULP, never asked to be bit-identical
     ours = gray_float(_tensor(faces.images)).numpy()
     np.testing.assert_array_max_ulp(ours, faces.gray, maxulp=GRAY_MAX_ULP)
     for candidate in _luma_roundings(faces.images):
