@@ -51,7 +51,7 @@ SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metr
 __all__ = [
     "RATE_TARGETS", "roc_points", "det_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
     "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
-    "bootstrap_ci", "weighted_metrics", "BOOTSTRAP_METHODS", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
+    "bootstrap_ci", "ScoreOrder", "weighted_metrics", "WEIGHTED_KEYS", "BOOTSTRAP_METHODS", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
 ]
 
 
@@ -279,78 +279,110 @@ def _cluster_resamples(labels, clusters, n_boot, rng):
     return [r for r in out if _both_classes(labels[r])], stratified
 
 
-def _sorted_groups(labels, scores):
-    """One sort for every resample: ``(order, ends, thresholds)``.
+class ScoreOrder:
+    """One sort of a scored set, shared by every weighting of it (:func:`weighted_metrics`).
 
-    ``order`` sorts the samples by decreasing score; ``ends[g]`` is the position (in that
-    order) of the last sample of the g-th distinct score, ``thresholds[g]`` that score.
+    Attributes
+    ----------
+    fake_order, real_order : indices of the fakes (reals) by decreasing score.
+    thresholds : (m,) the distinct scores, decreasing.
+    fake_at, real_at : (m + 1,) how many fakes (reals) score at least each threshold, after
+        a leading 0 for the threshold +inf.
     """
-    order = np.argsort(-scores, kind="stable")
-    s = scores[order]
-    ends = np.r_[np.flatnonzero(s[1:] != s[:-1]), s.size - 1]
-    return order, ends, s[ends]
+
+    def __init__(self, labels, scores):
+        labels, scores = _validate(labels, scores)
+        order = np.argsort(-scores, kind="stable")
+        self.thresholds = np.unique(scores)[::-1]
+        fake = labels[order] == 1
+        self.fake_order, self.real_order = order[fake], order[~fake]
+        # a sample of score s is counted at every threshold <= s
+        self.fake_at = np.r_[0, np.searchsorted(-scores[self.fake_order], -self.thresholds, side="right")]
+        self.real_at = np.r_[0, np.searchsorted(-scores[self.real_order], -self.thresholds, side="right")]
 
 
-def weighted_metrics(weights, labels, ends, thresholds, targets=RATE_TARGETS) -> dict:
-    """Core metrics of many weightings of one scored set at once, without re-sorting it.
+#: What :func:`weighted_metrics` can compute.
+WEIGHTED_KEYS = ("auc", "ap", "eer", "eer_threshold", "far_at_frr", "frr_at_far", "tpr_at_fpr")
+
+
+def _cumulative_at(weights, at):
+    """Cumulative sums of every row of ``weights`` after its first ``at[g]`` columns, as float64."""
+    c = np.zeros((weights.shape[0], weights.shape[1] + 1), weights.dtype)
+    np.cumsum(weights, axis=1, dtype=weights.dtype, out=c[:, 1:])
+    return c[:, at].astype(np.float64)
+
+
+def weighted_metrics(fake_weights, real_weights, order: ScoreOrder, targets=RATE_TARGETS,
+                     keys=WEIGHTED_KEYS) -> dict:
+    """Core metrics of many integer weightings of one scored set at once, without re-sorting.
 
     A bootstrap resample that draws a sample k times is the set with that sample weighted
-    by k; every metric here equals the one of the set with each sample repeated ``weight``
-    times (integer weights), as :func:`core_metrics` and :func:`threshold_at_eer` compute
-    it: the same DET points (distinct scores of weight 0 repeat the previous point, which
-    changes no minimum and no sign change), hence the same EER, rates and threshold.
+    by k. Every metric equals the one :func:`core_metrics` (and :func:`threshold_at_eer`)
+    gives for the set with each sample repeated ``weight`` times: the same DET points, as
+    exact integer counts (a distinct score of weight 0 repeats the point before it, which
+    moves no minimum and no sign change), hence the same EER, rates and threshold; AUC and
+    AP are the same sums, rounded differently (~1e-16).
 
     Parameters
     ----------
-    weights : (B, n) float, one row per weighting, samples in decreasing-score order.
-    labels : (n,) 0 / 1 in the same order.
-    ends, thresholds : from :func:`_sorted_groups`.
+    fake_weights : (B, n_fake) integer weights, one row per weighting, fakes in
+        ``order.fake_order``.
+    real_weights : (B, n_real) the same for the reals, in ``order.real_order``.
+    order : the :class:`ScoreOrder` of the set.
     targets : error-rate targets of the operating-point metrics.
+    keys : which of :data:`WEIGHTED_KEYS` to compute.
 
     Returns
     -------
-    dict of (B,) arrays: ``auc``, ``ap``, ``eer``, ``eer_threshold``, and dicts (keyed like
-    :data:`RATE_KEYS`) ``far_at_frr``, ``frr_at_far``, ``tpr_at_fpr``. A row must hold
-    weight in both classes.
+    dict of (B,) arrays: ``auc``, ``ap``, ``eer``, ``eer_threshold``, and dicts keyed like
+    :data:`RATE_KEYS` for ``far_at_frr``, ``frr_at_far``, ``tpr_at_fpr``. Every row must
+    weigh both classes.
     """
-    n_rows = weights.shape[0]
-    rows = np.arange(n_rows)
-    zero = np.zeros((n_rows, 1))
-    # cumulative weights at each distinct score, after a first point at +inf (nothing flagged)
-    tps = np.concatenate([zero, np.cumsum(weights * labels, axis=1)[:, ends]], axis=1)
-    fps = np.concatenate([zero, np.cumsum(weights, axis=1)[:, ends]], axis=1) - tps
+    rows = np.arange(fake_weights.shape[0])
+    # cumulative weight flagged at each threshold, from +inf (nothing flagged) down
+    tps = _cumulative_at(fake_weights, order.fake_at)
+    fps = _cumulative_at(real_weights, order.real_at)
     pos, neg = tps[:, -1], fps[:, -1]
-    P, N = np.diff(tps, axis=1), np.diff(fps, axis=1)
-    auc = (N * (tps[:, :-1] + 0.5 * P)).sum(axis=1) / (pos * neg)
-    ap = (P * tps[:, 1:] / np.maximum(tps[:, 1:] + fps[:, 1:], 1.0)).sum(axis=1) / pos
+    out = {}
+    if "auc" in keys:
+        out["auc"] = (np.diff(fps, axis=1) * (tps[:, :-1] + tps[:, 1:])).sum(axis=1) / (2 * pos * neg)
+    if "ap" in keys:
+        out["ap"] = (np.diff(tps, axis=1) * tps[:, 1:] / np.maximum(tps[:, 1:] + fps[:, 1:], 1.0)).sum(axis=1) / pos
     frr = fps / neg[:, None]
     far = (pos[:, None] - tps) / pos[:, None]
-    # det_curve starts at the last point with no false positive; earlier points are not on it
-    col = np.arange(tps.shape[1])
-    on_det = col >= ((fps == 0).sum(axis=1) - 1)[:, None]
+    # det_curve starts at the last point with no false positive; frr rises and far falls
+    # along the points, so each search below is a count
+    start = (fps == 0).sum(axis=1) - 1
     diff = frr - far
-    i = np.argmax(on_det & (diff >= 0), axis=1)
+    i = np.maximum((diff < 0).sum(axis=1), start)
     h = np.maximum(i - 1, 0)
     d0, d1 = diff[rows, h], diff[rows, i]
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(d1 != d0, d0 / (d0 - d1), 0.0)
-    at_start = ~on_det[rows, h] | (i == 0)
-    eer = np.where(at_start, frr[rows, i], frr[rows, h] + t * (frr[rows, i] - frr[rows, h]))
-    # the threshold of a weight-0 score is not on the curve: take the last point that is
-    present = np.concatenate([np.ones((n_rows, 1), bool), (P + N) > 0], axis=1)
-    last_present = np.maximum.accumulate(np.where(present, col, 0), axis=1)
-    thr = np.r_[np.inf, thresholds]
-    thr_i, thr_h = thr[last_present[rows, i]], thr[last_present[rows, h]]
-    lenient = at_start | (t >= 0.5 - 1e-9) | ~np.isfinite(thr_h)
-    out = {"auc": auc, "ap": ap, "eer": eer, "eer_threshold": np.where(lenient, thr_i, thr_h)}
-    out["far_at_frr"] = {str(x): np.where(on_det & (frr <= x + 1e-12), far, np.inf).min(axis=1) for x in targets}
-    out["frr_at_far"] = {str(x): np.where(on_det & (far <= x + 1e-12), frr, np.inf).min(axis=1) for x in targets}
-    out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
-    return out
+    at_start = i == start
+    if "eer" in keys:
+        out["eer"] = np.where(at_start, frr[rows, i], frr[rows, h] + t * (frr[rows, i] - frr[rows, h]))
+    if "eer_threshold" in keys:
+        # a threshold of weight 0 is no point of the curve: take the last one that is
+        present = np.concatenate([np.ones((rows.size, 1), bool), np.diff(tps + fps, axis=1) > 0], axis=1)
+        col = np.arange(tps.shape[1])
+        last = np.maximum.accumulate(np.where(present, col, 0), axis=1)
+        thr = np.r_[np.inf, order.thresholds]
+        thr_i, thr_h = thr[last[rows, i]], thr[last[rows, h]]
+        lenient = at_start | (t >= 0.5 - 1e-9) | ~np.isfinite(thr_h)
+        out["eer_threshold"] = np.where(lenient, thr_i, thr_h)
+    if {"far_at_frr", "tpr_at_fpr"} & set(keys):
+        # the lowest far where frr <= x is at the last such point
+        out["far_at_frr"] = {str(x): far[rows, (frr <= x + 1e-12).sum(axis=1) - 1] for x in targets}
+        out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
+    if "frr_at_far" in keys:
+        # the lowest frr where far <= x is at the first such point on the curve
+        out["frr_at_far"] = {str(x): frr[rows, np.maximum((far > x + 1e-12).sum(axis=1), start)] for x in targets}
+    return {k: v for k, v in out.items() if k in keys}
 
 
 #: Upper bound on the elements of one (resamples x samples) block of the weighted bootstrap.
-_BLOCK_ELEMENTS = 2_000_000
+_BLOCK_ELEMENTS = 1_000_000
 
 
 def _bootstrap_weighted(labels, scores, n_boot, rng, clusters, seed):
@@ -359,44 +391,47 @@ def _bootstrap_weighted(labels, scores, n_boot, rng, clusters, seed):
 
     Returns ``(aucs, eers, fars, stratified)`` (``stratified`` None without clusters).
     """
-    order, ends, thresholds = _sorted_groups(labels, scores)
-    y = labels[order].astype(np.float64)
+    order = ScoreOrder(labels, scores)
     block = max(1, _BLOCK_ELEMENTS // labels.size)
-    starts = range(0, n_boot, block)
-    parts = []
+    score = lambda w_fake, w_real: weighted_metrics(w_fake, w_real, order, targets=(0.01,),  # noqa: E731
+                                                    keys=("auc", "eer", "far_at_frr"))
+    parts, stratified = [], None
     if clusters is None:
         pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
         # the reference draws every resample's fakes, then every resample's reals: a second
         # generator, moved past the fakes' draws, draws the reals block by block
         rng_neg = np.random.default_rng(seed)
-        for b0 in starts:
+        for b0 in range(0, n_boot, block):
             rng_neg.choice(pos, size=(min(block, n_boot - b0), pos.size))
         rank = np.empty(labels.size, np.int64)
-        rank[order] = np.arange(labels.size)
-        stratified = None
-        for b0 in starts:
+        rank[order.fake_order] = np.arange(pos.size)
+        rank[order.real_order] = np.arange(neg.size)
+
+        def counts(drawn, n):
+            b = drawn.shape[0]
+            flat = (rank[drawn] + n * np.arange(b)[:, None]).ravel()
+            return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.int32)
+
+        for b0 in range(0, n_boot, block):
             b = min(block, n_boot - b0)
-            idx = rank[np.concatenate([rng.choice(pos, size=(b, pos.size)), rng_neg.choice(neg, size=(b, neg.size))],
-                                      axis=1)]
-            weights = np.bincount((idx + labels.size * np.arange(b)[:, None]).ravel(),
-                                  minlength=b * labels.size).reshape(b, labels.size).astype(np.float64)
-            parts.append(weighted_metrics(weights, y, ends, thresholds, targets=(0.01,)))
+            w_fake = counts(rng.choice(pos, size=(b, pos.size)), pos.size)
+            parts.append(score(w_fake, counts(rng_neg.choice(neg, size=(b, neg.size)), neg.size)))
     else:
         picks, inverse, stratified = _cluster_draws(labels, clusters, n_boot, rng)
         n_codes = picks.shape[1]
-        counts = np.bincount((picks + n_codes * np.arange(n_boot)[:, None]).ravel(),
-                             minlength=n_boot * n_codes).reshape(n_boot, n_codes).astype(np.float64)
+        drawn = np.bincount((picks + n_codes * np.arange(n_boot)[:, None]).ravel(),
+                            minlength=n_boot * n_codes).reshape(n_boot, n_codes).astype(np.int32)
         n_fake = np.bincount(inverse, weights=labels == 1, minlength=n_codes)
         n_real = np.bincount(inverse, weights=labels == 0, minlength=n_codes)
-        counts = counts[(counts @ n_fake > 0) & (counts @ n_real > 0)]  # resamples with both classes
-        code = inverse[order]
-        for b0 in range(0, counts.shape[0], block):
-            parts.append(weighted_metrics(counts[b0:b0 + block][:, code], y, ends, thresholds, targets=(0.01,)))
+        drawn = drawn[(drawn @ n_fake > 0) & (drawn @ n_real > 0)]  # as the reference, drop one-class resamples
+        fake_code, real_code = inverse[order.fake_order], inverse[order.real_order]
+        for b0 in range(0, drawn.shape[0], block):
+            d = drawn[b0:b0 + block]
+            parts.append(score(d[:, fake_code], d[:, real_code]))
     if not parts:
         return np.empty(0), np.empty(0), np.empty(0), stratified
-    join = lambda get: np.concatenate([get(p) for p in parts])  # noqa: E731
-    return (join(lambda p: p["auc"]), join(lambda p: p["eer"]), join(lambda p: p["far_at_frr"]["0.01"]),
-            stratified)
+    return (np.concatenate([p["auc"] for p in parts]), np.concatenate([p["eer"] for p in parts]),
+            np.concatenate([p["far_at_frr"]["0.01"] for p in parts]), stratified)
 
 
 def _bootstrap_reference(labels, scores, n_boot, rng, clusters):
