@@ -350,34 +350,32 @@ def weighted_metrics(fake_weights, real_weights, order: ScoreOrder, targets=RATE
         out["ap"] = (np.diff(tps, axis=1) * tps[:, 1:] / np.maximum(tps[:, 1:] + fps[:, 1:], 1.0)).sum(axis=1) / pos
     frr = fps / neg[:, None]
     far = (pos[:, None] - tps) / pos[:, None]
-    # det_curve starts at the last point with no false positive; frr rises and far falls
-    # along the points, so each search below is a count
-    start = (fps == 0).sum(axis=1) - 1
+    # frr rises and far falls from point to point, so each search below is a count. det_curve
+    # starts at the last point without a false positive; the points before it have frr = 0
+    # and a larger far, so counting over them changes no value: the crossing is never
+    # among them (frr - far < 0 there), and where the curve's first point already has
+    # frr = far = 0 the interpolation from the point before it lands on that point (t = 1).
     diff = frr - far
-    i = np.maximum((diff < 0).sum(axis=1), start)
-    h = np.maximum(i - 1, 0)
-    d0, d1 = diff[rows, h], diff[rows, i]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(d1 != d0, d0 / (d0 - d1), 0.0)
-    at_start = i == start
+    i = (diff < 0).sum(axis=1)  # >= 1: the point at +inf has frr - far = -1
+    d0, d1 = diff[rows, i - 1], diff[rows, i]
+    t = d0 / (d0 - d1)  # d0 < 0 <= d1
     if "eer" in keys:
-        out["eer"] = np.where(at_start, frr[rows, i], frr[rows, h] + t * (frr[rows, i] - frr[rows, h]))
+        out["eer"] = frr[rows, i - 1] + t * (frr[rows, i] - frr[rows, i - 1])
     if "eer_threshold" in keys:
         # a threshold of weight 0 is no point of the curve: take the last one that is
         present = np.concatenate([np.ones((rows.size, 1), bool), np.diff(tps + fps, axis=1) > 0], axis=1)
         col = np.arange(tps.shape[1])
         last = np.maximum.accumulate(np.where(present, col, 0), axis=1)
         thr = np.r_[np.inf, order.thresholds]
-        thr_i, thr_h = thr[last[rows, i]], thr[last[rows, h]]
-        lenient = at_start | (t >= 0.5 - 1e-9) | ~np.isfinite(thr_h)
-        out["eer_threshold"] = np.where(lenient, thr_i, thr_h)
+        thr_i, thr_h = thr[last[rows, i]], thr[last[rows, i - 1]]
+        out["eer_threshold"] = np.where((t >= 0.5 - 1e-9) | ~np.isfinite(thr_h), thr_i, thr_h)
     if {"far_at_frr", "tpr_at_fpr"} & set(keys):
         # the lowest far where frr <= x is at the last such point
         out["far_at_frr"] = {str(x): far[rows, (frr <= x + 1e-12).sum(axis=1) - 1] for x in targets}
         out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
     if "frr_at_far" in keys:
         # the lowest frr where far <= x is at the first such point on the curve
-        out["frr_at_far"] = {str(x): frr[rows, np.maximum((far > x + 1e-12).sum(axis=1), start)] for x in targets}
+        out["frr_at_far"] = {str(x): frr[rows, (far > x + 1e-12).sum(axis=1)] for x in targets}
     return {k: v for k, v in out.items() if k in keys}
 
 
