@@ -51,7 +51,8 @@ SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metr
 __all__ = [
     "RATE_TARGETS", "roc_points", "det_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
     "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
-    "bootstrap_ci", "ScoreOrder", "weighted_metrics", "WEIGHTED_KEYS", "BOOTSTRAP_METHODS", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
+    "bootstrap_ci", "BOOTSTRAP_METHODS", "ScoreOrder", "weighted_metrics", "WEIGHTED_KEYS",
+    "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
 ]
 
 
