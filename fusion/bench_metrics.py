@@ -4,7 +4,8 @@
 
 On synthetic FF++-like test sets (a fifth of the videos real, the fakes spread over four
 methods, 10-54 frames per video, a per-video score offset plus frame noise, scores kept to 4
-decimals as a scores CSV holds them, so that many tie), times :func:`fusion.metrics.compute_metrics` with its default
+decimals as a scores CSV holds them, so that many tie; ``--full-precision`` keeps them
+unrounded, all distinct, the slower case for the weighted side), times :func:`fusion.metrics.compute_metrics` with its default
 video-cluster bootstrap, once with ``ci_method="reference"`` (each resample materialised
 and scored by scikit-learn, as before) and once with ``"weighted"`` (one sort, per-resample
 cluster weights), in one process with one thread (OpenMP, MKL and OpenBLAS limited to 1).
@@ -58,10 +59,10 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
     return sizes
 
 
-def synthetic_set(n_frames: int, n_videos: int, seed: int = 0):
+def synthetic_set(n_frames: int, n_videos: int, seed: int = 0, decimals: int | None = 4):
     """``(labels, scores, methods, video_ids)`` of an FF++-like test set, frames grouped by video.
 
-    Scores are rounded to 4 decimals (ties within and across classes). Every fifth video is real; a video's frame count is proportional to a draw from 10-54,
+    Scores are rounded to ``decimals`` (ties within and across classes; None: unrounded). Every fifth video is real; a video's frame count is proportional to a draw from 10-54,
     so the counts add up to ``n_frames``.
     """
     import numpy as np
@@ -74,7 +75,9 @@ def synthetic_set(n_frames: int, n_videos: int, seed: int = 0):
     frames[: n_frames - frames.sum()] += 1  # the remainder, a frame each to the first videos
     video = np.repeat(np.arange(n_videos), frames)
     logit = (rng.normal(size=n_videos) + 1.2 * video_label)[video] + 0.6 * rng.normal(size=video.size)
-    scores = np.round(1.0 / (1.0 + np.exp(-logit)), 4)
+    scores = 1.0 / (1.0 + np.exp(-logit))
+    if decimals is not None:
+        scores = np.round(scores, decimals)
     return video_label[video], scores, video_method[video], np.char.add("v", video.astype(str))
 
 
@@ -96,15 +99,18 @@ def max_difference(a, b, path: str = "") -> float:
     return 0.0
 
 
-def run(sizes, n_boot: int = 1000, seed: int = 0) -> list[dict]:
+def run(sizes, n_boot: int = 1000, seed: int = 0, decimals: int | None = 4) -> list[dict]:
     """Time both bootstraps on each size; one row per size. Raises AssertionError when the
     results differ by more than :data:`TOLERANCE`."""
+    import numpy as np
+
     from fusion.metrics import compute_metrics
 
     rows = []
     for n_frames, n_videos in sizes:
-        labels, scores, methods, videos = synthetic_set(n_frames, n_videos, seed)
-        row = {"frames": n_frames, "videos": n_videos, "n_boot": n_boot}
+        labels, scores, methods, videos = synthetic_set(n_frames, n_videos, seed, decimals)
+        row = {"frames": n_frames, "videos": n_videos, "distinct_scores": int(np.unique(scores).size),
+               "n_boot": n_boot}
         result = {}
         for method in ("reference", "weighted"):
             cpu, wall = time.process_time(), time.perf_counter()
@@ -142,6 +148,8 @@ def main(argv=None, reexec: bool = False) -> int:
                         help=f"comma-separated {', '.join(PRESETS)} or FRAMES:VIDEOS (default 2k,20k,100k)")
     parser.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data and of the bootstrap (default 0)")
+    parser.add_argument("--full-precision", action="store_true",
+                        help="keep the synthetic scores unrounded (all distinct) instead of at 4 decimals")
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     try:
@@ -152,16 +160,17 @@ def main(argv=None, reexec: bool = False) -> int:
         parser.error(f"--n-boot must be at least 1, got {args.n_boot}")
     if reexec:
         _single_threaded_or_reexec(argv)
-    print(f"compute_metrics with {args.n_boot} video-cluster bootstrap resamples, 1 thread: "
+    print(f"compute_metrics with {args.n_boot} video-cluster bootstrap resamples, 1 thread, scores "
+          f"{'unrounded' if args.full_precision else 'at 4 decimals'}: "
           "reference (per-resample scikit-learn) vs weighted (one sort, cluster weights)")
     print(HEADER, flush=True)
-    rows = run(sizes, args.n_boot, args.seed)
+    rows = run(sizes, args.n_boot, args.seed, None if args.full_precision else 4)
     print(f"all numbers of the two results equal to {TOLERANCE:g}; goals: >= 10x at 20k frames / 700 videos, "
           "<= 5 s at 100k / 3000")
     if args.json:
         import json
         with open(args.json, "w") as fh:
-            json.dump({"threads": 1, "rows": rows}, fh, indent=2)
+            json.dump({"threads": 1, "full_precision": args.full_precision, "rows": rows}, fh, indent=2)
     return 0
 
 

@@ -16,6 +16,8 @@ def test_bench_runs_both_bootstraps_and_finds_them_equal(tmp_path, capsys):
     assert [(r["frames"], r["videos"]) for r in rows] == [(400, 20), (300, 12)]
     assert all(r["max_difference"] <= 1e-9 and r["ratio"] > 0 for r in rows)
     assert "equal to 1e-09" in capsys.readouterr().out
+    assert bench_metrics.main(["--sizes", "300:12", "--n-boot", "20", "--full-precision", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["rows"][0]["distinct_scores"] == 300
 
 
 def test_synthetic_set_has_the_asked_frames_and_videos():
