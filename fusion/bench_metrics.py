@@ -5,12 +5,13 @@
 On synthetic FF++-like test sets (a fifth of the videos real, the fakes spread over four
 methods, 10-54 frames per video, a per-video score offset plus frame noise, scores kept to 4
 decimals as a scores CSV holds them, so that many tie; ``--full-precision`` keeps them
-unrounded, all distinct, the slower case for the weighted side), times :func:`fusion.metrics.compute_metrics` with its default
-video-cluster bootstrap, once with ``ci_method="reference"`` (each resample materialised
-and scored by scikit-learn, as before) and once with ``"weighted"`` (one sort, per-resample
-cluster weights), in one process with one thread (OpenMP, MKL and OpenBLAS limited to 1).
-Prints CPU seconds on each side, their ratio and the largest difference between any two
-numbers of the two results, and fails unless that difference is at most 1e-9.
+unrounded, all distinct, the slower case for the weighted side), times
+:func:`fusion.metrics.compute_metrics` with its default video-cluster bootstrap, once with
+``ci_method="reference"`` (each resample materialised and scored by scikit-learn, as
+before) and once with ``"weighted"`` (one sort, per-resample cluster weights), in one
+process with one thread (OpenMP, MKL and OpenBLAS limited to 1). Prints CPU seconds (and
+wall seconds) on each side, their ratio and the largest difference between any two numbers
+of the two results, and fails unless that difference is at most 1e-9.
 
 Sizes: ``2k`` (2,000 frames, 100 videos), ``20k`` (20,000 frames, 700 videos: full FF++
 test), ``100k`` (100,000 frames, 3,000 videos), or ``FRAMES:VIDEOS``. Goals (issue 23): at
@@ -62,7 +63,8 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 def synthetic_set(n_frames: int, n_videos: int, seed: int = 0, decimals: int | None = 4):
     """``(labels, scores, methods, video_ids)`` of an FF++-like test set, frames grouped by video.
 
-    Scores are rounded to ``decimals`` (ties within and across classes; None: unrounded). Every fifth video is real; a video's frame count is proportional to a draw from 10-54,
+    Scores are rounded to ``decimals`` (ties within and across classes; None: unrounded).
+    Every fifth video is real; a video's frame count is proportional to a draw from 10-54,
     so the counts add up to ``n_frames``.
     """
     import numpy as np
