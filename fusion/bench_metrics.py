@@ -1,6 +1,6 @@
 """Benchmark: ``compute_metrics`` with the weighted bootstrap against the reference one.
 
-``python -m fusion.bench_metrics [--sizes 2k,20k,100k] [--n-boot 1000] [--seed 0] [--json PATH]``
+``python -m fusion.bench_metrics [--sizes 2k,20k,100k] [--n-boot 1000] [--seed 0] [--full-precision] [--json PATH]``
 
 On synthetic FF++-like test sets (a fifth of the videos real, the fakes spread over four
 methods, 10-54 frames per video, a per-video score offset plus frame noise, scores kept to 4
