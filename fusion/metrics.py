@@ -36,6 +36,7 @@ Example
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Iterable
 
@@ -51,7 +52,8 @@ SINGLE_CLASS_NOTE = "only one class present (n_real={}, n_fake={}): ranking metr
 __all__ = [
     "RATE_TARGETS", "roc_points", "det_points", "eer", "threshold_at_eer", "far_at_frr", "frr_at_far",
     "tpr_at_fpr", "accuracy", "video_scores", "core_metrics", "compute_metrics",
-    "bootstrap_ci", "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
+    "bootstrap_ci", "BOOTSTRAP_METHODS", "ScoreOrder", "weighted_metrics", "WEIGHTED_KEYS",
+    "reliability_warnings", "to_jsonable", "MIN_CLUSTERS_PER_CLASS",
 ]
 
 
@@ -246,26 +248,214 @@ def _auc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return ((ranks * labels).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
 
 
-def _cluster_resamples(labels, clusters, n_boot, rng):
-    """``n_boot`` index arrays, each the rows of clusters drawn with replacement.
+def _cluster_draws(labels, clusters, n_boot, rng):
+    """The clusters each of ``n_boot`` resamples draws with replacement, as codes.
 
-    Clusters of one class only (videos) are drawn per class, as many as the class has;
-    when some cluster holds both classes (an identity with its real and fake videos), all
-    clusters are drawn together and resamples that miss a class are dropped.
-    Returns ``(resamples, stratified)``.
+    Clusters of one class only (videos) are drawn per class, as many as the class has (the
+    fakes first, then the reals, in each resample); when some cluster holds both classes (an
+    identity with its real and fake videos), all clusters are drawn together.
+    Returns ``(picks, inverse, stratified)``: ``picks`` is ``(n_boot, n_clusters)`` codes,
+    ``inverse`` the code of every sample.
     """
     codes, inverse = np.unique(clusters, return_inverse=True)
-    rows = [np.flatnonzero(inverse == k) for k in range(codes.size)]
-    cls = np.array([set(labels[r].tolist()) for r in rows], dtype=object)
-    stratified = all(len(c) == 1 for c in cls)
+    has_real = np.bincount(inverse, weights=labels == 0, minlength=codes.size) > 0
+    has_fake = np.bincount(inverse, weights=labels == 1, minlength=codes.size) > 0
+    stratified = not (has_real & has_fake).any()
     if stratified:
-        first = np.array([labels[r[0]] for r in rows])
-        groups = [np.flatnonzero(first == 1), np.flatnonzero(first == 0)]
+        groups = [np.flatnonzero(has_fake), np.flatnonzero(has_real)]
         picks = [np.concatenate([rng.choice(g, size=g.size) for g in groups]) for _ in range(n_boot)]
     else:
         picks = [rng.choice(codes.size, size=codes.size) for _ in range(n_boot)]
+    return np.array(picks, dtype=np.int64).reshape(n_boot, codes.size), inverse, stratified
+
+
+def _cluster_resamples(labels, clusters, n_boot, rng):
+    """``n_boot`` index arrays, each the rows of clusters drawn with replacement.
+
+    Draws as :func:`_cluster_draws`; resamples that miss a class are dropped.
+    Returns ``(resamples, stratified)``.
+    """
+    picks, inverse, stratified = _cluster_draws(labels, clusters, n_boot, rng)
+    rows = [np.flatnonzero(inverse == k) for k in range(picks.shape[1])]
     out = [np.concatenate([rows[k] for k in pick]) for pick in picks]
     return [r for r in out if _both_classes(labels[r])], stratified
+
+
+class ScoreOrder:
+    """One sort of a scored set, shared by every weighting of it (:func:`weighted_metrics`).
+
+    Attributes
+    ----------
+    fake_order, real_order : indices of the fakes (reals) by decreasing score.
+    thresholds : (m,) the distinct scores, decreasing.
+    fake_at, real_at : (m + 1,) how many fakes (reals) score at least each threshold, after
+        a leading 0 for the threshold +inf.
+    """
+
+    def __init__(self, labels, scores):
+        labels, scores = _validate(labels, scores)
+        order = np.argsort(-scores, kind="stable")
+        self.thresholds = np.unique(scores)[::-1]
+        fake = labels[order] == 1
+        self.fake_order, self.real_order = order[fake], order[~fake]
+        # a sample of score s is counted at every threshold <= s
+        self.fake_at = np.r_[0, np.searchsorted(-scores[self.fake_order], -self.thresholds, side="right")]
+        self.real_at = np.r_[0, np.searchsorted(-scores[self.real_order], -self.thresholds, side="right")]
+
+
+#: What :func:`weighted_metrics` can compute.
+WEIGHTED_KEYS = ("auc", "ap", "eer", "eer_threshold", "far_at_frr", "frr_at_far", "tpr_at_fpr")
+
+
+def _cumulative_at(weights, at):
+    """Cumulative sums of every row of ``weights`` after its first ``at[g]`` columns, as float64."""
+    c = np.zeros((weights.shape[0], weights.shape[1] + 1), weights.dtype)
+    np.cumsum(weights, axis=1, dtype=weights.dtype, out=c[:, 1:])
+    return c[:, at].astype(np.float64)
+
+
+def weighted_metrics(fake_weights, real_weights, order: ScoreOrder, targets=RATE_TARGETS,
+                     keys=WEIGHTED_KEYS) -> dict:
+    """Core metrics of many integer weightings of one scored set at once, without re-sorting.
+
+    A bootstrap resample that draws a sample k times is the set with that sample weighted
+    by k. Every metric equals the one :func:`core_metrics` (and :func:`threshold_at_eer`)
+    gives for the set with each sample repeated ``weight`` times: the same DET points, as
+    exact integer counts (a distinct score of weight 0 repeats the point before it, which
+    moves no minimum and no sign change), hence the same EER, rates and threshold; AUC and
+    AP are the same sums, rounded differently (~1e-16).
+
+    Parameters
+    ----------
+    fake_weights : (B, n_fake) integer weights, one row per weighting, fakes in
+        ``order.fake_order``.
+    real_weights : (B, n_real) the same for the reals, in ``order.real_order``.
+    order : the :class:`ScoreOrder` of the set.
+    targets : error-rate targets of the operating-point metrics.
+    keys : which of :data:`WEIGHTED_KEYS` to compute.
+
+    Returns
+    -------
+    dict of (B,) arrays: ``auc``, ``ap``, ``eer``, ``eer_threshold``, and dicts keyed like
+    :data:`RATE_KEYS` for ``far_at_frr``, ``frr_at_far``, ``tpr_at_fpr``. Every row must
+    weigh both classes.
+    """
+    rows = np.arange(fake_weights.shape[0])
+    # cumulative weight flagged at each threshold, from +inf (nothing flagged) down
+    tps = _cumulative_at(fake_weights, order.fake_at)
+    fps = _cumulative_at(real_weights, order.real_at)
+    pos, neg = tps[:, -1], fps[:, -1]
+    out = {}
+    if "auc" in keys:
+        out["auc"] = (np.diff(fps, axis=1) * (tps[:, :-1] + tps[:, 1:])).sum(axis=1) / (2 * pos * neg)
+    if "ap" in keys:
+        out["ap"] = (np.diff(tps, axis=1) * tps[:, 1:] / np.maximum(tps[:, 1:] + fps[:, 1:], 1.0)).sum(axis=1) / pos
+    frr = fps / neg[:, None]
+    far = (pos[:, None] - tps) / pos[:, None]
+    # frr rises and far falls from point to point, so each search below is a count. det_curve
+    # starts at the last point without a false positive; the points before it have frr = 0
+    # and a larger far, so counting over them changes no value: the crossing is never
+    # among them (frr - far < 0 there), and where the curve's first point already has
+    # frr = far = 0 the interpolation from the point before it lands on that point (t = 1).
+    diff = frr - far
+    i = (diff < 0).sum(axis=1)  # >= 1: the point at +inf has frr - far = -1
+    d0, d1 = diff[rows, i - 1], diff[rows, i]
+    t = d0 / (d0 - d1)  # d0 < 0 <= d1
+    if "eer" in keys:
+        out["eer"] = frr[rows, i - 1] + t * (frr[rows, i] - frr[rows, i - 1])
+    if "eer_threshold" in keys:
+        # a threshold of weight 0 is no point of the curve: take the last one that is
+        present = np.concatenate([np.ones((rows.size, 1), bool), np.diff(tps + fps, axis=1) > 0], axis=1)
+        col = np.arange(tps.shape[1])
+        last = np.maximum.accumulate(np.where(present, col, 0), axis=1)
+        thr = np.r_[np.inf, order.thresholds]
+        thr_i, thr_h = thr[last[rows, i]], thr[last[rows, i - 1]]
+        out["eer_threshold"] = np.where((t >= 0.5 - 1e-9) | ~np.isfinite(thr_h), thr_i, thr_h)
+    if {"far_at_frr", "tpr_at_fpr"} & set(keys):
+        # the lowest far where frr <= x is at the last such point
+        out["far_at_frr"] = {str(x): far[rows, (frr <= x + 1e-12).sum(axis=1) - 1] for x in targets}
+        out["tpr_at_fpr"] = {k: 1.0 - v for k, v in out["far_at_frr"].items()}
+    if "frr_at_far" in keys:
+        # the lowest frr where far <= x is at the first such point on the curve
+        out["frr_at_far"] = {str(x): frr[rows, (far > x + 1e-12).sum(axis=1)] for x in targets}
+    return {k: v for k, v in out.items() if k in keys}
+
+
+#: Upper bound on the elements of one (resamples x samples) block of the weighted bootstrap.
+_BLOCK_ELEMENTS = 1_000_000
+
+
+def _bootstrap_weighted(labels, scores, n_boot, rng, clusters):
+    """AUC, EER and FAR@FRR=1% of the resamples :func:`_bootstrap_reference` draws, from one
+    sort and per-resample weights (see :func:`weighted_metrics`), in blocks of resamples.
+
+    Returns ``(aucs, eers, fars, stratified)`` (``stratified`` None without clusters).
+    """
+    order = ScoreOrder(labels, scores)
+    block = max(1, _BLOCK_ELEMENTS // labels.size)
+    score = lambda w_fake, w_real: weighted_metrics(w_fake, w_real, order, targets=(0.01,),  # noqa: E731
+                                                    keys=("auc", "eer", "far_at_frr"))
+    parts, stratified = [], None
+    if clusters is None:
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        # the reference draws every resample's fakes, then every resample's reals: a copy of
+        # the generator, moved past the fakes' draws, draws the reals block by block
+        rng_neg = copy.deepcopy(rng)
+        for b0 in range(0, n_boot, block):
+            rng_neg.choice(pos, size=(min(block, n_boot - b0), pos.size))
+        rank = np.empty(labels.size, np.int64)
+        rank[order.fake_order] = np.arange(pos.size)
+        rank[order.real_order] = np.arange(neg.size)
+
+        def counts(drawn, n):
+            b = drawn.shape[0]
+            flat = (rank[drawn] + n * np.arange(b)[:, None]).ravel()
+            return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.int32)
+
+        for b0 in range(0, n_boot, block):
+            b = min(block, n_boot - b0)
+            w_fake = counts(rng.choice(pos, size=(b, pos.size)), pos.size)
+            parts.append(score(w_fake, counts(rng_neg.choice(neg, size=(b, neg.size)), neg.size)))
+    else:
+        picks, inverse, stratified = _cluster_draws(labels, clusters, n_boot, rng)
+        n_codes = picks.shape[1]
+        drawn = np.bincount((picks + n_codes * np.arange(n_boot)[:, None]).ravel(),
+                            minlength=n_boot * n_codes).reshape(n_boot, n_codes).astype(np.int32)
+        n_fake = np.bincount(inverse, weights=labels == 1, minlength=n_codes)
+        n_real = np.bincount(inverse, weights=labels == 0, minlength=n_codes)
+        drawn = drawn[(drawn @ n_fake > 0) & (drawn @ n_real > 0)]  # as the reference, drop one-class resamples
+        fake_code, real_code = inverse[order.fake_order], inverse[order.real_order]
+        for b0 in range(0, drawn.shape[0], block):
+            d = drawn[b0:b0 + block]
+            parts.append(score(d[:, fake_code], d[:, real_code]))
+    if not parts:
+        return np.empty(0), np.empty(0), np.empty(0), stratified
+    return (np.concatenate([p["auc"] for p in parts]), np.concatenate([p["eer"] for p in parts]),
+            np.concatenate([p["far_at_frr"]["0.01"] for p in parts]), stratified)
+
+
+def _bootstrap_reference(labels, scores, n_boot, rng, clusters):
+    """The bootstrap as first written: each resample materialised and scored by scikit-learn.
+
+    Kept to check :func:`_bootstrap_weighted` against (``bootstrap_ci(method="reference")``).
+    Returns ``(aucs, eers, fars, stratified)``.
+    """
+    stratified = None
+    if clusters is None:
+        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+        idx = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)),
+                              rng.choice(neg, size=(n_boot, neg.size))], axis=1)
+        resamples = list(idx)
+        aucs = _auc_rows(labels[idx], scores[idx])
+    else:
+        resamples, stratified = _cluster_resamples(labels, clusters, n_boot, rng)
+        aucs = np.array([roc_auc_score(labels[r], scores[r]) for r in resamples])
+    eers, fars = np.empty(len(resamples)), np.empty(len(resamples))
+    for b, r in enumerate(resamples):
+        frr, far, thr = det_points(labels[r], scores[r])
+        eers[b] = _eer_from_det(frr, far, thr)[0]
+        fars[b] = _best_rate(frr, far, 0.01)
+    return aucs, eers, fars, stratified
 
 
 def _cluster_counts(labels, clusters) -> dict:
@@ -273,20 +463,31 @@ def _cluster_counts(labels, clusters) -> dict:
     return {"real": int(np.unique(keys[labels == 0]).size), "fake": int(np.unique(keys[labels == 1]).size)}
 
 
+BOOTSTRAP_METHODS = ("weighted", "reference")
+
+
 def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: int = 0,
-                 clusters=None, cluster: str | None = None) -> dict:
+                 clusters=None, cluster: str | None = None, method: str = "weighted") -> dict:
     """Percentile bootstrap CIs for AUC, EER and FAR@FRR=1%.
 
     Without ``clusters`` single samples are resampled, reals and fakes separately
     (stratified). With ``clusters`` (one id per sample: the video, or the identity) whole
-    clusters are resampled (see :func:`_cluster_resamples`), because frames of one video are
+    clusters are resampled (see :func:`_cluster_draws`), because frames of one video are
     not independent; with fewer than 2 clusters in a class the interval is undefined (NaN)
     rather than the zero-width interval a single video would give.
+
+    ``method="weighted"`` (default) scores all resamples from one sort of the scores, as
+    per-resample sample weights (:func:`weighted_metrics`); ``"reference"`` materialises
+    each resample and scores it with scikit-learn. Both draw the same resamples and give the
+    same numbers (to ~1e-15); the weighted one is 14-41x faster on 2k-100k frames
+    (``python -m fusion.bench_metrics``).
 
     Returns ``{"auc": [lo, hi], "eer": [lo, hi], "far_at_frr_0.01": [lo, hi], "n_boot", "level",
     "cluster", "n_clusters"}``; ``cluster`` names what was resampled ("sample" without
     ``clusters``, else ``cluster`` or "custom").
     """
+    if method not in BOOTSTRAP_METHODS:
+        raise ValueError(f"method must be one of {', '.join(BOOTSTRAP_METHODS)}, got {method!r}")
     labels, scores = _validate(labels, scores)
     nan_pair = [math.nan, math.nan]
     out = {"n_boot": int(n_boot), "level": level,
@@ -306,24 +507,15 @@ def bootstrap_ci(labels, scores, n_boot: int = 1000, level: float = 0.95, seed: 
         out.update(nan_out, note=f"fewer than 2 {out['cluster']}s in a class: no confidence interval")
         return out
     rng = np.random.default_rng(seed)
-    if clusters is None:
-        pos, neg = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
-        idx = np.concatenate([rng.choice(pos, size=(n_boot, pos.size)),
-                              rng.choice(neg, size=(n_boot, neg.size))], axis=1)
-        resamples = list(idx)
-        aucs = _auc_rows(labels[idx], scores[idx])
+    if method == "weighted":
+        aucs, eers, fars, stratified = _bootstrap_weighted(labels, scores, n_boot, rng, clusters)
     else:
-        resamples, out["stratified"] = _cluster_resamples(labels, clusters, n_boot, rng)
-        out["n_boot_used"] = len(resamples)
-        if not resamples:
+        aucs, eers, fars, stratified = _bootstrap_reference(labels, scores, n_boot, rng, clusters)
+    if clusters is not None:
+        out["stratified"], out["n_boot_used"] = stratified, int(aucs.size)
+        if not aucs.size:
             out.update(nan_out)
             return out
-        aucs = np.array([roc_auc_score(labels[r], scores[r]) for r in resamples])
-    eers, fars = np.empty(len(resamples)), np.empty(len(resamples))
-    for b, r in enumerate(resamples):
-        frr, far, thr = det_points(labels[r], scores[r])
-        eers[b] = _eer_from_det(frr, far, thr)[0]
-        fars[b] = _best_rate(frr, far, 0.01)
     alpha = (1.0 - level) / 2
     q = lambda v: [float(np.quantile(v, alpha)), float(np.quantile(v, 1 - alpha))]  # noqa: E731
     out.update({"auc": q(aucs), "eer": q(eers), "far_at_frr_0.01": q(fars)})
@@ -365,7 +557,7 @@ def reliability_warnings(m: dict, min_clusters: int = MIN_CLUSTERS_PER_CLASS) ->
 
 
 def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: float = 0.5,
-                    n_boot: int = 1000, seed: int = 0, identities=None) -> dict:
+                    n_boot: int = 1000, seed: int = 0, identities=None, ci_method: str = "weighted") -> dict:
     """All metrics for one evaluation set.
 
     Parameters
@@ -378,6 +570,8 @@ def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: flo
     n_boot : bootstrap resamples for ``ci`` (0 to skip).
     identities : (N,) person per sample, where known; the CI then resamples identities
         (``ci["cluster"] == "identity"``), else videos (``"video"``), else samples.
+    ci_method : how :func:`bootstrap_ci` scores the resamples ("weighted" or "reference";
+        same numbers).
 
     Returns
     -------
@@ -408,7 +602,8 @@ def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: flo
         str(m): core_metrics(labels[real | (methods == m)], scores[real | (methods == m)], threshold)
         for m in sorted(set(methods[labels == 1]))
     }
-    out["ci"] = bootstrap_ci(labels, scores, n_boot=n_boot, seed=seed, clusters=clusters, cluster=cluster)
+    out["ci"] = bootstrap_ci(labels, scores, n_boot=n_boot, seed=seed, clusters=clusters, cluster=cluster,
+                             method=ci_method)
     out["warnings"] = reliability_warnings(out)
     return out
 

@@ -283,3 +283,138 @@ def test_threshold_at_eer_breaks_an_exact_tie_towards_the_lenient_point():
     y, s = [0, 1, 0, 1, 1], [-0.66, -0.69, 1.18, -0.15, -0.27]
     assert metrics.threshold_at_eer(y, s) == -0.27
     assert metrics.eer(y, s) == pytest.approx(0.5)
+
+
+# --- the weighted bootstrap: the same numbers as the reference, resample by resample ---
+
+def _scored_set(kind, seed):
+    """(labels, scores, videos) of one kind; videos have unequal numbers of frames."""
+    rng = np.random.default_rng(seed)
+    if kind == "tiny":  # 2 videos per class, 1-2 frames each
+        return np.array([0, 0, 0, 1, 1, 1]), np.array([0.2, 0.5, 0.5, 0.5, 0.9, 0.1]), \
+            np.array(["r0", "r0", "r1", "f0", "f1", "f1"])
+    n_videos = 30
+    sizes = rng.integers(1, 40, n_videos)
+    video_label = np.arange(n_videos) % 2
+    videos = np.repeat([f"v{k}" for k in range(n_videos)], sizes)
+    labels = np.repeat(video_label, sizes)
+    scores = np.repeat(rng.normal(size=n_videos) + 0.7 * video_label, sizes) + 0.3 * rng.normal(size=labels.size)
+    if kind == "heavy_ties":  # three distinct scores, reals and fakes sharing them
+        scores = np.digitize(scores, [0.0, 0.8]) / 2.0
+    elif kind == "ties":
+        scores = np.round(scores, 1)
+    elif kind == "separable":
+        scores = labels + 0.1 * rng.random(labels.size)
+    return labels, scores, videos
+
+
+KINDS = ["continuous", "ties", "heavy_ties", "separable", "tiny"]
+
+
+def _assert_close(a, b, path=""):
+    """Equal structure; numbers equal to 1e-9 (NaN equal to NaN)."""
+    if isinstance(a, dict):
+        assert a.keys() == b.keys(), path
+        for k in a:
+            _assert_close(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple, np.ndarray)):
+        assert len(a) == len(b), path
+        for k, (x, y) in enumerate(zip(a, b)):
+            _assert_close(x, y, f"{path}[{k}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert (math.isnan(a) and math.isnan(b)) or abs(a - b) <= 1e-9, (path, a, b)
+    else:
+        assert a == b, (path, a, b)
+
+
+def _weighted_vs_repeated(labels, scores, weights):
+    """weighted_metrics of rows of per-sample ``weights`` against core_metrics, threshold_at_eer
+    and scikit-learn on the set with each sample repeated ``weight`` times."""
+    order = metrics.ScoreOrder(labels, scores)
+    got = metrics.weighted_metrics(weights[:, order.fake_order], weights[:, order.real_order], order)
+    for b, w in enumerate(weights):
+        y, s = np.repeat(labels, w), np.repeat(scores, w)
+        want = metrics.core_metrics(y, s)
+        assert got["auc"][b] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert got["ap"][b] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert got["eer"][b] == want["eer"]  # the same DET points: bit for bit
+        assert got["eer_threshold"][b] == metrics.threshold_at_eer(y, s)
+        for key in ("far_at_frr", "frr_at_far", "tpr_at_fpr"):
+            assert {k: v[b] for k, v in got[key].items()} == want[key], key
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_weighted_metrics_equal_the_metrics_of_the_repeated_set(kind):
+    labels, scores, _ = _scored_set(kind, seed=5)
+    rng = np.random.default_rng(6)
+    weights = rng.integers(0, 4, (25, labels.size))  # zeros: scores missing from a resample
+    weights[:, np.flatnonzero(labels == 0)[0]] += 1  # both classes in every row
+    weights[:, np.flatnonzero(labels == 1)[0]] += 1
+    _weighted_vs_repeated(labels, scores, weights)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_weighted_metrics_of_the_drawn_video_resamples_equal_the_reference(kind):
+    labels, scores, videos = _scored_set(kind, seed=7)
+    picks, inverse, _ = metrics._cluster_draws(labels, videos, 20, np.random.default_rng(8))
+    counts = np.stack([np.bincount(p, minlength=picks.shape[1]) for p in picks])
+    resamples, _ = metrics._cluster_resamples(labels, videos, 20, np.random.default_rng(8))
+    for w, r in zip(counts[:, inverse], resamples):  # a video drawn k times = its frames weighted by k
+        assert sorted(np.repeat(np.arange(labels.size), w)) == sorted(r)
+    _weighted_vs_repeated(labels, scores, counts[:, inverse])
+
+
+def test_weighted_metrics_hand_case():
+    # reals 0.1 (weight 2), 0.4; fakes 0.35, 0.8. Points (FRR, FAR) from +inf down:
+    # (0, 1), (0, 1/2) at 0.8, (1/3, 1/2) at 0.4, (1/3, 0) at 0.35, (1, 0) at 0.1
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    order = metrics.ScoreOrder(labels, scores)
+    w = np.array([[2, 1, 1, 1], [2, 1, 0, 1]])
+    m = metrics.weighted_metrics(w[:, order.fake_order], w[:, order.real_order], order, targets=(0.1,))
+    assert m["auc"].tolist() == pytest.approx([5 / 6, 1.0])  # 5 of 6 pairs; the 0.35 fake not drawn
+    assert m["ap"].tolist() == pytest.approx([(1 + 2 / 3) / 2, 1.0])
+    # FRR - FAR goes -1/6 -> +1/3 between 0.4 and 0.35: a third of the way, FRR 1/3 throughout
+    assert m["eer"].tolist() == pytest.approx([1 / 3, 0.0])
+    # nearer 0.4; without the 0.35 fake the curve starts at 0.8 with FRR = FAR = 0
+    assert m["eer_threshold"].tolist() == [0.4, 0.8]
+    assert m["far_at_frr"]["0.1"].tolist() == [0.5, 0.0]
+    assert m["frr_at_far"]["0.1"].tolist() == pytest.approx([1 / 3, 0.0])
+    assert m["tpr_at_fpr"]["0.1"].tolist() == [0.5, 1.0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("unit", ["video", "sample"])
+def test_weighted_bootstrap_equals_the_reference(kind, unit, monkeypatch):
+    labels, scores, videos = _scored_set(kind, seed=9)
+    clusters = videos if unit == "video" else None
+    monkeypatch.setattr(metrics, "_BLOCK_ELEMENTS", 7 * labels.size)  # blocks of 7 resamples, the last one short
+    for seed in (0, 1):
+        fast = metrics.bootstrap_ci(labels, scores, n_boot=100, seed=seed, clusters=clusters, cluster=unit)
+        slow = metrics.bootstrap_ci(labels, scores, n_boot=100, seed=seed, clusters=clusters, cluster=unit,
+                                    method="reference")
+        _assert_close(fast, slow)
+        assert not np.isnan(fast["auc"]).any()
+
+
+def test_weighted_bootstrap_drops_the_same_one_class_resamples():
+    # an identity with a real and a fake video, then identities with one class: drawn
+    # together, so some resamples hold one class only and are dropped by both methods
+    labels = np.array([0, 1, 0, 0, 1, 1, 0, 1])
+    scores = np.array([0.3, 0.6, 0.2, 0.5, 0.4, 0.9, 0.5, 0.5])
+    identity = np.array(["a", "a", "b", "b", "c", "c", "d", "e"])
+    for seed in (0, 3):
+        fast = metrics.bootstrap_ci(labels, scores, n_boot=200, seed=seed, clusters=identity, cluster="identity")
+        slow = metrics.bootstrap_ci(labels, scores, n_boot=200, seed=seed, clusters=identity, cluster="identity",
+                                    method="reference")
+        _assert_close(fast, slow)
+        assert fast["stratified"] is False and 150 < fast["n_boot_used"] < 200
+
+
+def test_compute_metrics_is_the_same_with_either_bootstrap():
+    labels, scores, videos = _scored_set("ties", seed=11)
+    methods = np.where(labels == 1, np.where(np.arange(labels.size) % 2, "A", "B"), "real")
+    fast = metrics.compute_metrics(labels, scores, methods, videos, n_boot=100)
+    slow = metrics.compute_metrics(labels, scores, methods, videos, n_boot=100, ci_method="reference")
+    _assert_close(fast, slow)
+    with pytest.raises(ValueError, match="method must be one of weighted, reference"):
+        metrics.bootstrap_ci(labels, scores, method="fast")
