@@ -72,7 +72,11 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     frame.to_csv(out / "scores.csv", index=False)
     result = {"model": str(mdir), "store": str(store_path), "split": chosen or "all",
               "features": config["features"], "fusion": config["fusion"], "threshold": threshold,
-              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed)}
+              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed),
+              "nonfinite": train.nonfinite_counts(data)}
+    result["warnings"] = train.chance_warnings(result["split"], result["metrics"]) \
+        + train.nonfinite_warnings(result["nonfinite"], result["split"]) \
+        + [f"{result['split']}: {w}" for w in result["metrics"].get("warnings", [])]
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
     if plots_on:
         train.write_plots(frame, out, threshold, title=Path(store_path).stem)
@@ -84,6 +88,8 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
               f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {train._fmt(m.get('auc'))} "
               f"EER {train._fmt(m.get('eer'))} FAR@FRR=1% {train._fmt(m.get('far_at_frr', {}).get('0.01'))} "
               f"-> {out}")
+        for line in train.warning_lines(result["warnings"]):
+            print(line)
         if inputs == "vector" and result["split"] in ("val", "test"):  # which features carry over
             print(next_line("python -m fusion.importance", "--store", store_path, "--run", model_path,
                             "--split", result["split"], "--out", out / "importance"))

@@ -23,8 +23,14 @@
   the metadata-only model of :mod:`fusion.audit`, trained and evaluated like the head.
   ``provenance`` records the code version, the command line, the stores' SHA-256, the seed
   and the full configuration.
-* NaN feature values (rows an extractor could not compute, ``valid`` False) are imputed with
-  the train-column mean inside the head, so the same imputation is saved with the model.
+* Non-finite feature values: NaN and +-inf are treated alike, as missing (rows an extractor
+  could not compute, ``valid`` False). They are imputed with the train-column mean inside
+  the head, so the same imputation is saved with the model, and never pass silently: per
+  split and feature, the rows holding one are counted (``metrics.json["nonfinite"]``) and a
+  warning names the feature, the split and the count, and how many of those rows the store
+  marks ``valid`` (a damaged store or an extractor bug; ``stores.info --check`` fails it).
+  ``fusion.evaluate``, ``fusion.ablate``, ``fusion.predict`` and
+  :class:`fusion.sklearn.FusionClassifier` follow the same policy (:func:`nonfinite_counts`).
 * Each ``--test-store`` is scored on its ``test`` split, or on all its samples when it has
   no test split (a cross-data-set store usually has one split only).
 * ``--perturb`` also scores the test split of perturbed crops: each feature ``lbp`` is
@@ -68,8 +74,10 @@ COMPARED_ATTRS = ("extractor", "version", "params", "shape")
 
 
 def load_split(store, features, split=None, inputs="vector") -> heads.FusionData:
-    """One split of ``store`` as per-feature blocks (vectors N x D, or maps N x H x W x C)."""
+    """One split of ``store`` as per-feature blocks (vectors N x D, or maps N x H x W x C),
+    with the store's ``valid`` flags of those rows."""
     blocks, y, meta = {}, None, None
+    rows = store.select(split=split)
     for f in features:
         if inputs == "map":
             x, meta_f = store.read_map(f, split=split)
@@ -81,7 +89,44 @@ def load_split(store, features, split=None, inputs="vector") -> heads.FusionData
         elif not np.array_equal(meta["sample_id"].to_numpy(), meta_f["sample_id"].to_numpy()):
             raise RuntimeError(f"store returned differently ordered rows for feature {f!r}")
         blocks[f] = x
-    return heads.FusionData(blocks, y, meta)
+    valid = {f: np.asarray(store.valid(f, rows), bool) for f in features}
+    return heads.FusionData(blocks, y, meta, valid)
+
+
+def nonfinite_counts(data: heads.FusionData) -> dict:
+    """Rows holding a NaN or infinite value, per feature block of ``data`` (only those with any).
+
+    Returns ``{feature: {"rows": k, "of": n, "marked_valid": j}}``: ``k`` of the ``n`` rows
+    have a non-finite value somewhere in the feature's vector (or map); ``j`` of those ``k``
+    are marked ``valid`` by the store (None when ``data`` carries no ``valid`` flags).
+
+    >>> d = heads.FusionData({"f": np.array([[1., np.nan], [np.inf, 0.], [1., 2.]])}, np.zeros(3))
+    >>> nonfinite_counts(d)
+    {'f': {'rows': 2, 'of': 3, 'marked_valid': None}}
+    """
+    out = {}
+    for f, x in data.blocks.items():
+        x = np.asarray(x)
+        if not len(x):
+            continue
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            valid = (data.valid or {}).get(f)
+            out[f] = {"rows": int(bad.sum()), "of": int(len(x)),
+                      "marked_valid": None if valid is None else int((bad & np.asarray(valid, bool)).sum())}
+    return out
+
+
+def nonfinite_warnings(counts: dict, where: str) -> list[str]:
+    """One warning per feature of :func:`nonfinite_counts` ``counts`` of split/store ``where``."""
+    out = []
+    for f, c in counts.items():
+        marked = c.get("marked_valid")
+        out.append(f"{where}: feature {f!r} is NaN or infinite in {c['rows']} of {c['of']} rows"
+                   + (f" ({marked} of them marked valid: the store is damaged or its extractor "
+                      "wrote a bad value)" if marked else "")
+                   + ": the head puts the train-column mean in its place")
+    return out
 
 
 def feature_attrs(store, features) -> dict:
@@ -204,8 +249,19 @@ def run_warnings(result: dict) -> list[str]:
         + [(f"test@{k}", v) for k, v in result.get("robustness", {}).items()] \
         + [(f"cross {k}", v) for k, v in result.get("cross", {}).items()]
     for name, m in sets:
-        out += [f"{name}: {w}" for w in m.get("warnings", [])]
+        out += chance_warnings(name, m) + [f"{name}: {w}" for w in m.get("warnings", [])]
+    for where, counts in (result.get("nonfinite") or {}).items():
+        out += nonfinite_warnings(counts, where)
     return out
+
+
+def chance_warnings(name: str, m: dict) -> list[str]:
+    """``["<name>: AUC 0.016 is below chance (0.5): ..."]`` when set ``name``'s AUC is below 0.5."""
+    auc = m.get("auc") if isinstance(m, dict) else None
+    if auc is None or not np.isfinite(auc) or auc >= 0.5:
+        return []
+    return [f"{name}: AUC {auc:.3f} is below chance (0.5): the model ranks reals above fakes "
+            "here, so its scores (and any importance drop) mean the opposite of what they say"]
 
 
 def file_sha256(path) -> str:
@@ -373,6 +429,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     if splits["train"].y.min() == splits["train"].y.max():
         raise UsageError(f"--store {store_path}: split 'train' has one class only "
                          f"(label {int(splits['train'].y[0])}); need reals and fakes")
+    nonfinite = {s: nonfinite_counts(d) for s, d in splits.items()}
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
     fitted, frames = fit_and_evaluate(model, splits, n_boot, seed)
     threshold = fitted["threshold"]
@@ -394,6 +451,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
         data = load_split(other, features, cross_split(other), inputs)
         frame = model_scores(model, data)
         stem = Path(path).stem
+        nonfinite[f"cross {stem}"] = nonfinite_counts(data)
         frame.to_csv(out / f"scores_{stem}.csv", index=False)
         result["cross"][stem] = evaluate_scores(frame, threshold, n_boot, seed)
         if plots_on:
@@ -408,6 +466,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
                                                     heads.FUSIONS[fusion].uses_head else "logreg",
                                                     seed=seed, n_boot=n_boot)
         result["baselines"] = {"metadata": baseline}
+    result["nonfinite"] = {k: v for k, v in nonfinite.items() if v}
     result["warnings"] = run_warnings(result)
     if audit:
         result["warnings"] += confound_audit.confound_warnings(result, baseline)
@@ -451,6 +510,13 @@ def _fmt(x, digits=4):
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def warning_lines(warnings) -> list[str]:
+    """``WARNING <kind>: ...`` lines: one per kind of warning, most serious first
+    (:func:`fusion.warning_groups.grouped_lines`)."""
+    from fusion.warning_groups import grouped_lines
+    return [f"WARNING {line}" for line in grouped_lines(warnings)]
+
+
 def summary(result: dict, out) -> str:
     """A one-screen summary of a run: one row per evaluated set, the metadata baseline, warnings."""
     lines = [f"fusion {result['fusion']}" + (f" ({result['head']})" if result.get("head") else "")
@@ -472,8 +538,7 @@ def summary(result: dict, out) -> str:
             for name, m in [("test", base.get("test", {}))] + list(base.get("cross", {}).items()):
                 lines.append(f"{'meta ' + name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
                              f"{_fmt(m.get('auc')):>8}{_fmt(m.get('eer')):>8}")
-    for w in result.get("warnings", []):
-        lines.append(f"WARNING {w}")
+    lines += warning_lines(result.get("warnings", []))
     lines.append(f"written to {out} in {result.get('seconds', 0)} s")
     return "\n".join(lines)
 
