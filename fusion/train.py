@@ -42,10 +42,12 @@
 the resolved flags are saved as ``RUN_DIR/config.json``, and ``--config RUN_DIR/config.json``
 reruns the run bit for bit on the CPU.
 
-Writes into ``RUN_DIR``: ``config.json`` (every flag), ``metrics.json`` (features, fusion, head, threshold, val, test,
+Writes into ``RUN_DIR``: ``config.json`` (every flag), ``metrics.json`` (features, fusion, head, threshold, train
+(the fitted rows, to judge overfitting), val, test,
 cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
 label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
-per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
+per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split
+(``val_roc.png`` and ``val_scores.png`` for val);
 with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength);
 and ``report.html``, all of it on one page (:mod:`fusion.report`).
 """
@@ -296,18 +298,22 @@ def provenance(store_paths, seed: int, config: dict, command: str | None = None)
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test"):
+def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test",
+                which=("roc", "det", "scores")):
+    """``<prefix>roc.png``, ``det.png``, ``scores.png`` (those in ``which``) of a scores frame.
+
+    Both classes are needed for all three; an empty frame gives none."""
     if frame.empty or frame["label"].nunique() < 2:
         return []
     y, m = frame["label"].to_numpy(), frame["method"].to_numpy()
     column = RANK_COLUMN if RANK_COLUMN in frame else "score"
     s = frame[column].to_numpy()
-    return [plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
-            plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
-            plots.score_histograms(s, m, out / f"{prefix}scores.png", threshold=threshold,
-                                   title=f"Scores by method ({title})",
-                                   xlabel="decision value (logit; higher = more fake)"
-                                   if column == RANK_COLUMN else "fake score")]
+    draw = {"roc": lambda: plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
+            "det": lambda: plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
+            "scores": lambda: plots.score_histograms(
+                s, m, out / f"{prefix}scores.png", threshold=threshold, title=f"Scores by method ({title})",
+                xlabel="decision value (logit; higher = more fake)" if column == RANK_COLUMN else "fake score")}
+    return [draw[k]() for k in which]
 
 
 def parse_params(items) -> dict:
@@ -442,6 +448,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     for s in ("val", "test"):
         if frames[s].empty:
             result[s]["note"] = f"split {s!r} has no samples in {store_path}"
+    # train beside val and test shows how far the head overfits (it saw these rows)
+    result["train"] = evaluate_scores(model_scores(model, splits["train"]), threshold, n_boot, seed)
     out.mkdir(parents=True, exist_ok=True)
     if flags is not None:
         (out / "config.json").write_text(json.dumps(flags, indent=2) + "\n")
@@ -479,6 +487,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
                                                   if w.startswith(("threshold", "val:"))]})
     if plots_on:
         write_plots(frames["test"], out, threshold)
+        write_plots(frames["val"], out, threshold, prefix="val_", title="val", which=("roc", "scores"))
     result["provenance"] = provenance([store_path, *test_stores], seed, config, command)
     result["seconds"] = round(time.time() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
@@ -523,7 +532,8 @@ def summary(result: dict, out) -> str:
              + f" on {', '.join(result['features'])}; threshold logit {_fmt(result['threshold'])} "
              f"(EER on {result['threshold_from']})",
              f"{'set':<16}{'n_real':>8}{'n_fake':>8}{'AUC':>8}{'EER':>8}{'FAR@1%':>8}{'vidAUC':>8}"]
-    rows = [("val", result["val"]), ("test", result["test"])] \
+    rows = ([("train", result["train"])] if "train" in result else []) \
+        + [("val", result["val"]), ("test", result["test"])] \
         + [(f"test@{spec}", m) for spec, m in result.get("robustness", {}).items()] \
         + list(result.get("cross", {}).items())
     for name, m in rows:
