@@ -20,12 +20,16 @@ def _tiny_meta():
     return synthetic_meta(n_videos_per_split=(12, 6, 4), frames=4)
 
 
-def _nonfinite_store(path, bad=np.nan, marked_valid=True, split="test", rows=8, seed=0):
+def _nonfinite_store(path, bad=np.nan, marked_valid=True, split="test", rows=8, seed=0, flip=False):
     """A store with an informative feature ``a`` and a feature ``fft`` whose value is ``bad``
-    in the first ``rows`` rows of ``split`` (marked valid or not); ``bad=None``: all finite."""
+    in the first ``rows`` rows of ``split`` (marked valid or not); ``bad=None``: all finite.
+    ``flip``: the labels are swapped after the features are drawn (a model scores it inverted)."""
     meta = _tiny_meta()
     rng = np.random.default_rng(seed)
     y = meta["label"].to_numpy()
+    if flip:
+        meta["label"] = 1 - y
+        meta["method"] = np.where(y == 1, "real", "A")
     a = (rng.normal(size=(len(meta), 3)) + 1.5 * y[:, None]).astype(np.float32)
     fft = (rng.normal(size=(len(meta), 2)) + 0.5 * y[:, None]).astype(np.float32)
     valid = np.ones(len(meta), bool)
@@ -159,3 +163,28 @@ def test_evaluate_prints_warnings_grouped_most_serious_first(clean_run, tmp_path
     assert shown == sorted(set(kinds), key=order.index)
     for w in m["warnings"]:  # every warning's set is still named
         assert any(w.split(":")[0] + ":" in x for x in printed)
+
+
+def test_importance_warns_when_the_model_is_worse_than_chance(clean_run, tmp_path, capsys):
+    from fusion.importance import main
+    flipped = _nonfinite_store(tmp_path / "flipped.h5", None, flip=True)
+    capsys.readouterr()
+    assert main(["--store", str(flipped), "--run", str(clean_run), "--out", str(tmp_path / "imp"),
+                 "--repeats", "2", "--no-plots"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    saved = json.loads((tmp_path / "imp" / "importance.json").read_text())
+    assert saved["below_chance"] and saved["auc"] < 0.5 and saved["split"] == "val"
+    assert saved["warnings"][0].startswith(f"val: AUC {saved['auc']:.3f} is below chance (0.5)")
+    # prominent: the first line printed, and again after the table
+    assert printed[0].startswith("WARNING worse than chance: val: AUC") and "mean the opposite" in printed[0]
+    assert printed[-2] == printed[0] and printed[-1].startswith("next:")
+
+
+def test_importance_of_a_sound_model_has_no_chance_warning(clean_run, tmp_path, capsys):
+    from fusion.importance import main
+    store = _nonfinite_store(tmp_path / "same.h5", None)
+    assert main(["--store", str(store), "--run", str(clean_run), "--out", str(tmp_path / "imp"),
+                 "--repeats", "2", "--no-plots"]) == 0
+    assert "below chance" not in capsys.readouterr().out
+    saved = json.loads((tmp_path / "imp" / "importance.json").read_text())
+    assert saved["below_chance"] is False and saved["warnings"] == []
