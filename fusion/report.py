@@ -270,6 +270,13 @@ def _evaluate_page(folder: Path, m: dict, command):
     scores = m.get("metrics", {})
     threshold = (f"Threshold: {_num(m.get('threshold'))}, chosen on the val split of the model's "
                  f"own training run ({_esc(m.get('model'))}); nothing is chosen on this store.")
+    d = m.get("decisions")
+    if d:
+        from fusion.train import decision_text
+        threshold += f" Decisions at it: {_esc(decision_text(d))}."
+        if not (d.get("reals") and d.get("fakes")):
+            threshold += (" AUC, EER and the ROC / DET plots are not defined on one class; the "
+                          "error rate is the number to read.")
     body = [_warnings(m.get("warnings", scores.get("warnings", []))),
             _metrics_section([(f"{store} [{m.get('split')}]", scores)], threshold),
             _by_method_section(scores, "By method"),

@@ -298,13 +298,48 @@ def provenance(store_paths, seed: int, config: dict, command: str | None = None)
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
+def decision_counts(frame: pd.DataFrame, threshold: float) -> dict:
+    """What the model decides at ``threshold`` (``logit >= threshold``: fake), in counts.
+
+    The numbers that stay meaningful on one class (a reals-only store): how many reals are
+    called fake, how many fakes real, and the two error rates (None without that class).
+
+    >>> f = pd.DataFrame({"label": [0, 0, 0, 1], "logit": [2.0, -1.0, 0.5, 3.0]})
+    >>> decision_counts(f, 0.0)["reals_called_fake"], decision_counts(f, 0.0)["false_positive_rate"]
+    (2, 0.6666666666666666)
+    """
+    column = RANK_COLUMN if RANK_COLUMN in frame else "score"
+    fake = frame[column].to_numpy() >= threshold
+    y = frame["label"].to_numpy()
+    reals, fakes = int((y == 0).sum()), int((y == 1).sum())
+    fp, fn = int((fake & (y == 0)).sum()), int((~fake & (y == 1)).sum())
+    return {"reals": reals, "reals_called_fake": fp, "fakes": fakes, "fakes_called_real": fn,
+            "false_positive_rate": fp / reals if reals else None,
+            "false_negative_rate": fn / fakes if fakes else None}
+
+
+def decision_text(d: dict) -> str:
+    """``13 of 14 reals called fake (false-positive rate 0.929); 0 fakes`` from :func:`decision_counts`."""
+    parts = []
+    for cls, wrong, called, rate, name in (("reals", "reals_called_fake", "fake", "false_positive_rate",
+                                            "false-positive"),
+                                           ("fakes", "fakes_called_real", "real", "false_negative_rate",
+                                            "false-negative")):
+        parts.append(f"{d[wrong]} of {d[cls]} {cls} called {called} ({name} rate {d[rate]:.3f})"
+                     if d[cls] else f"0 {cls}")
+    return "; ".join(parts)
+
+
 def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test",
                 which=("roc", "det", "scores")):
     """``<prefix>roc.png``, ``det.png``, ``scores.png`` (those in ``which``) of a scores frame.
 
-    Both classes are needed for all three; an empty frame gives none."""
-    if frame.empty or frame["label"].nunique() < 2:
+    ROC and DET need both classes: with one class only the score histogram is drawn; an
+    empty frame gives none."""
+    if frame.empty:
         return []
+    if frame["label"].nunique() < 2:
+        which = [k for k in which if k == "scores"]
     y, m = frame["label"].to_numpy(), frame["method"].to_numpy()
     column = RANK_COLUMN if RANK_COLUMN in frame else "score"
     s = frame[column].to_numpy()

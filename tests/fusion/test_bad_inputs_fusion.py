@@ -20,16 +20,21 @@ def _tiny_meta():
     return synthetic_meta(n_videos_per_split=(12, 6, 4), frames=4)
 
 
-def _nonfinite_store(path, bad=np.nan, marked_valid=True, split="test", rows=8, seed=0, flip=False):
+def _nonfinite_store(path, bad=np.nan, marked_valid=True, split="test", rows=8, seed=0, flip=False,
+                     reals_only=False):
     """A store with an informative feature ``a`` and a feature ``fft`` whose value is ``bad``
     in the first ``rows`` rows of ``split`` (marked valid or not); ``bad=None``: all finite.
-    ``flip``: the labels are swapped after the features are drawn (a model scores it inverted)."""
+    ``flip``: the labels are swapped after the features are drawn (a model scores it inverted);
+    ``reals_only``: the fakes are left out."""
     meta = _tiny_meta()
     rng = np.random.default_rng(seed)
     y = meta["label"].to_numpy()
     if flip:
         meta["label"] = 1 - y
         meta["method"] = np.where(y == 1, "real", "A")
+    if reals_only:
+        keep = y == 0
+        meta, y = meta[keep].reset_index(drop=True), y[keep]
     a = (rng.normal(size=(len(meta), 3)) + 1.5 * y[:, None]).astype(np.float32)
     fft = (rng.normal(size=(len(meta), 2)) + 0.5 * y[:, None]).astype(np.float32)
     valid = np.ones(len(meta), bool)
@@ -48,10 +53,10 @@ def _train_cli(store, out, *extra):
                  "--no-plots", *extra])
 
 
-def _evaluate_cli(run, store, out, *extra):
+def _evaluate_cli(run, store, out, *extra, plots=False):
     from fusion.evaluate import main
     return main(["--model", str(run), "--store", str(store), "--out", str(out), "--bootstrap", "0",
-                 "--no-plots", *extra])
+                 *([] if plots else ["--no-plots"]), *extra])
 
 
 @pytest.fixture(scope="module")
@@ -188,3 +193,25 @@ def test_importance_of_a_sound_model_has_no_chance_warning(clean_run, tmp_path, 
     assert "below chance" not in capsys.readouterr().out
     saved = json.loads((tmp_path / "imp" / "importance.json").read_text())
     assert saved["below_chance"] is False and saved["warnings"] == []
+
+
+def test_evaluate_on_reals_only_shows_the_false_positives_and_why_no_auc(clean_run, tmp_path, capsys):
+    store = _nonfinite_store(tmp_path / "reals.h5", None, reals_only=True, seed=3)
+    capsys.readouterr()
+    out = tmp_path / "ev"
+    assert _evaluate_cli(clean_run, store, out, plots=True) == 0
+    printed = capsys.readouterr().out
+    scores = pd.read_csv(out / "scores.csv")
+    m = json.loads((out / "metrics.json").read_text())
+    called = int((scores["logit"] >= m["threshold"]).sum())  # the decision, counted independently
+    n = len(scores)
+    assert n == 8 and (scores["label"] == 0).all()  # 2 real test videos of 4 frames
+    assert m["decisions"] == {"reals": n, "reals_called_fake": called, "fakes": 0, "fakes_called_real": 0,
+                              "false_positive_rate": called / n, "false_negative_rate": None}
+    assert f"{called} of {n} reals called fake (false-positive rate {called / n:.3f}" in printed
+    assert "AUC, EER and ROC/DET are not defined: the store has reals only (one class)" in printed
+    assert "next:" not in printed  # fusion.importance needs reals and fakes
+    assert "plots: scores.png (ROC and DET need reals and fakes)" in printed
+    assert (out / "scores.png").is_file() and not (out / "roc.png").exists()
+    page = (out / "report.html").read_text()
+    assert f"{called} of {n} reals called fake" in page and "scores.png" in page
