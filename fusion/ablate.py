@@ -426,8 +426,8 @@ def main(argv=None) -> int:
     else:
         print(f"metadata baseline: test AUC {train._fmt(baseline['test'].get('auc'))}"
               + "".join(f", {k} AUC {train._fmt(m.get('auc'))}" for k, m in baseline.get("cross", {}).items()))
-    for w in pick_warnings(table, baseline):
-        print(f"WARNING {w}")
+    for line in train.warning_lines(pick_warnings(table, baseline)):
+        print(line)
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
     print(pick_command(top, store_path, args, out))
     return 0

@@ -145,7 +145,7 @@ def summary(result: dict) -> str:
         lines.append(f"{name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
                      f"{train._fmt(m.get('auc')):>8}{train._fmt(m.get('eer')):>8}"
                      + (f"  {m['note']}" if m.get("note") else ""))
-    lines += [f"WARNING {w}" for w in result["warnings"]]
+    lines += train.warning_lines(result["warnings"])
     return "\n".join(lines)
 
 
