@@ -72,10 +72,12 @@ def _line(kind: str, items: list[str]) -> str:
             places[body].append(where)
     bodies = list(places)
     suffix = _common_suffix(bodies) if len(bodies) > 1 else ""
-    parts = []
+    parts, last = [], None
     for body in bodies:
         text = " ".join(body.split()[: len(body.split()) - len(suffix.split())]) if suffix else body
-        parts.append(f"{', '.join(places[body])}: {text}" if places[body] else text)
+        label = ", ".join(places[body])
+        parts.append(f"{label}: {text}" if label and label != last else text)  # a set named once in a row
+        last = label
     return f"{kind}: " + "; ".join(parts) + (f" -- {suffix}" if suffix else "")
 
 
