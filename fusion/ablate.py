@@ -92,7 +92,10 @@ def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200,
     row = {"fusion": fusion, "head": head if uses_head else None, "features": ",".join(features),
            "n_features": len(features), "val_auc": val_auc, "val_from": fitted["threshold_from"],
            "threshold": fitted["threshold"], **_test_columns(fitted["test"])}
-    warnings = train.run_warnings({**fitted, "cross": {}})
+    nonfinite = {s: train.nonfinite_counts(_only(d, features)) for s, d in splits.items()}
+    nonfinite.update({f"cross {stem}": train.nonfinite_counts(_only(d, features))
+                      for stem, d in (others or {}).items()})
+    warnings = train.run_warnings({**fitted, "cross": {}, "nonfinite": nonfinite})
     for stem, data in (others or {}).items():
         m = train.evaluate_scores(train.model_scores(model, data), fitted["threshold"], n_boot, seed)
         cols = _test_columns(m)
@@ -103,6 +106,12 @@ def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200,
         row[auc_column(spec)] = metrics.core_metrics(frame["label"], frame[train.RANK_COLUMN])["auc"]
     row.update(n_warnings=len(warnings), warnings=warnings, seconds=round(time.time() - t0, 3))
     return row
+
+
+def _only(data, features):
+    """``data`` restricted to the blocks of ``features`` (what one configuration reads)."""
+    return heads.FusionData({f: data.blocks[f] for f in features if f in data.blocks}, data.y,
+                            data.meta, data.valid)
 
 
 def auc_column(spec: str) -> str:
@@ -417,8 +426,8 @@ def main(argv=None) -> int:
     else:
         print(f"metadata baseline: test AUC {train._fmt(baseline['test'].get('auc'))}"
               + "".join(f", {k} AUC {train._fmt(m.get('auc'))}" for k, m in baseline.get("cross", {}).items()))
-    for w in pick_warnings(table, baseline):
-        print(f"WARNING {w}")
+    for line in train.warning_lines(pick_warnings(table, baseline)):
+        print(line)
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
     print(pick_command(top, store_path, args, out))
     return 0

@@ -12,7 +12,8 @@ head in :mod:`fusion.train`: fitted on train, hyper-parameter and EER threshold 
 reported on test and on each ``--test-store``. ``fusion.train`` runs it beside every model
 and reports it under ``metrics.json["baselines"]["metadata"]``.
 
-When the metadata model comes within :data:`MARGIN` AUC of the detector, or exceeds
+When the metadata model comes within :data:`MARGIN` AUC of the detector (the warning says
+"within"), lies above it by more (it says "above the detector"), or exceeds
 :data:`HIGH_AUC` on its own, the detector's number may measure the data set's file
 history rather than manipulation artifacts, and a warning says so. A store extracted
 before source metadata was recorded cannot be audited; the result says so instead.
@@ -95,7 +96,13 @@ def confound_warnings(result: dict, baseline: dict) -> list[str]:
         if meta_auc > HIGH_AUC:
             out.append(f"{name}: the metadata-only model reaches AUC {meta_auc:.3f} (> {HIGH_AUC}): "
                        "file size, resolution, encoding or face size alone separate the classes")
-        if head_auc is not None and np.isfinite(head_auc) and meta_auc >= head_auc - MARGIN:
+        if head_auc is None or not np.isfinite(head_auc) or meta_auc < head_auc - MARGIN:
+            continue
+        if meta_auc > head_auc + MARGIN:  # not "within": the metadata alone does better
+            out.append(f"{name}: the metadata-only model (AUC {meta_auc:.3f}) is above the detector "
+                       f"(AUC {head_auc:.3f}) by {meta_auc - head_auc:.3f}: file facts alone separate "
+                       "the classes better than the detector does")
+        else:
             out.append(f"{name}: the metadata-only model (AUC {meta_auc:.3f}) is within {MARGIN} of "
                        f"the detector (AUC {head_auc:.3f}): the detector may read the confound")
     return out
@@ -138,7 +145,7 @@ def summary(result: dict) -> str:
         lines.append(f"{name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
                      f"{train._fmt(m.get('auc')):>8}{train._fmt(m.get('eer')):>8}"
                      + (f"  {m['note']}" if m.get("note") else ""))
-    lines += [f"WARNING {w}" for w in result["warnings"]]
+    lines += train.warning_lines(result["warnings"])
     return "\n".join(lines)
 
 

@@ -11,9 +11,12 @@ difference (``feature 'lbp': params differ: radius 1 -> 2``), because scores of 
 features computed differently are meaningless. The threshold is the one chosen on the
 training run's val split.
 
-Writes ``metrics.json`` (``{"model", "store", "split", "threshold", "metrics"}``),
-``scores.csv``, ``roc.png`` / ``det.png`` / ``scores.png`` and ``report.html``
-(:mod:`fusion.report`) into ``--out``.
+Writes ``metrics.json`` (``{"model", "store", "split", "threshold", "metrics", "decisions",
+"nonfinite", "warnings"}``), ``scores.csv``, ``roc.png`` / ``det.png`` / ``scores.png`` and
+``report.html`` (:mod:`fusion.report`) into ``--out``. The console shows the decisions at
+the threshold in counts (``13 of 14 reals called fake``) and the warnings. A store with one
+class only (reals only, say) has no AUC, EER, ROC or DET; the console says so, the error
+rate at the threshold is the number to read, and only ``scores.png`` is drawn.
 """
 from __future__ import annotations
 
@@ -72,19 +75,39 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     frame.to_csv(out / "scores.csv", index=False)
     result = {"model": str(mdir), "store": str(store_path), "split": chosen or "all",
               "features": config["features"], "fusion": config["fusion"], "threshold": threshold,
-              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed)}
+              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed),
+              "nonfinite": train.nonfinite_counts(data),
+              "decisions": train.decision_counts(frame, threshold)}
+    result["warnings"] = train.chance_warnings(result["split"], result["metrics"]) \
+        + train.nonfinite_warnings(result["nonfinite"], result["split"]) \
+        + [f"{result['split']}: {w}" for w in result["metrics"].get("warnings", [])]
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
-    if plots_on:
-        train.write_plots(frame, out, threshold, title=Path(store_path).stem)
+    plotted = train.write_plots(frame, out, threshold, title=Path(store_path).stem) if plots_on else []
     from fusion.report import write_report
     write_report(out, command)
     if verbose:
         m = result["metrics"]
+        one_class = not (m.get("n_real") and m.get("n_fake"))
         print(f"{config['fusion']} on {Path(store_path).name} [{result['split']}]: "
               f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {train._fmt(m.get('auc'))} "
               f"EER {train._fmt(m.get('eer'))} FAR@FRR=1% {train._fmt(m.get('far_at_frr', {}).get('0.01'))} "
               f"-> {out}")
-        if inputs == "vector" and result["split"] in ("val", "test"):  # which features carry over
+        print(f"at threshold logit {train._fmt(threshold)}: {train.decision_text(result['decisions'])}; "
+              f"accuracy {train._fmt(m.get('acc'), 3)}")
+        if one_class:
+            print("AUC, EER and ROC/DET are not defined: the store has "
+                  f"{'reals' if m.get('n_real') else 'fakes'} only (one class); "
+                  "the error rate above is the number to read")
+        if plots_on:
+            print(f"plots: {', '.join(p.name for p in plotted) or 'none'}"
+                  + (" (ROC and DET need reals and fakes)" if one_class else ""))
+        for line in train.warning_lines(result["warnings"]):
+            print(line)
+        if one_class:  # fusion.importance needs both classes; predict_line a fake's file
+            step = train.predict_line(model_path, data.meta)
+            if step:
+                print(step)
+        elif inputs == "vector" and result["split"] in ("val", "test"):  # which features carry over
             print(next_line("python -m fusion.importance", "--store", store_path, "--run", model_path,
                             "--split", result["split"], "--out", out / "importance"))
         elif train.predict_line(model_path, data.meta):

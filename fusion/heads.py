@@ -23,7 +23,7 @@ Families
   side, Peng et al. 2020);
 * spatio-temporal: ``sequence`` (BiLSTM over the frames of each video).
 
-Every head imputes NaN feature values (rows a feature could not be computed for) with the
+Every head imputes non-finite feature values (NaN or +-inf, alike: rows a feature could not be computed for) with the
 training-column mean and standardises each block with training statistics; both are part of
 the saved model. Columns (near-)constant on train are set to 0 and standardised values are
 clipped to +-:data:`Z_CLIP` (see :class:`BlockScaler`), so one column that never varied in
@@ -86,11 +86,13 @@ class FusionData:
 
     ``blocks`` maps feature name -> N x D float array (vector features) or N x H x W x C
     (map features, for early fusion); ``y`` is N int (0 real, 1 fake); ``meta`` the store's
-    metadata rows (needed by ``sequence``: video_id, method, frame_index).
+    metadata rows (needed by ``sequence``: video_id, method, frame_index); ``valid`` (optional)
+    maps feature name -> N bool, the store's ``valid`` flags of those rows.
     """
     blocks: dict
     y: np.ndarray
     meta: object = None
+    valid: dict | None = None
 
     def __len__(self) -> int:
         return int(len(self.y))

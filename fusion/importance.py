@@ -27,7 +27,14 @@ lacks reals or fakes, as in a store made for testing; ``mi_split`` says which); 
 and per group the table gives its largest and its mean column MI. MI ignores the model: a high-MI group the model does not use
 points at redundancy, a used group with low MI at an interaction.
 
-Writes into ``--out`` (default ``RUN/importance``): ``importance.csv`` (one row per block
+A model whose AUC on ``--split`` is below chance (0.5) ranks the classes the wrong way round:
+every drop then means the opposite. The run says so in a ``WARNING worse than chance`` line
+before and after its table, in ``importance.json`` (``below_chance``, ``warnings``) and in
+the title of ``importance.png``; rows with NaN or inf values are counted and warned about as
+in :mod:`fusion.train`.
+
+Writes into ``--out`` (default ``RUN/importance``): ``importance.json`` (split, unpermuted
+AUC, warnings), ``importance.csv`` (one row per block
 and per group: ``level, feature, group, n_columns, split, auc, auc_drop, auc_drop_std,
 mi_max, mi_mean, mi_split``), ``mi.csv`` (one row per column) and ``importance.png`` (AUC
 drop per block and for the top ``--top`` groups, with one standard deviation over the
@@ -314,15 +321,23 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
     out = Path(out) if out is not None else run_dir / "importance"
     table, mi = importance_table(model, data, store, features, split, n_repeats, seed, chunk, mi_samples,
                                  mi_split)
+    auc = float(table["auc"].iloc[0])
+    warnings = train.chance_warnings(split, {"auc": auc}) \
+        + train.nonfinite_warnings(train.nonfinite_counts(data), split)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "importance.csv", index=False)
     mi.to_csv(out / "mi.csv", index=False)
+    (out / "importance.json").write_text(json.dumps(
+        {"store": str(store_path), "run": str(run), "split": split, "auc": auc, "repeats": n_repeats,
+         "below_chance": auc < 0.5, "warnings": warnings}, indent=2) + "\n")
     if plots_on:
         importance_plot(table, out / "importance.png", top,
-                        title=f"{config['fusion']} on {', '.join(features)} -- {Path(store_path).name}, "
-                              f"{split} split (AUC {table['auc'].iloc[0]:.3f})")
+                        title=("BELOW CHANCE: every drop means the opposite -- " if auc < 0.5 else "")
+                        + f"{config['fusion']} on {', '.join(features)} -- {Path(store_path).name}, "
+                          f"{split} split (AUC {auc:.3f})")
     if verbose:
-        print(summary(table, split, n_repeats, out, plots_on=plots_on))
+        lines = train.warning_lines(warnings)
+        print("\n".join(lines + [summary(table, split, n_repeats, out, plots_on=plots_on)] + lines))
         ranked = table.loc[table["level"] == "block", "feature"].tolist()
         fusion = config["fusion"]
         print(next_line("python -m fusion.ablate", "--store", store_path, "--features", ",".join(ranked),
@@ -345,7 +360,8 @@ def summary(table: pd.DataFrame, split: str, n_repeats: int, out, top: int = 10,
     for _, r in groups.head(top).iterrows():
         lines.append(f"  {r['group']:<26}{r['n_columns']:>6}{fmt(r['auc_drop']):>10}"
                      f"{r['auc_drop_std']:>8.4f}{r['mi_max']:>8.4f}")
-    lines.append(f"written to {out} (importance.csv, mi.csv{', importance.png' if plots_on else ''})")
+    lines.append(f"written to {out} (importance.json, importance.csv, mi.csv"
+                 f"{', importance.png' if plots_on else ''})")
     return "\n".join(lines)
 
 

@@ -12,7 +12,9 @@ Scores are fake probabilities in [0, 1] (``score``) with the decision value besi
 (``logit``); the decision compares the logit with the threshold chosen on the training
 run's validation split (``threshold``, in logit units). A video's logit is the mean of its
 faces' logits. When the training run took its threshold from train, or its val split was
-too small to trust, the run's warnings are printed and kept in the JSON (``warnings``).
+too small to trust, the run's warnings are printed and kept in the JSON (``warnings``). A face
+an extractor gives NaN or inf for is scored with the train mean in its place (as in
+:mod:`fusion.train`), counted in its result's ``nonfinite`` and warned about on stderr.
 """
 from __future__ import annotations
 
@@ -115,8 +117,11 @@ def score_file(path, head, config, extractors, ingest) -> dict:
         blocks[feature] = np.asarray(out[kind], np.float32)
     import pandas as pd
     meta = pd.DataFrame(crops.records)
-    from fusion.train import saved_threshold
-    logits = head.decision_function(FusionData(blocks, np.zeros(len(meta), np.int64), meta))
+    from fusion.train import nonfinite_counts, nonfinite_warnings, saved_threshold
+    data = FusionData(blocks, np.zeros(len(meta), np.int64), meta)
+    result["nonfinite"] = nonfinite_counts(data)  # faces an extractor gave NaN / inf: imputed
+    result["warnings"] = nonfinite_warnings(result["nonfinite"], str(path))
+    logits = head.decision_function(data)
     scores = head.probability(logits)
     threshold = saved_threshold(head, config.get("run", {}))
     result["faces"] = [{"frame_index": int(r["frame_index"]), "score": float(s), "logit": float(z),
@@ -228,6 +233,8 @@ def main(argv=None) -> int:
         verdict = ("no face scored" if result["score"] is None else
                    f"{'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
                    f"over {len(result['faces'])} face(s)")
+        for w in result.get("warnings", []):
+            print(f"warning: {w}", file=sys.stderr)
         causes = sorted({e["cause"] for e in result["errors"]})
         print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),

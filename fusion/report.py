@@ -42,6 +42,8 @@ MAX_OVERLAYS = 16
 PLOT_CAPTIONS = {
     "roc.png": "ROC: fakes caught against reals flagged; the dotted diagonal is chance.",
     "det.png": "DET: FAR (fakes accepted) against FRR (reals rejected), both in %.",
+    "val_roc.png": "ROC on val, the split that chose the threshold, beside the test ROC.",
+    "val_scores.png": "Scores per method on val, with the decision threshold chosen there.",
     "scores.png": "Scores per method, in sample counts, with the decision threshold.",
     "ablation.png": "Ablation: val AUC per configuration (what chose the pick); the dashed line is chance.",
     "robustness.png": "Robustness: test metrics under each stored perturbation; the star is the clean test set.",
@@ -62,6 +64,8 @@ th { background: #eeeeee; } td.l, th.l { text-align: left; }
 tr.pick td { font-weight: bold; background: #fff7d6; }
 .warn { background: #fff1f0; border: 1px solid #e0a8a3; padding: 6px 12px 6px 28px; }
 .warn li { margin: 2px 0; font-size: 13px; }
+.warn li.serious { font-weight: bold; color: #8b0000; }
+tr.bad td { background: #ffd9d6; color: #8b0000; font-weight: bold; }
 .ok { color: #2b6a2b; font-size: 13px; }
 .plots { display: flex; flex-wrap: wrap; gap: 14px; align-items: flex-start; }
 figure { margin: 0; } figcaption { font-size: 12px; color: #444444; max-width: 560px; }
@@ -106,22 +110,44 @@ def _png_size(data: bytes) -> tuple[int, int]:
     return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
-def _table(header, rows, left=1, pick_rows=()) -> str:
-    """HTML table; the first ``left`` columns are left-aligned; ``pick_rows`` are highlighted."""
+def _table(header, rows, left=1, pick_rows=(), bad_rows=()) -> str:
+    """HTML table; the first ``left`` columns are left-aligned; ``pick_rows`` are highlighted,
+    ``bad_rows`` (a result below chance) shown in the warning style."""
     cells = "".join(f'<th class="l">{_esc(h)}</th>' if i < left else f"<th>{_esc(h)}</th>"
                     for i, h in enumerate(header))
     body = []
     for r, row in enumerate(rows):
         tds = "".join(f'<td class="l">{c}</td>' if i < left else f"<td>{c}</td>" for i, c in enumerate(row))
-        body.append(f'<tr{" class=pick" if r in pick_rows else ""}>{tds}</tr>')
+        cls = " class=bad" if r in bad_rows else " class=pick" if r in pick_rows else ""
+        body.append(f"<tr{cls}>{tds}</tr>")
     return f"<table><tr>{cells}</tr>{''.join(body)}</table>"
 
 
+#: Warning kinds up to this :data:`fusion.warning_groups.KINDS` rank are shown in bold red.
+SERIOUS = 2
+
+
 def _warnings(items) -> str:
-    items = [w for w in items if w]
-    if not items:
+    """One ``<li>`` per kind of warning, most serious first (:mod:`fusion.warning_groups`)."""
+    from fusion.warning_groups import group_warnings
+    groups = group_warnings([w for w in items if w])
+    if not groups:
         return '<p class="ok">No warnings.</p>'
-    return '<ul class="warn">' + "".join(f"<li>{_esc(w)}</li>" for w in items) + "</ul>"
+    lis = []
+    for g in groups:
+        rest = g["line"][len(g["kind"]) + 2:]
+        cls = ' class="serious"' if g["severity"] <= SERIOUS else ""
+        lis.append(f"<li{cls}><b>{_esc(g['kind'])}</b>"
+                   + (f" ({len(g['items'])})" if len(g["items"]) > 1 else "") + f": {_esc(rest)}</li>")
+    every = "".join(f"<li>{_esc(w)}</li>" for g in groups for w in g["items"])
+    return ("<h2>Warnings, most serious first</h2><ul class=\"warn\">" + "".join(lis) + "</ul>"
+            f"<details><summary class=\"sub\">every warning as recorded ({sum(len(g['items']) for g in groups)})"
+            f"</summary><ul>{every}</ul></details>")
+
+
+def _below_chance(m) -> bool:
+    auc = m.get("auc") if isinstance(m, dict) else None
+    return isinstance(auc, (int, float)) and math.isfinite(auc) and auc < 0.5
 
 
 def _metric_row(name: str, m: dict) -> list[str]:
@@ -139,14 +165,18 @@ METRIC_HEADER = ["set", "reals", "fakes", "AUC [95% CI]", "EER [95% CI]", "FAR@F
 
 
 def _metrics_section(sets: list[tuple[str, dict]], threshold_text: str = "") -> str:
-    rows = [_metric_row(name, m) for name, m in sets if isinstance(m, dict)]
+    sets = [(name, m) for name, m in sets if isinstance(m, dict)]
+    rows = [_metric_row(name, m) for name, m in sets]
+    bad = [i for i, (_, m) in enumerate(sets) if _below_chance(m)]
     cluster = next((m.get("ci", {}).get("cluster") for _, m in sets
                     if isinstance(m, dict) and m.get("ci")), None)
     lines = [threshold_text] if threshold_text else []
     if cluster:
         lines.append(f"Confidence intervals: cluster bootstrap over {_esc(cluster)}s.")
+    if bad:
+        lines.append("Rows in red: AUC below chance (0.5), the model ranks reals above fakes there.")
     return ("<h2>Metrics</h2>" + "".join(f'<p class="sub">{t}</p>' for t in lines)
-            + _table(METRIC_HEADER, rows))
+            + _table(METRIC_HEADER, rows, bad_rows=bad))
 
 
 def _by_method_section(m: dict, title: str) -> str:
@@ -186,7 +216,8 @@ def _plots_section(folder: Path, names, title="Plots") -> str:
     for name in names:
         path = folder / name
         if path.is_file():
-            caption = next((text for key, text in PLOT_CAPTIONS.items() if name.endswith(key)), "")
+            caption = PLOT_CAPTIONS.get(name) or next(
+                (text for key, text in PLOT_CAPTIONS.items() if name.endswith(key)), "")
             figs.append(_image(path, caption))
     return f"<h2>{_esc(title)}</h2><div class=\"plots\">{''.join(figs)}</div>" if figs else ""
 
@@ -211,15 +242,18 @@ def _baseline_note(baselines: dict | None) -> str:
 def _train_page(folder: Path, m: dict, command):
     title = (f"fusion.train: {m.get('fusion')}" + (f" ({m['head']})" if m.get("head") else "")
              + f" on {', '.join(m.get('features', []))}")
-    sets = [("val", m.get("val", {})), ("test", m.get("test", {}))] \
+    sets = ([("train (fitted on)", m["train"])] if isinstance(m.get("train"), dict) else []) \
+        + [("val", m.get("val", {})), ("test", m.get("test", {}))] \
         + [(f"test@{k}", v) for k, v in (m.get("robustness") or {}).items()] \
         + [(f"cross {k}", v) for k, v in (m.get("cross") or {}).items()] \
         + _baseline_rows(m.get("baselines"))
     threshold = (f"Threshold: {_num(m.get('threshold'))} ({_esc(m.get('threshold_units', 'score'))}; "
                  f"probability {_num(m.get('threshold_probability'))}), the EER point on "
-                 f"{_esc(m.get('threshold_from', 'val'))}. Test only reports.")
+                 f"{_esc(m.get('threshold_from', 'val'))}. Test only reports"
+                 + ("; train, which the head was fitted on, shows how far it overfits." if "train" in m
+                    else "."))
     cross = sorted(m.get("cross") or {})
-    plots = ["roc.png", "det.png", "scores.png", "robustness.png"] \
+    plots = ["roc.png", "val_roc.png", "det.png", "scores.png", "val_scores.png", "robustness.png"] \
         + [f"{stem}_{p}" for stem in cross for p in ("roc.png", "det.png", "scores.png")]
     body = [_warnings(m.get("warnings", [])), _metrics_section(sets, threshold),
             _baseline_note(m.get("baselines")),
@@ -236,7 +270,14 @@ def _evaluate_page(folder: Path, m: dict, command):
     scores = m.get("metrics", {})
     threshold = (f"Threshold: {_num(m.get('threshold'))}, chosen on the val split of the model's "
                  f"own training run ({_esc(m.get('model'))}); nothing is chosen on this store.")
-    body = [_warnings(scores.get("warnings", [])),
+    d = m.get("decisions")
+    if d:
+        from fusion.train import decision_text
+        threshold += f" Decisions at it: {_esc(decision_text(d))}."
+        if not (d.get("reals") and d.get("fakes")):
+            threshold += (" AUC, EER and the ROC / DET plots are not defined on one class; the "
+                          "error rate is the number to read.")
+    body = [_warnings(m.get("warnings", scores.get("warnings", []))),
             _metrics_section([(f"{store} [{m.get('split')}]", scores)], threshold),
             _by_method_section(scores, "By method"),
             _plots_section(folder, ["roc.png", "det.png", "scores.png"]),
@@ -304,15 +345,25 @@ def _cascade_page(folder: Path, m: dict, command):
     overlay_html = ("<h2>Mask overlays</h2><div class=\"plots\">" + "".join(
         _image(p, "crop | predicted mask with its colour bar | stored mask") for p in overlays)
         + "</div>") if overlays else ""
+    reals_dir = folder / "overlays" / "reals"
+    reals = sorted(reals_dir.glob("*.png"))[:MAX_OVERLAYS] if reals_dir.is_dir() else []
+    if reals:
+        overlay_html += ("<h2>Reals with the largest predicted masks (false positives)</h2>"
+                         "<p class=\"sub\">Real samples ranked by the share of their pixels at or above "
+                         "the mask threshold (then mean mask probability), largest first: what the "
+                         "model wrongly marks as manipulated.</p><div class=\"plots\">" + "".join(
+                             _image(p, "a real: crop | predicted mask (ideally empty)") for p in reals)
+                         + "</div>")
     training = _plots_section(run, ["training.png"], "Training run") if (run / "training.png").is_file() else ""
     config = None
     if (run / "config.json").is_file():
         config = json.loads((run / "config.json").read_text()).get("config")
-    body = [_warnings(c.get("warnings", [])), _metrics_section([(str(m.get("split")), c)], threshold),
+    prov = m.get("provenance") or {"stores": [{"path": m.get("store"), "sha256": "not recorded"}]}
+    body = [_warnings(m.get("warnings", c.get("warnings", []))),
+            _metrics_section([(str(m.get("split")), c)], threshold),
             _by_method_section(c, f"{m.get('split')} by method"), localization,
             _plots_section(folder, ["roc.png", "det.png", "scores.png"]), overlay_html, training,
-            _provenance_section({"stores": [{"path": m.get("store"), "sha256": "not recorded"}]},
-                                command, config)]
+            _provenance_section(prov, command, config)]
     return title, body
 
 

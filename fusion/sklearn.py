@@ -46,6 +46,12 @@ whole videos are held out (without groups, rows are drawn stratified by label, a
 of one video land on both sides). Inside ``GridSearchCV`` the outer search already picks
 on held-out folds, so ``val_size=0`` is usually what you want.
 
+Non-finite values
+-----------------
+NaN and +-inf are treated alike, as in the CLIs (see :mod:`fusion.train`): a missing value
+the head replaces with its train-column mean. ``fit`` and the predicting methods say so with
+a :class:`NonFiniteFeatureWarning` naming each block and how many rows hold such a value.
+
 Not wrapped: the map fusions (``early``, ``early-spatial``) and ``sequence``, which needs
 each row's video and frame index; use ``python -m fusion.train`` for those.
 
@@ -62,6 +68,7 @@ files of :meth:`fusion.heads.FusionHead.save`.
 from __future__ import annotations
 
 import numbers
+import warnings
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -71,10 +78,14 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from fusion import heads
 from stores.reader import COLUMN_SEP
 
-__all__ = ["FusionClassifier", "feature_blocks", "PLAIN_BLOCK"]
+__all__ = ["FusionClassifier", "feature_blocks", "PLAIN_BLOCK", "NonFiniteFeatureWarning"]
 
 #: The block name of a plain array, or of a frame without ``<feature>__<column>`` names.
 PLAIN_BLOCK = "x"
+
+
+class NonFiniteFeatureWarning(UserWarning):
+    """Rows of a feature block hold NaN or inf; the head imputes them with the train mean."""
 
 
 def feature_blocks(columns) -> dict[str, list[int]]:
@@ -183,7 +194,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = True  # every head imputes NaN (invalid rows) with the train mean
+        tags.input_tags.allow_nan = True  # every head imputes NaN and inf (invalid rows) with the train mean
         tags.classifier_tags.multi_class = False
         return tags
 
@@ -209,6 +220,11 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"features must name each block once, got {list(self.features)!r}")
         return cls
 
+    def _warn_nonfinite(self, data: heads.FusionData, doing: str):
+        from fusion.train import nonfinite_warnings, nonfinite_counts
+        for line in nonfinite_warnings(nonfinite_counts(data), f"FusionClassifier.{doing}"):
+            warnings.warn(line, NonFiniteFeatureWarning, stacklevel=3)
+
     def _data(self, X, y) -> heads.FusionData:
         # C order, as the store's arrays: a DataFrame's values are often column-major, and
         # BLAS then sums in another order (scores 1e-15 apart from the same head on the store)
@@ -224,7 +240,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         """
         cls = self._check_config()
         columns = list(X.columns) if hasattr(X, "columns") else None
-        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_all_finite="allow-nan")
+        X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_all_finite=False)
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
@@ -248,6 +264,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         self.head_ = heads.create_fusion(self.fusion, features, head=self.head, seed=int(self.seed),
                                          **head_params)
         data = self._data(X, target)
+        self._warn_nonfinite(data, "fit")
         train = heads.FusionData({f: b[fit_rows] for f, b in data.blocks.items()}, target[fit_rows])
         val = None if val_rows is None else \
             heads.FusionData({f: b[val_rows] for f, b in data.blocks.items()}, target[val_rows])
@@ -282,8 +299,10 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     # predicting -----------------------------------------------------------------------------
     def _head_decision(self, X) -> np.ndarray:
         check_is_fitted(self)
-        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), ensure_all_finite="allow-nan")
-        return self.head_.decision_function(self._data(X, np.zeros(X.shape[0], np.int64)))
+        X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32), ensure_all_finite=False)
+        data = self._data(X, np.zeros(X.shape[0], np.int64))
+        self._warn_nonfinite(data, "predict")
+        return self.head_.decision_function(data)
 
     def decision_function(self, X) -> np.ndarray:
         """Decision value per row (N floats): > 0 means ``classes_[1]``; higher = more fake.

@@ -23,8 +23,14 @@
   the metadata-only model of :mod:`fusion.audit`, trained and evaluated like the head.
   ``provenance`` records the code version, the command line, the stores' SHA-256, the seed
   and the full configuration.
-* NaN feature values (rows an extractor could not compute, ``valid`` False) are imputed with
-  the train-column mean inside the head, so the same imputation is saved with the model.
+* Non-finite feature values: NaN and +-inf are treated alike, as missing (rows an extractor
+  could not compute, ``valid`` False). They are imputed with the train-column mean inside
+  the head, so the same imputation is saved with the model, and never pass silently: per
+  split and feature, the rows holding one are counted (``metrics.json["nonfinite"]``) and a
+  warning names the feature, the split and the count, and how many of those rows the store
+  marks ``valid`` (a damaged store or an extractor bug; ``stores.info --check`` fails it).
+  ``fusion.evaluate``, ``fusion.ablate``, ``fusion.predict`` and
+  :class:`fusion.sklearn.FusionClassifier` follow the same policy (:func:`nonfinite_counts`).
 * Each ``--test-store`` is scored on its ``test`` split, or on all its samples when it has
   no test split (a cross-data-set store usually has one split only).
 * ``--perturb`` also scores the test split of perturbed crops: each feature ``lbp`` is
@@ -36,10 +42,12 @@
 the resolved flags are saved as ``RUN_DIR/config.json``, and ``--config RUN_DIR/config.json``
 reruns the run bit for bit on the CPU.
 
-Writes into ``RUN_DIR``: ``config.json`` (every flag), ``metrics.json`` (features, fusion, head, threshold, val, test,
+Writes into ``RUN_DIR``: ``config.json`` (every flag), ``metrics.json`` (features, fusion, head, threshold, train
+(the fitted rows, to judge overfitting), val, test,
 cross, robustness, warnings, baselines, provenance), ``scores.csv`` (sample_id, split,
 label, method, video_id, score, logit for val and test rows), ``scores_<store stem>.csv``
-per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split;
+per test store, ``model/`` (model.json + weights, see :mod:`fusion.modelio`) and ``roc.png``, ``det.png``, ``scores.png`` for the test split
+(``val_roc.png`` and ``val_scores.png`` for val);
 with ``--perturb`` also ``robustness.png`` (AUC and EER against perturbation strength);
 and ``report.html``, all of it on one page (:mod:`fusion.report`).
 """
@@ -68,8 +76,10 @@ COMPARED_ATTRS = ("extractor", "version", "params", "shape")
 
 
 def load_split(store, features, split=None, inputs="vector") -> heads.FusionData:
-    """One split of ``store`` as per-feature blocks (vectors N x D, or maps N x H x W x C)."""
+    """One split of ``store`` as per-feature blocks (vectors N x D, or maps N x H x W x C),
+    with the store's ``valid`` flags of those rows."""
     blocks, y, meta = {}, None, None
+    rows = store.select(split=split)
     for f in features:
         if inputs == "map":
             x, meta_f = store.read_map(f, split=split)
@@ -81,7 +91,44 @@ def load_split(store, features, split=None, inputs="vector") -> heads.FusionData
         elif not np.array_equal(meta["sample_id"].to_numpy(), meta_f["sample_id"].to_numpy()):
             raise RuntimeError(f"store returned differently ordered rows for feature {f!r}")
         blocks[f] = x
-    return heads.FusionData(blocks, y, meta)
+    valid = {f: np.asarray(store.valid(f, rows), bool) for f in features}
+    return heads.FusionData(blocks, y, meta, valid)
+
+
+def nonfinite_counts(data: heads.FusionData) -> dict:
+    """Rows holding a NaN or infinite value, per feature block of ``data`` (only those with any).
+
+    Returns ``{feature: {"rows": k, "of": n, "marked_valid": j}}``: ``k`` of the ``n`` rows
+    have a non-finite value somewhere in the feature's vector (or map); ``j`` of those ``k``
+    are marked ``valid`` by the store (None when ``data`` carries no ``valid`` flags).
+
+    >>> d = heads.FusionData({"f": np.array([[1., np.nan], [np.inf, 0.], [1., 2.]])}, np.zeros(3))
+    >>> nonfinite_counts(d)
+    {'f': {'rows': 2, 'of': 3, 'marked_valid': None}}
+    """
+    out = {}
+    for f, x in data.blocks.items():
+        x = np.asarray(x)
+        if not len(x):
+            continue
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            valid = (data.valid or {}).get(f)
+            out[f] = {"rows": int(bad.sum()), "of": int(len(x)),
+                      "marked_valid": None if valid is None else int((bad & np.asarray(valid, bool)).sum())}
+    return out
+
+
+def nonfinite_warnings(counts: dict, where: str) -> list[str]:
+    """One warning per feature of :func:`nonfinite_counts` ``counts`` of split/store ``where``."""
+    out = []
+    for f, c in counts.items():
+        marked = c.get("marked_valid")
+        out.append(f"{where}: feature {f!r} is NaN or infinite in {c['rows']} of {c['of']} rows"
+                   + (f" ({marked} of them marked valid: the store is damaged or its extractor "
+                      "wrote a bad value)" if marked else "")
+                   + ": the head puts the train-column mean in its place")
+    return out
 
 
 def feature_attrs(store, features) -> dict:
@@ -204,8 +251,19 @@ def run_warnings(result: dict) -> list[str]:
         + [(f"test@{k}", v) for k, v in result.get("robustness", {}).items()] \
         + [(f"cross {k}", v) for k, v in result.get("cross", {}).items()]
     for name, m in sets:
-        out += [f"{name}: {w}" for w in m.get("warnings", [])]
+        out += chance_warnings(name, m) + [f"{name}: {w}" for w in m.get("warnings", [])]
+    for where, counts in (result.get("nonfinite") or {}).items():
+        out += nonfinite_warnings(counts, where)
     return out
+
+
+def chance_warnings(name: str, m: dict) -> list[str]:
+    """``["<name>: AUC 0.016 is below chance (0.5): ..."]`` when set ``name``'s AUC is below 0.5."""
+    auc = m.get("auc") if isinstance(m, dict) else None
+    if auc is None or not np.isfinite(auc) or auc >= 0.5:
+        return []
+    return [f"{name}: AUC {auc:.3f} is below chance (0.5): the model ranks reals above fakes "
+            "here, so its scores (and any importance drop) mean the opposite of what they say"]
 
 
 def file_sha256(path) -> str:
@@ -240,18 +298,57 @@ def provenance(store_paths, seed: int, config: dict, command: str | None = None)
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
 
 
-def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test"):
-    if frame.empty or frame["label"].nunique() < 2:
+def decision_counts(frame: pd.DataFrame, threshold: float) -> dict:
+    """What the model decides at ``threshold`` (``logit >= threshold``: fake), in counts.
+
+    The numbers that stay meaningful on one class (a reals-only store): how many reals are
+    called fake, how many fakes real, and the two error rates (None without that class).
+
+    >>> f = pd.DataFrame({"label": [0, 0, 0, 1], "logit": [2.0, -1.0, 0.5, 3.0]})
+    >>> decision_counts(f, 0.0)["reals_called_fake"], decision_counts(f, 0.0)["false_positive_rate"]
+    (2, 0.6666666666666666)
+    """
+    column = RANK_COLUMN if RANK_COLUMN in frame else "score"
+    fake = frame[column].to_numpy() >= threshold
+    y = frame["label"].to_numpy()
+    reals, fakes = int((y == 0).sum()), int((y == 1).sum())
+    fp, fn = int((fake & (y == 0)).sum()), int((~fake & (y == 1)).sum())
+    return {"reals": reals, "reals_called_fake": fp, "fakes": fakes, "fakes_called_real": fn,
+            "false_positive_rate": fp / reals if reals else None,
+            "false_negative_rate": fn / fakes if fakes else None}
+
+
+def decision_text(d: dict) -> str:
+    """``13 of 14 reals called fake (false-positive rate 0.929); 0 fakes`` from :func:`decision_counts`."""
+    parts = []
+    for cls, wrong, called, rate, name in (("reals", "reals_called_fake", "fake", "false_positive_rate",
+                                            "false-positive"),
+                                           ("fakes", "fakes_called_real", "real", "false_negative_rate",
+                                            "false-negative")):
+        parts.append(f"{d[wrong]} of {d[cls]} {cls} called {called} ({name} rate {d[rate]:.3f})"
+                     if d[cls] else f"0 {cls}")
+    return "; ".join(parts)
+
+
+def write_plots(frame: pd.DataFrame, out: Path, threshold: float, prefix="", title="test",
+                which=("roc", "det", "scores")):
+    """``<prefix>roc.png``, ``det.png``, ``scores.png`` (those in ``which``) of a scores frame.
+
+    ROC and DET need both classes: with one class only the score histogram is drawn; an
+    empty frame gives none."""
+    if frame.empty:
         return []
+    if frame["label"].nunique() < 2:
+        which = [k for k in which if k == "scores"]
     y, m = frame["label"].to_numpy(), frame["method"].to_numpy()
     column = RANK_COLUMN if RANK_COLUMN in frame else "score"
     s = frame[column].to_numpy()
-    return [plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
-            plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
-            plots.score_histograms(s, m, out / f"{prefix}scores.png", threshold=threshold,
-                                   title=f"Scores by method ({title})",
-                                   xlabel="decision value (logit; higher = more fake)"
-                                   if column == RANK_COLUMN else "fake score")]
+    draw = {"roc": lambda: plots.roc_plot(y, s, out / f"{prefix}roc.png", methods=m, title=f"ROC ({title})"),
+            "det": lambda: plots.det_plot(y, s, out / f"{prefix}det.png", methods=m, title=f"DET ({title})"),
+            "scores": lambda: plots.score_histograms(
+                s, m, out / f"{prefix}scores.png", threshold=threshold, title=f"Scores by method ({title})",
+                xlabel="decision value (logit; higher = more fake)" if column == RANK_COLUMN else "fake score")}
+    return [draw[k]() for k in which]
 
 
 def parse_params(items) -> dict:
@@ -373,6 +470,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     if splits["train"].y.min() == splits["train"].y.max():
         raise UsageError(f"--store {store_path}: split 'train' has one class only "
                          f"(label {int(splits['train'].y[0])}); need reals and fakes")
+    nonfinite = {s: nonfinite_counts(d) for s, d in splits.items()}
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
     fitted, frames = fit_and_evaluate(model, splits, n_boot, seed)
     threshold = fitted["threshold"]
@@ -385,6 +483,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     for s in ("val", "test"):
         if frames[s].empty:
             result[s]["note"] = f"split {s!r} has no samples in {store_path}"
+    # train beside val and test shows how far the head overfits (it saw these rows)
+    result["train"] = evaluate_scores(model_scores(model, splits["train"]), threshold, n_boot, seed)
     out.mkdir(parents=True, exist_ok=True)
     if flags is not None:
         (out / "config.json").write_text(json.dumps(flags, indent=2) + "\n")
@@ -394,6 +494,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
         data = load_split(other, features, cross_split(other), inputs)
         frame = model_scores(model, data)
         stem = Path(path).stem
+        nonfinite[f"cross {stem}"] = nonfinite_counts(data)
         frame.to_csv(out / f"scores_{stem}.csv", index=False)
         result["cross"][stem] = evaluate_scores(frame, threshold, n_boot, seed)
         if plots_on:
@@ -408,6 +509,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
                                                     heads.FUSIONS[fusion].uses_head else "logreg",
                                                     seed=seed, n_boot=n_boot)
         result["baselines"] = {"metadata": baseline}
+    result["nonfinite"] = {k: v for k, v in nonfinite.items() if v}
     result["warnings"] = run_warnings(result)
     if audit:
         result["warnings"] += confound_audit.confound_warnings(result, baseline)
@@ -420,6 +522,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
                                                   if w.startswith(("threshold", "val:"))]})
     if plots_on:
         write_plots(frames["test"], out, threshold)
+        write_plots(frames["val"], out, threshold, prefix="val_", title="val", which=("roc", "scores"))
     result["provenance"] = provenance([store_path, *test_stores], seed, config, command)
     result["seconds"] = round(time.time() - t0, 2)
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
@@ -451,13 +554,21 @@ def _fmt(x, digits=4):
     return "n/a" if x is None or (isinstance(x, float) and not np.isfinite(x)) else f"{x:.{digits}f}"
 
 
+def warning_lines(warnings) -> list[str]:
+    """``WARNING <kind>: ...`` lines: one per kind of warning, most serious first
+    (:func:`fusion.warning_groups.grouped_lines`)."""
+    from fusion.warning_groups import grouped_lines
+    return [f"WARNING {line}" for line in grouped_lines(warnings)]
+
+
 def summary(result: dict, out) -> str:
     """A one-screen summary of a run: one row per evaluated set, the metadata baseline, warnings."""
     lines = [f"fusion {result['fusion']}" + (f" ({result['head']})" if result.get("head") else "")
              + f" on {', '.join(result['features'])}; threshold logit {_fmt(result['threshold'])} "
              f"(EER on {result['threshold_from']})",
              f"{'set':<16}{'n_real':>8}{'n_fake':>8}{'AUC':>8}{'EER':>8}{'FAR@1%':>8}{'vidAUC':>8}"]
-    rows = [("val", result["val"]), ("test", result["test"])] \
+    rows = ([("train", result["train"])] if "train" in result else []) \
+        + [("val", result["val"]), ("test", result["test"])] \
         + [(f"test@{spec}", m) for spec, m in result.get("robustness", {}).items()] \
         + list(result.get("cross", {}).items())
     for name, m in rows:
@@ -472,8 +583,7 @@ def summary(result: dict, out) -> str:
             for name, m in [("test", base.get("test", {}))] + list(base.get("cross", {}).items()):
                 lines.append(f"{'meta ' + name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
                              f"{_fmt(m.get('auc')):>8}{_fmt(m.get('eer')):>8}")
-    for w in result.get("warnings", []):
-        lines.append(f"WARNING {w}")
+    lines += warning_lines(result.get("warnings", []))
     lines.append(f"written to {out} in {result.get('seconds', 0)} s")
     return "\n".join(lines)
 

@@ -1,7 +1,9 @@
 """``python -m stores.info STORE``: what a store holds, on one screen.
 
 ``--check`` also reads every dataset in full, so a damaged chunk is found here rather than
-in the middle of a training run; row counts are checked whenever a store is opened. The
+in the middle of a training run, and counts per feature the rows holding NaN or inf: in
+rows marked invalid (not computed) they are listed, in rows marked valid they are a problem
+(exit 1, naming the feature and the count); row counts are checked whenever a store is opened. The
 summary ends with a ``next:`` line, the command that usually follows (:func:`next_command`).
 """
 from __future__ import annotations
@@ -65,6 +67,19 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def nonfinite_lines(counts: dict) -> list[str]:
+    """``--check``'s lines on NaN / inf values: one per feature that holds any.
+
+    >>> nonfinite_lines({"fft": {"kind": "vector", "rows": 8, "marked_valid": 8}})
+    ['nonfinite fft: NaN or inf in 8 rows, 8 of them marked valid (a problem)']
+    """
+    if not counts:
+        return ["nonfinite none: every value of every float feature is finite"]
+    return [f"nonfinite {name}: NaN or inf in {c['rows']} rows, "
+            + (f"{c['marked_valid']} of them marked valid (a problem)" if c["marked_valid"]
+               else "all marked invalid (not computed)") for name, c in counts.items()]
+
+
 def main(argv=None) -> int:
     from pipelines.cli import CLIParser, run_cli
     parser = CLIParser(prog="python -m stores.info", description=__doc__)
@@ -72,11 +87,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.add_argument("--errors", action="store_true", help="also list every error row")
     parser.add_argument("--check", action="store_true",
-                        help="read every dataset in full and report the first damaged one")
+                        help="read every dataset in full and report the first damaged one, and "
+                             "NaN / inf values per feature (a problem in rows marked valid)")
     args = parser.parse_args(argv)
 
     def work():
         from pipelines.errors import UsageError
+        from stores.schema import StoreError
         if not Path(args.store).is_file():
             raise UsageError(f"{args.store}: no such store file")
         with open_store(args.store) as store:  # a damaged store: StoreError, exit 1
@@ -85,12 +102,24 @@ def main(argv=None) -> int:
             step = next_command(store)
             if args.check:
                 summary["check"] = f"{store.check()} datasets read in full, row counts agree"
+                summary["nonfinite"] = store.nonfinite()
+        damaged = {k: v for k, v in summary.get("nonfinite", {}).items() if v["marked_valid"]}
         if args.json:
             print(json.dumps(summary, indent=2, default=str))
+        else:
+            print(format_summary(summary))
+            if args.check:
+                print(f"check    {summary['check']}")
+                for line in nonfinite_lines(summary["nonfinite"]):
+                    print(line)
+        if damaged:
+            name, c = next(iter(damaged.items()))
+            more = f" (+{len(damaged) - 1} more: {', '.join(list(damaged)[1:])})" if len(damaged) > 1 else ""
+            raise StoreError(f"{args.store}: feature {name!r} is NaN or infinite in {c['marked_valid']} "
+                             f"rows marked valid{more}: the store is damaged or its extractor wrote a "
+                             "bad value; re-extract it")
+        if args.json:
             return
-        print(format_summary(summary))
-        if args.check:
-            print(f"check    {summary['check']}")
         if args.errors and len(errors):
             print(errors.to_string(index=False))
         if step:

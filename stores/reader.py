@@ -216,6 +216,30 @@ class FeatureStore:
         ds = self._h5["valid"][name]
         return ds[...] if index is None else _read_rows(ds, np.asarray(index))
 
+    def nonfinite(self) -> dict:
+        """Rows holding a NaN or infinite value, per float feature (vector or map) that has any.
+
+        Returns ``{name: {"kind", "rows", "marked_valid"}}``: ``rows`` samples have such a value
+        somewhere in feature ``name``; ``marked_valid`` of them are flagged ``valid`` (a value
+        the extractor claims to have computed: a damaged store or an extractor bug). Rows
+        marked invalid hold NaN by design (not computed). Reads every feature in full.
+        """
+        out = {}
+        for kind in ("vector", "map"):
+            for name in (self.features if kind == "vector" else self.maps):
+                ds = self._dataset(name, kind)
+                if not np.issubdtype(ds.dtype, np.floating) or not ds.shape or not ds.shape[0]:
+                    continue
+                rows, step = ds.shape[0], ds.chunks[0] if ds.chunks else ds.shape[0]
+                bad = np.zeros(rows, bool)
+                for start in range(0, rows, step):
+                    x = _read_rows(ds, np.arange(start, min(start + step, rows)))
+                    bad[start:start + len(x)] = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+                if bad.any():
+                    out[name] = {"kind": kind, "rows": int(bad.sum()),
+                                 "marked_valid": int((bad & self.valid(name)).sum())}
+        return out
+
     def column_names(self, features) -> list[str]:
         """Names of the columns :meth:`read` returns: ``<feature>__<column>``.
 

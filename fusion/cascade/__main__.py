@@ -228,8 +228,11 @@ def _run(args, typed: str) -> int:
         raise UsageError(str(exc)) from None
     if args.command == "eval":
         metrics = evaluate(args.run, args.store, args.split, args.out, args.device,
-                           args.batch_size, args.overlays, args.n_boot)
+                           args.batch_size, args.overlays, args.n_boot, command=typed)
         print(_summary(metrics))
+        from fusion.train import warning_lines
+        for line in warning_lines(metrics.get("warnings", [])):
+            print(line)
         out = Path(args.out or Path(args.run) / f"eval_{args.split}")
         from fusion.report import write_report
         print(f"wrote {out / 'metrics.json'} and {write_report(out, typed)}")

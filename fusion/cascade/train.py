@@ -254,7 +254,7 @@ def _autocast(device: torch.device, amp: bool):
 @torch.no_grad()
 def run_inference(model, data, size: int, device, batch_size: int = 64,
                   amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
-                  progress: bool = False, baselines: dict | None = None):
+                  progress: bool = False, baselines: dict | None = None, keep_reals: int = 0):
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
@@ -265,8 +265,11 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
     mask first). ``baselines`` maps a name to a function ``positions -> K x size x size``
     mask probabilities that never look at the image; each is scored on the same fakes and
-    masks as the model, under ``baselines`` in the result.
+    masks as the model, under ``baselines`` in the result. ``keep_reals`` adds
+    ``real_examples`` (same layout as ``examples``): the real samples with the largest
+    flagged area (then mean mask probability), largest first -- the false-positive masks.
     """
+    import heapq
     model.eval()
     scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
     flagged = np.zeros(len(data), np.float32)
@@ -275,6 +278,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     baseline_acc = {name: LocalizationAccumulator() for name in baselines}
     totals, seen = {}, 0
     examples = {"fakes": [], "others": []}
+    top_reals = []  # min-heap of ((flagged, area), position, example)
     batches = data.batches(batch_size)
     if progress:
         from tqdm import tqdm
@@ -307,10 +311,19 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
                 if len(pool) < keep_masks:
                     pool.append((x["rgb"][i].permute(1, 2, 0).cpu().numpy(), prob[i, 0].cpu().numpy(),
                                  x["mask"][i, 0].cpu().numpy(), bool(b["mask_valid"][i]), int(pos[i])))
+        for i in np.flatnonzero(b["label"] == 0) if keep_reals else ():
+            key = (float(flagged[pos[i]]), float(areas[pos[i]]))
+            if len(top_reals) == keep_reals and key <= top_reals[0][0]:
+                continue
+            item = (key, int(pos[i]), (x["rgb"][i].permute(1, 2, 0).cpu().numpy(), prob[i, 0].cpu().numpy(),
+                                      x["mask"][i, 0].cpu().numpy(), bool(b["mask_valid"][i]), int(pos[i])))
+            (heapq.heappush if len(top_reals) < keep_reals else heapq.heapreplace)(top_reals, item)
+    fields = ("rgb", "prob", "mask", "mask_valid", "positions")
     chosen = (examples["fakes"] + examples["others"])[:keep_masks]
-    examples = {key: [c[j] for c in chosen]
-                for j, key in enumerate(("rgb", "prob", "mask", "mask_valid", "positions"))}
+    examples = {key: [c[j] for c in chosen] for j, key in enumerate(fields)}
+    reals = [item[2] for item in sorted(top_reals, key=lambda t: (t[0], -t[1]), reverse=True)]
     return {"scores": scores, "area": areas, "flagged_area": flagged, "localization": acc.result(),
+            "real_examples": {key: [c[j] for c in reals] for j, key in enumerate(fields)},
             "baselines": {name: a.result() for name, a in baseline_acc.items()},
             "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
 
@@ -677,14 +690,27 @@ def save_overlay(path: Path, rgb: np.ndarray, prob: np.ndarray, mask: np.ndarray
     plt.close(fig)
 
 
-def _write_overlays(out_dir: Path, data: StoreMaps, result: dict, scores: np.ndarray) -> list[str]:
-    ex, written, taken = result["examples"], [], set()
-    for rgb, prob, mask, valid, pos in zip(ex["rgb"], ex["prob"], ex["mask"], ex["mask_valid"],
-                                           ex["positions"]):
+#: Folder (under ``overlays/``) of the real samples with the largest predicted masks.
+REAL_OVERLAYS = "reals"
+
+
+def _write_overlays(out_dir: Path, data: StoreMaps, result: dict, scores: np.ndarray,
+                    which: str = "examples") -> list[str]:
+    """Overlay PNGs of ``result[which]``: ``examples`` into ``overlays/``, ``real_examples``
+    (the largest false-positive masks, their flagged area in the title) into
+    ``overlays/reals/`` named ``<rank>_<sample>.png``."""
+    ex, written, taken = result.get(which) or {"positions": []}, [], set()
+    folder = out_dir / "overlays" / (REAL_OVERLAYS if which == "real_examples" else "")
+    for rank, (rgb, prob, mask, valid, pos) in enumerate(zip(ex["rgb"], ex["prob"], ex["mask"],
+                                                             ex["mask_valid"], ex["positions"])) \
+            if ex["positions"] else ():
         row = data.meta.iloc[int(pos)]
-        name = out_dir / "overlays" / overlay_name(row, taken)
+        name = folder / overlay_name(row, taken)
         title = (f"{row['video_id']} frame {int(row['frame_index'])}\n"
                  f"{row['method']} (label {row['label']}) score {scores[int(pos)]:.3f}")
+        if which == "real_examples":
+            name = name.with_name(f"{rank + 1:02d}_{name.name}")
+            title += f" flagged {result['flagged_area'][int(pos)]:.3f}"
         save_overlay(name, rgb, prob, mask if valid else None, title, mask_label(row))
         written.append(str(name))
     return written
@@ -735,7 +761,8 @@ def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None)
 
 
 def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
-             batch_size: int = 64, overlays: int = 8, n_boot: int = 1000) -> dict:
+             batch_size: int = 64, overlays: int = 8, n_boot: int = 1000,
+             command: str | None = None) -> dict:
     """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
     ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
     ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
@@ -745,7 +772,14 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask
     probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
     their pixels at or above the 0.5 threshold (the binary mask IoU scores).
+
+    ``overlays`` reals with the largest flagged area also get an overlay, in
+    ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
+    classification's warnings (and one when its AUC is below chance); ``provenance`` the
+    command line (``command``), code version, git commit, store SHA-256 and the training
+    run's configuration, as :func:`fusion.train.provenance` records them.
     """
+    from fusion import train as fusion_train
     from stores import open_store
 
     dev = resolve_device(device)
@@ -761,7 +795,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         if prior is not None:
             baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
         result = run_inference(model, data, config.size, dev, batch_size, config.amp,
-                               keep_masks=overlays, progress=True, baselines=baselines)
+                               keep_masks=overlays, progress=True, baselines=baselines,
+                               keep_reals=overlays)
         meta = data.meta
         metrics = {
             "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
@@ -772,6 +807,13 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
+        c = metrics["classification"]
+        metrics["warnings"] = fusion_train.chance_warnings(split, c) + [f"{split}: {w}" for w in c.get("warnings", [])]
+        metrics["provenance"] = fusion_train.provenance(
+            [store_path], getattr(config, "seed", None),
+            {"run": str(run_dir), "store": str(store_path), "split": split, "overlays": overlays,
+             "n_boot": n_boot, "batch_size": batch_size, "device": device, "train": config.to_json()},
+            command)
         out_dir.mkdir(parents=True, exist_ok=True)
         _write_json(out_dir / "metrics.json", metrics)
         frame = _predictions_frame(data, result)
@@ -779,6 +821,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         from fusion.train import write_plots  # ROC, DET and histograms as fusion.train draws them
         metrics["plots"] = [str(p) for p in write_plots(frame, out_dir, 0.5, title=split)]
         metrics["overlays"] = _write_overlays(out_dir, data, result, result["scores"])
+        metrics["real_overlays"] = _write_overlays(out_dir, data, result, result["scores"], "real_examples")
     return metrics
 
 

@@ -52,7 +52,8 @@ def test_metadata_baseline_is_exactly_a_head_on_the_metadata(confounded, tmp_pat
     assert scores["auc"] == pytest.approx(base["test"]["auc"], abs=1e-12)
     assert base["test"]["auc"] > 0.9 > res["test"]["auc"]
     text = " | ".join(res["warnings"])
-    assert "metadata-only model reaches AUC" in text and "within 0.05 of the detector" in text
+    assert "metadata-only model reaches AUC" in text and "is above the detector" in text
+    assert "within 0.05" not in text  # 1.0 against 0.6 is not "within"
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert saved["baselines"]["metadata"]["test"]["auc"] == pytest.approx(base["test"]["auc"])
 
@@ -104,6 +105,24 @@ def test_ablation_warns_when_metadata_rivals_its_pick(confounded, tmp_path, caps
                         "--out", str(tmp_path / "abl"), "--bootstrap", "0"]) == 0
     saved = json.loads((tmp_path / "abl" / "ablation.json").read_text())
     assert saved["baselines"]["metadata"]["test"]["auc"] > 0.9
-    assert any("within 0.05 of the detector" in w for w in saved["pick_warnings"])
+    assert any("is above the detector" in w for w in saved["pick_warnings"])
     assert "Metadata-only baseline: test AUC" in (tmp_path / "abl" / "ablation.md").read_text()
     assert "metadata-only model reaches AUC" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("meta_auc, head_auc, words, not_words", [
+    (0.859, 0.500, "(AUC 0.859) is above the detector (AUC 0.500) by 0.359", "within"),
+    (0.700, 0.600, "(AUC 0.700) is above the detector (AUC 0.600) by 0.100", "within"),
+    (0.700, 0.720, "(AUC 0.700) is within 0.05 of the detector (AUC 0.720)", "above"),
+    (0.740, 0.710, "(AUC 0.740) is within 0.05 of the detector (AUC 0.710)", "above the detector"),
+])
+def test_confound_warning_says_above_or_within_as_is_true(meta_auc, head_auc, words, not_words):
+    out = audit.confound_warnings({"test": {"auc": head_auc}, "cross": {}},
+                                  {"test": {"auc": meta_auc}, "cross": {}})
+    rival = [w for w in out if "of the detector" in w or "above the detector" in w]
+    assert len(rival) == 1 and words in rival[0] and not_words not in rival[0], out
+
+
+def test_no_confound_warning_when_metadata_is_far_below():
+    assert audit.confound_warnings({"test": {"auc": 0.95}, "cross": {}},
+                                   {"test": {"auc": 0.70}, "cross": {}}) == []

@@ -17,6 +17,8 @@ from fusion.cascade.train import LAST_WEIGHTS, TrainConfig, evaluate, train
 from stores import open_store
 
 # One thread: on a shared 2-core machine, two threads per process run ~50x slower here.
+from fusion.warning_groups import kind_of
+
 torch.set_num_threads(1)
 
 TINY = dict(backbone="tiny", dim=32, heads=4, size=32, lr=3e-3)
@@ -184,14 +186,32 @@ def test_cli_train_eval_predict_end_to_end(small_store, tmp_path, capsys):
     assert metrics["localization"]["size"] == 32 and metrics["localization"]["threshold"] == 0.5
     assert set(metrics["localization"]["by_method"]) <= {"splice_color", "splice_texture"}
     assert len(list((out / "overlays").glob("*.png"))) == 3
-    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+_f\d{6}(_\d+)?\.png", p.name) for p in (out / "overlays").iterdir())
+    assert all(re.fullmatch(r"[A-Za-z0-9_.-]+_f\d{6}(_\d+)?\.png", p.name) for p in (out / "overlays").rglob("*.png"))
     assert (out / "report.html").is_file() and (out / "det.png").is_file()
+    # the reals with the largest predicted masks, largest first, for false positives
+    reals = sorted((out / "overlays" / "reals").glob("*.png"))
+    assert [p.name[:3] for p in reals] == ["01_", "02_", "03_"]
+    assert all("real" in p.name for p in reals)
+    prov = metrics["provenance"]
+    assert prov["command"].startswith("python -m fusion.cascade eval --run") and prov["git"] is not None
+    assert prov["stores"][0]["path"] == str(small_store.resolve()) and len(prov["stores"][0]["sha256"]) == 64
+    assert prov["config"]["split"] == "test" and prov["config"]["train"]["size"] == 32
+    assert isinstance(metrics["warnings"], list)
+    eval_printed = capsys.readouterr().out
+    assert all(kind in eval_printed for kind in
+               {f"WARNING {k}:" for k in map(kind_of, metrics["warnings"])})
+    (out / "report.html").unlink()  # rewritten by python -m fusion.report: the command is kept
+    from fusion.report import main as report_main
+    assert report_main([str(out)]) == 0
+    page = (out / "report.html").read_text()
+    assert "(command line not recorded)" not in page and "python -m fusion.cascade eval --run" in page
+    assert "Reals with the largest predicted masks" in page
     pred = tmp_path / "pred"
     assert main(["predict", "--run", str(run), "--store", str(small_store), "--out", str(pred),
                  "--overlays", "1", "--device", "cpu"]) == 0
     lines = (pred / "predictions.csv").read_text().splitlines()
     assert lines[0].startswith("sample_id") and len(lines) == 97
-    printed = capsys.readouterr().out
+    printed = eval_printed + capsys.readouterr().out
     assert "AUC" in printed
     assert f"next: python -m fusion.cascade predict --run {run} --store {small_store} --out {run / 'predict'}" in printed
 

@@ -115,3 +115,29 @@ def test_overlay_strip_shows_the_threshold_and_each_frame_index(tmp_path):
     path = save_overlay(_strip_result(), tmp_path, 0.0, 0.5)
     assert path.name == "clip_scores.png"
     np.testing.assert_array_equal(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), strip)
+
+
+def test_predict_warns_of_a_feature_it_could_not_compute(demo_run, monkeypatch, tmp_path, capsys):
+    import fusion.predict as fp
+    root, run = demo_run
+    real_extractors = fp.extractors_for
+
+    class InfFFT:  # an extractor that returns inf, as a broken one could
+        def __init__(self, inner):
+            self.inner = inner
+
+        def extract(self, batch):
+            out = dict(self.inner.extract(batch))
+            out["vector"] = np.full_like(np.asarray(out["vector"], np.float32), np.inf)
+            return out
+
+    monkeypatch.setattr(fp, "extractors_for",
+                        lambda config: {k: InfFFT(v) if k == "fft" else v
+                                        for k, v in real_extractors(config).items()})
+    source = next(s for s in demo_sources() if s.split == "test" and s.label == 1)
+    image = tmp_path / "odd.png"
+    cv2.imwrite(str(image), cv2.cvtColor(render_demo_source(source)[0], cv2.COLOR_RGB2BGR))
+    assert predict_main(["--model", str(run), str(image), "--out", str(tmp_path / "p.json")]) == 0
+    result = json.loads((tmp_path / "p.json").read_text())["results"][0]
+    assert result["nonfinite"] == {"fft": {"rows": 1, "of": 1, "marked_valid": None}}
+    assert f"warning: {image}: feature 'fft' is NaN or infinite in 1 of 1 rows" in capsys.readouterr().err

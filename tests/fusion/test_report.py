@@ -57,7 +57,7 @@ def test_train_writes_a_self_contained_report_with_every_plot(train_run):
     text = (train_run / report.REPORT_NAME).read_text()
     _assert_self_contained(text)
     pngs = sorted(p.read_bytes() for p in train_run.glob("*.png"))
-    assert len(pngs) == 6  # roc, det, scores for test and for the test store
+    assert len(pngs) == 8  # roc, det, scores for test and for the test store; roc, scores for val
     assert sorted(_inline_pngs(text)) == pngs
 
 
@@ -181,7 +181,7 @@ def test_report_renders_every_plot_in_headless_chromium(train_run, tmp_path):
     assert ink.mean() > 0.03, "the page looks blank"
     assert ink[:60].any(axis=1).sum() > 10, "no title at the top of the page"
     images = [cv2.imdecode(np.frombuffer(b, np.uint8), cv2.IMREAD_COLOR) for b in _inline_pngs(page.read_text())]
-    assert len(images) == 6
+    assert len(images) == 8
     diffs = [_find(shot, im) for im in images]
     assert max(diffs) < 0.01, f"plots not shown pixel for pixel (share of ink missing: {diffs})"
     # the same check sees a broken image: the DET plot's data cut short
@@ -241,3 +241,67 @@ def test_report_cli_rewrites_a_runs_page_and_refuses_a_folder_without_a_run(trai
         report.main(["--bogus-flag", str(train_run)])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and err.startswith("python -m fusion.report: error: ") and "\n" not in err
+
+
+def test_train_report_shows_train_metrics_and_a_val_roc_beside_test(train_run):
+    m = json.loads((train_run / "metrics.json").read_text())
+    text = (train_run / report.REPORT_NAME).read_text()
+    t = m["train"]
+    assert t["n_real"] + t["n_fake"] == 48 * 4  # every train row (make_store: 48 videos of 4 frames)
+    assert (f'<td class="l">train (fitted on)</td><td>{t["n_real"]}</td><td>{t["n_fake"]}</td>'
+            f'<td>{t["auc"]:.4f} [{t["ci"]["auc"][0]:.4f}, {t["ci"]["auc"][1]:.4f}]</td>') in text
+    pngs = _inline_pngs(text)
+    for name in ("roc.png", "val_roc.png", "val_scores.png"):
+        assert (train_run / name).read_bytes() in pngs, name
+    # the val ROC stands right after the test ROC
+    assert pngs.index((train_run / "val_roc.png").read_bytes()) == pngs.index((train_run / "roc.png").read_bytes()) + 1
+
+
+def _rewritten(train_run, tmp_path, **changes):
+    folder = tmp_path / "copy"
+    shutil.copytree(train_run, folder)
+    m = json.loads((folder / "metrics.json").read_text())
+    for key, value in changes.items():
+        m[key] = value
+    (folder / "metrics.json").write_text(json.dumps(m))
+    return report.write_report(folder).read_text(), m
+
+
+def test_a_val_auc_below_chance_is_red_and_its_warning_comes_first(train_run, tmp_path):
+    m = json.loads((train_run / "metrics.json").read_text())
+    val = {**m["val"], "auc": 0.016}
+    warnings = [f"val: {i} real and 2 fake videos (< 5 per class): too few" for i in range(6)] \
+        + ["test: FAR@FRR target(s) 0.001 below 1/n_real = 1/40: not resolvable with this many samples",
+           "val: AUC 0.016 is below chance (0.5): the model ranks reals above fakes here"]
+    text, _ = _rewritten(train_run, tmp_path, val=val, warnings=warnings)
+    items = re.findall(r"<li( class=\"serious\")?><b>([^<]+)</b>", text)
+    assert [k for _, k in items] == ["worse than chance", "too few videos", "unresolvable rate targets"]
+    assert items[0][0] and not items[1][0]  # the serious one in the warning style
+    assert "<b>too few videos</b> (6): val: 0; 1; 2; 3; 4; 5 -- real and 2 fake videos" in text  # six lines, one
+    assert '<tr class=bad><td class="l">val</td>' in text and "0.0160" in text
+    assert "AUC below chance" in text
+    assert '<tr class=bad><td class="l">test</td>' not in text
+
+
+def test_cascade_report_uses_its_recorded_provenance_and_shows_real_overlays(tmp_path):
+    rng = np.random.default_rng(1)
+    out = tmp_path / "eval_test"
+    (out / "overlays" / "reals").mkdir(parents=True)
+    y = np.r_[np.zeros(10), np.ones(10)].astype(int)
+    c = metrics.compute_metrics(y, rng.random(20), np.where(y == 1, "sbi", "real"), n_boot=0)
+    loc = {"threshold": 0.5, "size": 32, "all": {"n": 10, "pixel_auc": 0.8, "iou": 0.4, "f1": 0.5}}
+    prov = {"command": "python -m fusion.cascade eval --run R --store s.h5 --split test",
+            "code_version": "9.9", "stores": [{"path": "/x/s.h5", "sha256": "ab" * 32}],
+            "config": {"split": "test"}}
+    (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(
+        {"run": str(tmp_path / "run"), "store": "s.h5", "split": "test", "n": 20, "checkpoint_epoch": 1,
+         "classification": c, "localization": loc, "provenance": prov,
+         "warnings": ["test: AUC 0.400 is below chance (0.5): inverted"]})))
+    save_overlay(out / "overlays" / "reals" / "01_real_v0_f000000.png", rng.random((32, 32, 3)),
+                 rng.random((32, 32)), None)
+    text = report.write_report(out).read_text()  # as python -m fusion.report does: no command given
+    assert "(command line not recorded)" not in text
+    assert "python -m fusion.cascade eval --run R --store s.h5 --split test" in text and "ab" * 32 in text
+    assert "Reals with the largest predicted masks" in text
+    assert (out / "overlays" / "reals" / "01_real_v0_f000000.png").read_bytes() in _inline_pngs(text)
+    assert '<li class="serious"><b>worse than chance</b>' in text
