@@ -1,0 +1,249 @@
+"""A hostile tester's inputs to the fusion commands: each failure is one clear line naming the
+flag or file and its cause, exit 2 before any work; nothing a run wrote is replaced unasked.
+
+The sibling of ``tests/pipelines/test_bad_inputs.py``; stores are tiny and made in tmp_path.
+"""
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.fusion.test_heads import make_store
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def vector_store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store") / "s.h5", with_nan=False)
+
+
+# --- overwrite ---
+# No run's files are replaced without --overwrite; two runs cannot write one folder at once.
+
+def _train(store, out, *extra):
+    from fusion.train import main
+    return main(["--store", str(store), "--features", "a,b", "--out", str(out),
+                 "--bootstrap", "0", "--no-plots", *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def trained_run(vector_store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert _train(vector_store, run) == 0
+    return run
+
+
+def test_train_refuses_a_folder_holding_a_run_and_leaves_it_alone(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    capsys.readouterr()
+    assert _train(vector_store, run, "--seed", "1") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--out {run} already holds a run (" in line
+    assert "config.json" in line and "pass --overwrite to replace it or choose another folder" in line
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_overwrite_replaces_the_whole_run_and_no_stale_file_remains(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    (run / "importance").mkdir()
+    (run / "importance" / "importance.csv").write_text("old\n")
+    assert _train(vector_store, run, "--overwrite", "--seed", "1") == 0
+    assert not (run / "importance").exists()
+    assert json.loads((run / "config.json").read_text())["flags"]["seed"] == 1
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no lock left
+
+
+def test_a_failed_overwrite_puts_the_old_run_back(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    before = sorted(p.name for p in run.iterdir())
+    capsys.readouterr()
+    assert _train(vector_store, run, "--overwrite", "--fusion", "nonesuch") == 2
+    assert "--fusion: unknown fusion 'nonesuch'" in _one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_run_writing_the_folder_is_named_with_its_pid(vector_store, tmp_path, capsys):
+    from pipelines.cli import claim_output_dir
+    run = tmp_path / "run"
+    with claim_output_dir(run):  # another run (here: this process) is writing it
+        assert _train(vector_store, run, "--overwrite") == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"--out {run} is in use by another run (pid {os.getpid()} on " in line
+        assert "wait for it to finish" in line
+    assert not run.exists()  # the claim made it empty and removed it again
+
+
+def test_two_runs_started_together_one_writes_the_other_is_refused(vector_store, tmp_path):
+    run = tmp_path / "run"
+    code = ("import sys; from fusion.train import main; sys.exit(main(["
+            f"'--store', {str(vector_store)!r}, '--features', 'a,b', '--out', {str(run)!r}, "
+            "'--bootstrap', '0', '--no-plots']))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs)
+    assert [rc for rc, _ in results] == [0, 2], results
+    line = _one_line(results[1][1])
+    assert f"--out {run}" in line and ("in use by another run (pid" in line or "already holds a run" in line)
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over_when_the_folder_is_empty(vector_store, tmp_path):
+    from pipelines.cli import RUN_LOCK
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / RUN_LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                            "started": "2020-01-01T00:00:00"}))
+    assert _train(vector_store, run) == 0
+    assert (run / "model" / "model.json").is_file() and not (run / RUN_LOCK).exists()
+
+
+def test_a_stale_lock_beside_a_partial_run_asks_for_overwrite(vector_store, tmp_path, capsys):
+    from pipelines.cli import RUN_LOCK
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scores.csv").write_text("partial\n")
+    (run / RUN_LOCK).write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname()}))
+    assert _train(vector_store, run) == 2
+    assert "already holds a run (scores.csv); pass --overwrite" in _one_line(capsys.readouterr().err)
+
+
+def test_out_naming_a_file_is_one_line(vector_store, tmp_path, capsys):
+    f = tmp_path / "taken.txt"
+    f.write_text("x")
+    assert _train(vector_store, f) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {f} is a file, not a folder")
+
+
+def test_overwrite_refuses_to_clear_the_current_folder_or_one_holding_an_input(
+        vector_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    assert _train(vector_store, ".", "--overwrite") == 2
+    assert "--out . holds the current folder; --overwrite clears only a run folder" in \
+        _one_line(capsys.readouterr().err)
+    assert (tmp_path / "keep.txt").is_file()
+    store_dir = tmp_path / "data"
+    store_dir.mkdir()
+    store = store_dir / "s.h5"
+    store.write_bytes(Path(vector_store).read_bytes())
+    assert _train(store, store_dir, "--overwrite") == 2
+    assert f"--out {store_dir} holds {store}, an input of this run" in _one_line(capsys.readouterr().err)
+    assert store.is_file()
+
+
+def _cascade_run(tmp_path):
+    run = tmp_path / "crun"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # enough for the flag checks before the model loads
+    return run
+
+
+def _busy(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "old.txt").write_text("an earlier run's file")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["evaluate", "importance", "importance-default", "ablate",
+                                     "audit", "cascade-eval", "cascade-eval-default",
+                                     "cascade-predict", "predict-overlay", "cascade-train"])
+def test_every_command_refuses_a_folder_holding_files(command, vector_store, trained_run, tmp_path,
+                                                      capsys):
+    from fusion.ablate import main as ablate
+    from fusion.audit import main as audit
+    from fusion.cascade.__main__ import main as cascade
+    from fusion.evaluate import main as evaluate
+    from fusion.importance import main as importance
+    from fusion.predict import main as predict
+    out = _busy(tmp_path / "out")
+    s, r = str(vector_store), str(trained_run)
+    if command == "evaluate":
+        rc = evaluate(["--model", r, "--store", s, "--out", str(out), "--bootstrap", "0"])
+    elif command == "importance":
+        rc = importance(["--store", s, "--run", r, "--out", str(out), "--repeats", "1"])
+    elif command == "importance-default":
+        out = _busy(trained_run / "importance")
+        rc = importance(["--store", s, "--run", r, "--repeats", "1"])
+    elif command == "ablate":
+        rc = ablate(["--store", s, "--features", "a,b", "--out", str(out), "--bootstrap", "0"])
+    elif command == "audit":
+        rc = audit(["--store", s, "--out", str(out), "--bootstrap", "0"])
+    elif command.startswith("cascade-eval"):
+        crun = _cascade_run(tmp_path)
+        if command.endswith("default"):
+            out = _busy(crun / "eval_test")
+        rc = cascade(["eval", "--run", str(crun), "--store", s, "--device", "cpu"]
+                     + ([] if command.endswith("default") else ["--out", str(out)]))
+    elif command == "cascade-predict":
+        rc = cascade(["predict", "--run", str(_cascade_run(tmp_path)), "--store", s,
+                      "--out", str(out), "--device", "cpu"])
+    elif command == "cascade-train":
+        rc = cascade(["train", "--store", s, "--out", str(out), "--device", "cpu"])
+    else:
+        image = tmp_path / "face.png"
+        from PIL import Image
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+        rc = predict(["--model", r, str(image), "--overlay", str(out)])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2, line
+    assert f" {out} already holds " in line and "old.txt" in line and "--overwrite" in line, line
+    if command == "cascade-train":
+        assert "--resume" in line
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+
+
+def test_importance_twice_refuses_then_overwrite_replaces(vector_store, trained_run, tmp_path, capsys):
+    from fusion.importance import main as importance
+    out = tmp_path / "imp"
+    argv = ["--store", str(vector_store), "--run", str(trained_run), "--out", str(out),
+            "--repeats", "1", "--no-plots", "--mi-samples", "50"]
+    assert importance(argv) == 0
+    capsys.readouterr()
+    assert importance(argv) == 2
+    assert "pass --overwrite" in _one_line(capsys.readouterr().err)
+    assert importance([*argv, "--overwrite"]) == 0
+
+
+def test_predict_out_file_is_not_replaced_without_overwrite(trained_run, tmp_path, capsys):
+    from fusion.predict import main as predict
+    image = tmp_path / "face.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = tmp_path / "result.json"
+    result.write_text("earlier result")
+    assert predict(["--model", str(trained_run), str(image), "--out", str(result)]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(
+        f"--out {result} already exists; pass --overwrite to replace it or choose another file")
+    assert result.read_text() == "earlier result"
+    assert predict(["--model", str(trained_run), str(image), "--out", str(tmp_path)]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {tmp_path} is a folder, not a file")
+
+
+def test_next_lines_of_train_and_evaluate_run_without_overwrite(vector_store, tmp_path, capsys):
+    """The printed next: commands write into fresh folders, so they are never refused."""
+    from fusion.importance import main as importance
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("next: ")][0]
+    assert "fusion.importance" in line
+    assert importance(["--store", str(vector_store), "--run", str(run), "--repeats", "1",
+                       "--no-plots", "--mi-samples", "50"]) == 0
+    assert (run / "importance" / "importance.csv").is_file()
