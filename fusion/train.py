@@ -57,8 +57,8 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, claim_output_dir, command_line,
-                           flags_record, next_line, run_cli)
+from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
+                           command_line, flags_record, next_line, run_cli)
 from pipelines.errors import UsageError
 from stores.schema import code_version
 
@@ -492,7 +492,7 @@ def build_parser() -> CLIParser:
                         "(default runs/latest)")
     p.add_argument("--test-store", action="append", default=[], metavar="STORE",
                    help="another store to score with the trained model (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="fusion hyper-parameter, e.g. epochs=50, mode=self, pool=max, k=2, "
                         "groups='a,b;c', size=64 (repeatable)")
@@ -507,7 +507,7 @@ def build_parser() -> CLIParser:
 
 def add_report_flags(p):
     """--bootstrap and --no-plots, shared by the train and evaluate CLIs."""
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--bootstrap", type=at_least(0), default=1000, help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 

@@ -92,6 +92,28 @@ class CLIParser(argparse.ArgumentParser):
         return parsed, extras
 
 
+def at_least(minimum, kind=int, strict: bool = False):
+    """An argparse ``type``: a ``kind`` (int or float) ``>= minimum`` (``> minimum`` when
+    ``strict``), finite. A value outside reads ``expected an integer >= 1, got 0``, which
+    argparse prefixes with the flag; so 0 is never silently taken for "not given".
+
+    >>> at_least(1)("3"), at_least(0.0, float, strict=True).__name__
+    (3, 'a number > 0')
+    """
+    accepted = f"{'an integer' if kind is int else 'a number'} {'>' if strict else '>='} {minimum:g}"
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except (TypeError, ValueError):
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+        if not (value > minimum if strict else value >= minimum):  # NaN fails both
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text}")
+        return value
+    parse.__name__ = accepted
+    return parse
+
+
 #: The dest of the --config flag; never saved among a run's flags.
 CONFIG_DEST = "config"
 
@@ -209,7 +231,9 @@ def _convert(action, value, where):
     if action.type is not None:
         try:
             converted = action.type(value if isinstance(value, str) else str(value))
-        except (TypeError, ValueError, argparse.ArgumentTypeError):
+        except argparse.ArgumentTypeError as exc:  # the type's own words (see at_least)
+            raise UsageError(f"{where}: {exc}") from None
+        except (TypeError, ValueError):
             name = getattr(action.type, "__name__", "value")
             raise UsageError(f"{where}: expected {name}, got {value!r}") from None
     else:

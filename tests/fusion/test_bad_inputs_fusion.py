@@ -247,3 +247,115 @@ def test_next_lines_of_train_and_evaluate_run_without_overwrite(vector_store, tm
     assert importance(["--store", str(vector_store), "--run", str(run), "--repeats", "1",
                        "--no-plots", "--mi-samples", "50"]) == 0
     assert (run / "importance" / "importance.csv").is_file()
+
+
+# --- zero and negative counts ---
+# Zero is not "not given": a count outside its range stops the run before any work, with one
+# line naming the flag and the accepted range.
+
+def _status(main, argv) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own error exit
+        return exc.code
+
+
+def _cascade_argv(command, flag, value, tmp_path, store):
+    if command == "train":
+        return ["train", "--store", store, "--out", tmp_path / "crun", "--device", "cpu",
+                "--backbone", "tiny", flag, value]
+    return [command, "--run", _cascade_run(tmp_path), "--store", store, "--device", "cpu", flag, value]
+
+
+@pytest.mark.parametrize("command, flag, value, accepted", [
+    ("train", "--epochs", "0", "an integer >= 1"),
+    ("train", "--epochs", "-2", "an integer >= 1"),
+    ("train", "--batch-size", "0", "an integer >= 1"),
+    ("train", "--size", "0", "an integer >= 16"),
+    ("train", "--dim", "0", "an integer >= 1"),
+    ("train", "--heads", "0", "an integer >= 1"),
+    ("train", "--max-steps", "0", "an integer >= 1"),
+    ("train", "--cache-mb", "-1", "an integer >= 0"),
+    ("train", "--seed", "-1", "an integer >= 0"),
+    ("train", "--threads", "-1", "an integer >= 0"),
+    ("train", "--backbone-size", "0", "an integer >= 16"),
+    ("train", "--lr", "0", "a number > 0"),
+    ("train", "--lr", "nan", "a number > 0"),
+    ("train", "--weight-decay", "-1", "a number >= 0"),
+    ("train", "--warmup-epochs", "-1", "a number >= 0"),
+    ("train", "--alpha", "-0.5", "a number >= 0"),
+    ("eval", "--overlays", "-3", "an integer >= 0"),
+    ("eval", "--batch-size", "0", "an integer >= 1"),
+    ("eval", "--n-boot", "-1", "an integer >= 0"),
+    ("predict", "--overlays", "-3", "an integer >= 0"),
+    ("predict", "--batch-size", "0", "an integer >= 1"),
+    ("predict", "--threads", "-2", "an integer >= 0"),
+])
+def test_cascade_counts_out_of_range_stop_before_any_work(command, flag, value, accepted,
+                                                          vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main
+    t0 = time.perf_counter()
+    assert _status(main, _cascade_argv(command, flag, value, tmp_path, vector_store)) == 2
+    assert time.perf_counter() - t0 < 5
+    line = _one_line(capsys.readouterr().err)
+    assert f"{flag}: expected {accepted}, got {value}" in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ([] if command == "train" else
+                                                         ["config.json", "crun"])
+
+
+@pytest.mark.parametrize("module, argv, flag, accepted", [
+    ("fusion.train", ["--features", "a,b", "--seed", "-1"], "--seed", "an integer >= 0"),
+    ("fusion.train", ["--features", "a,b", "--bootstrap", "-1"], "--bootstrap", "an integer >= 0"),
+    ("fusion.evaluate", ["--model", "RUN", "--out", "OUT", "--bootstrap", "-5"], "--bootstrap",
+     "an integer >= 0"),
+    ("fusion.ablate", ["--features", "a,b", "--seed", "-3"], "--seed", "an integer >= 0"),
+    ("fusion.ablate", ["--features", "a,b", "--bootstrap", "-1"], "--bootstrap", "an integer >= 0"),
+    ("fusion.audit", ["--seed", "-1"], "--seed", "an integer >= 0"),
+    ("fusion.importance", ["--run", "RUN", "--repeats", "0"], "--repeats", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--chunk", "0"], "--chunk", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--top", "0"], "--top", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--mi-samples", "0"], "--mi-samples", "an integer >= 10"),
+    ("fusion.importance", ["--run", "RUN", "--seed", "-1"], "--seed", "an integer >= 0"),
+])
+def test_vector_fusion_counts_out_of_range_stop_before_any_work(module, argv, flag, accepted,
+                                                                vector_store, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(module).main
+    argv = [str(tmp_path / a) if a in ("RUN", "OUT") else a for a in argv]
+    assert _status(main, ["--store", vector_store, *argv]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{flag}: expected {accepted}, got {argv[-1]}" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_frames_zero_and_bench_steps_zero_are_refused(trained_run, tmp_path, capsys):
+    from fusion.cascade.bench import main as bench
+    from fusion.predict import main as predict
+    assert _status(predict, ["--model", trained_run, "--frames", "0", tmp_path / "x.png"]) == 2
+    assert "--frames: expected an integer >= 1, got 0" in _one_line(capsys.readouterr().err)
+    assert _status(bench, ["--steps", "0"]) == 2
+    assert "--steps: expected an integer >= 1, got 0" in _one_line(capsys.readouterr().err)
+
+
+def test_a_zero_count_in_a_config_file_is_refused_naming_the_key(vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 0\n")
+    assert _status(main, ["train", "--store", vector_store, "--out", tmp_path / "crun",
+                          "--config", config]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--config {config}: epochs (--epochs): expected an integer >= 1, got 0" in line, line
+
+
+# --- the flag the user typed ---
+
+@pytest.mark.parametrize("fusions", ["nonesuch", "concat,nonesuch"])
+def test_a_bad_fusions_value_names_fusions(fusions, vector_store, tmp_path, capsys):
+    from fusion import heads
+    from fusion.ablate import main as ablate
+    assert ablate(["--store", str(vector_store), "--features", "a,b", "--fusions", fusions,
+                   "--out", str(tmp_path / "abl")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
+    assert line.endswith(f"error: --fusions: unknown fusion 'nonesuch'; choose from {', '.join(vector)}")
+    assert not (tmp_path / "abl").exists()
