@@ -397,8 +397,12 @@ def _ablate(parser, args, argv):
     others = {Path(p).stem: train.open_store_or_usage(p, "--test-store") for p in args.test_store}
     if len(others) != len(args.test_store):
         raise UsageError("--test-store: two stores share a file name; rename one")
+    vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
+    unknown = [f for f in fusions if f not in heads.FUSIONS]
+    if unknown:  # named here: train.validate_run would name fusion.train's --fusion
+        raise UsageError(f"--fusions: unknown fusion {unknown[0]!r}; choose from {', '.join(vector)}")
     for fusion in fusions:
-        if fusion in heads.FUSIONS and heads.FUSIONS[fusion].inputs != "vector":
+        if heads.FUSIONS[fusion].inputs != "vector":
             raise UsageError(f"--fusions: {fusion!r} reads maps; ablation covers vector fusions only")
         train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
                            heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
