@@ -198,13 +198,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict):
 
 
 def save_weights(path: Path, model: torch.nn.Module, extra: dict | None = None):
-    from safetensors.torch import save_file
+    """``model``'s state (``model.*``) and the ``extra`` tensors, written whole at ``path``."""
+    from fusion.modelio import save_tensors
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in (extra or {}).items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    save_tensors(path, {**{f"model.{k}": v for k, v in model.state_dict().items()}, **(extra or {})})
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict:

@@ -359,3 +359,47 @@ def test_a_bad_fusions_value_names_fusions(fusions, vector_store, tmp_path, caps
     vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
     assert line.endswith(f"error: --fusions: unknown fusion 'nonesuch'; choose from {', '.join(vector)}")
     assert not (tmp_path / "abl").exists()
+
+
+# --- file modes and the one-epoch plot ---
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_safetensors_files_get_the_umask_mode_like_every_other_file(umask, tmp_path):
+    import torch
+    from fusion.cascade.train import save_weights
+    from fusion.modelio import save_model
+    old = os.umask(umask)
+    try:
+        save_model(tmp_path / "m", {"k": 1}, arrays={"a": np.zeros(2)}, tensors={"t": torch.zeros(2)})
+        save_weights(tmp_path / "c" / "best.safetensors", torch.nn.Linear(2, 1))
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for path in (tmp_path / "m" / "weights.safetensors", tmp_path / "m" / "model.json",
+                 tmp_path / "c" / "best.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["best.safetensors"]  # no temp file
+
+
+def test_a_one_epoch_history_plot_shows_its_points(tmp_path):
+    import matplotlib.image as mpimg
+    from fusion.cascade.train import history_figure, plot_history
+    history = [{"epoch": 1, "train": {"total": 0.9, "global": 0.6, "mask": 0.3},
+                "val": {"auc": 0.7, "iou": 0.2, "pixel_auc": 0.8}}]
+    fig = history_figure(history)
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert lines and all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+    plot_history(history, tmp_path / "training.png")
+    image = mpimg.imread(tmp_path / "training.png")[..., :3]
+    h, w = image.shape[:2]
+    # the left axes' plot area, away from the legend (upper right) and the axis labels
+    area = image[int(0.25 * h):int(0.8 * h), int(0.08 * w):int(0.3 * w)]
+    coloured = (area.max(axis=2) - area.min(axis=2)) > 0.3
+    assert coloured.sum() > 20  # the markers of the one epoch
