@@ -557,16 +557,25 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
 
 
 def plot_history(history: list, path: Path):
-    """Loss terms (left) and validation AUC / IoU (right) per epoch."""
+    """Draw :func:`history_figure` to ``path`` (nothing for an empty history)."""
     if not history:
         return
+    import matplotlib.pyplot as plt
+    fig = history_figure(history)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def history_figure(history: list):
+    """Loss terms (left) and validation AUC / IoU (right) per epoch, every epoch a marker
+    (a one-epoch run is one point per line, which a line alone does not show)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for key in history[0]["train"]:
-        ax1.plot(epochs, [r["train"].get(key, np.nan) for r in history], label=key)
+        ax1.plot(epochs, [r["train"].get(key, np.nan) for r in history], marker="o", label=key)
     ax1.set_yscale("log")
     ax1.set_xlabel("epoch")
     ax1.set_title("training loss terms (unweighted)")
@@ -579,9 +588,12 @@ def plot_history(history: list, path: Path):
         ax2.legend(fontsize=7)
     ax2.set_xlabel("epoch")
     ax2.set_title("validation")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):  # whole epochs, also for one (not 0.96 ... 1.04)
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------- evaluate / predict

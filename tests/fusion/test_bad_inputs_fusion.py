@@ -399,7 +399,7 @@ def test_a_one_epoch_history_plot_shows_its_points(tmp_path):
     plot_history(history, tmp_path / "training.png")
     image = mpimg.imread(tmp_path / "training.png")[..., :3]
     h, w = image.shape[:2]
-    # the left axes' plot area, away from the legend (upper right) and the axis labels
-    area = image[int(0.25 * h):int(0.8 * h), int(0.08 * w):int(0.3 * w)]
+    # the left axes' plot area, left of its legend (upper right) and above the axis labels
+    area = image[int(0.25 * h):int(0.85 * h), int(0.1 * w):int(0.43 * w)]
     coloured = (area.max(axis=2) - area.min(axis=2)) > 0.3
     assert coloured.sum() > 20  # the markers of the one epoch
