@@ -351,7 +351,8 @@ def build_parser():
                    help="output directory; one that holds files is refused unless --overwrite "
                         "(default runs/ablation)")
     p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
-    p.add_argument("--bootstrap", type=at_least(0), default=200, help="bootstrap resamples per row (default 200)")
+    p.add_argument("--bootstrap", type=at_least(0), default=200,
+                   help="bootstrap resamples per row (default 200)")
     p.add_argument("--min-gain", type=float, default=1e-3, help="greedy stops below this val-AUC gain")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fusion hyper-parameter")
     p.add_argument("--perturb", default=None, metavar="SPECS|all",

@@ -154,7 +154,8 @@ def build_parser():
                    help="folder for audit.json; one that holds files is refused unless "
                         "--overwrite (default: print only)")
     p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
-    p.add_argument("--bootstrap", type=at_least(0), default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--bootstrap", type=at_least(0), default=1000,
+                   help="bootstrap resamples for CIs (0 = none)")
     add_overwrite_flag(p)
     return p
 

@@ -507,7 +507,8 @@ def build_parser() -> CLIParser:
 
 def add_report_flags(p):
     """--bootstrap and --no-plots, shared by the train and evaluate CLIs."""
-    p.add_argument("--bootstrap", type=at_least(0), default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--bootstrap", type=at_least(0), default=1000,
+                   help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 

