@@ -258,6 +258,15 @@ def test_extract_out_naming_a_folder_is_one_line(tmp_path, capsys):
     assert _one_line(capsys.readouterr().err).endswith(f"--out {folder} is a folder, not a store file")
     assert list(folder.iterdir()) == []
 
+
+def test_cascade_train_takes_resume_or_overwrite_not_both(vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main as cascade
+    assert cascade(["train", "--store", str(vector_store), "--out", str(tmp_path / "crun"),
+                    "--device", "cpu", "--resume", "--overwrite"]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(
+        "--resume continues the run in --out, --overwrite replaces it: give one")
+    assert not (tmp_path / "crun").exists()
+
 # --- zero and negative counts ---
 # Zero is not "not given": a count outside its range stops the run before any work, with one
 # line naming the flag and the accepted range.
