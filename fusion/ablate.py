@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import CLIParser, add_config_flag, command_line, error_line, next_line, write_flags
+from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
+                           command_line, error_line, next_line, write_flags)
 from pipelines.errors import UsageError
 from stores.schema import StoreError
 
@@ -355,15 +356,19 @@ def build_parser():
                    help="another store to score every configuration on (its test split, or all of "
                         "it); repeatable. Results per store, beside the own test split's")
     p.add_argument("--stages", default=",".join(STAGES), help=f"comma-separated subset of {', '.join(STAGES)}")
-    p.add_argument("--out", default="runs/ablation", help="output directory (default runs/ablation)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples per row (default 200)")
+    p.add_argument("--out", default="runs/ablation",
+                   help="output directory; one that holds files is refused unless --overwrite "
+                        "(default runs/ablation)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--bootstrap", type=at_least(0), default=200,
+                   help="bootstrap resamples per row (default 200)")
     p.add_argument("--min-gain", type=float, default=1e-3, help="greedy stops below this val-AUC gain")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fusion hyper-parameter")
     p.add_argument("--perturb", default=None, metavar="SPECS|all",
                    help="add test AUC under perturbations stored by the extract CLI's --perturb, "
                         "e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
     add_config_flag(p)
+    add_overwrite_flag(p)
     return p
 
 
@@ -371,50 +376,67 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        features = [f.strip() for f in args.features.split(",") if f.strip()]
-        fusions = list(dict.fromkeys(f.strip() for f in args.fusions.split(",") if f.strip()))
-        stages = [s.strip() for s in args.stages.split(",") if s.strip()]
-        bad = [s for s in stages if s not in STAGES]
-        if bad or not stages:
-            raise UsageError(f"--stages: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(STAGES)}")
-        if not fusions:
-            raise UsageError("--fusions: give at least one fusion")
-        if args.bootstrap < 0:
-            raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
-        known = [f for f in fusions if f in heads.FUSIONS]
-        if args.head is not None and known and not any(heads.FUSIONS[f].uses_head for f in known):
-            train.resolve_head(known[0], args.head)  # the same one-line usage error as fusion.train
-        head = args.head or "logreg"
-        params = train.parse_params(args.param)
-        store_path = args.store
-        store = train.open_store_or_usage(store_path)
-        others = {Path(p).stem: train.open_store_or_usage(p, "--test-store") for p in args.test_store}
-        if len(others) != len(args.test_store):
-            raise UsageError("--test-store: two stores share a file name; rename one")
-        for fusion in fusions:
-            if fusion in heads.FUSIONS and heads.FUSIONS[fusion].inputs != "vector":
-                raise UsageError(f"--fusions: {fusion!r} reads maps; ablation covers vector fusions only")
-            train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
-                               heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
-        specs = robustness.resolve_perturbations(store, features, args.perturb)
-        write_flags(Path(args.out) / "config.json", parser.prog, args)
-        t0 = time.time()
-        table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
-                                   args.min_gain, params, specs=specs, test_stores=others)
-        from fusion import audit
-        baseline = audit.metadata_baseline(store, list(others.values()), args.test_store, head,
-                                           args.seed, args.bootstrap)
-        config = {"store": str(store_path), "features": features, "fusions": fusions, "head": head,
-                  "stages": stages, "test_stores": args.test_store, "perturbations": specs,
-                  "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params}
-        out = write_outputs(table, path, args.out, {
-            **config, "baselines": {"metadata": baseline},
-            "provenance": train.provenance([store_path, *args.test_store], args.seed, config,
-                                           command_line("python -m fusion.ablate", argv)),
-            "seconds": round(time.time() - t0, 2)})
+        with claim_output_dir(args.out, overwrite=args.overwrite,
+                              inputs=[args.store, *args.test_store]):
+            table, path, baseline, store_path, t0, out = _ablate(parser, args, argv)
     except (UsageError, StoreError) as e:
         print(error_line("python -m fusion.ablate", e), file=sys.stderr)
         return 2 if isinstance(e, UsageError) else 1
+    return _report(table, path, baseline, store_path, t0, out, args)
+
+
+def _ablate(parser, args, argv):
+    """Check the flags, run the stages and write ``--out`` (claimed by :func:`main`)."""
+    features = [f.strip() for f in args.features.split(",") if f.strip()]
+    fusions = list(dict.fromkeys(f.strip() for f in args.fusions.split(",") if f.strip()))
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    bad = [s for s in stages if s not in STAGES]
+    if bad or not stages:
+        raise UsageError(f"--stages: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(STAGES)}")
+    if not fusions:
+        raise UsageError("--fusions: give at least one fusion")
+    if args.bootstrap < 0:
+        raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
+    known = [f for f in fusions if f in heads.FUSIONS]
+    if args.head is not None and known and not any(heads.FUSIONS[f].uses_head for f in known):
+        train.resolve_head(known[0], args.head)  # the same one-line usage error as fusion.train
+    head = args.head or "logreg"
+    params = train.parse_params(args.param)
+    store_path = args.store
+    store = train.open_store_or_usage(store_path)
+    others = {Path(p).stem: train.open_store_or_usage(p, "--test-store") for p in args.test_store}
+    if len(others) != len(args.test_store):
+        raise UsageError("--test-store: two stores share a file name; rename one")
+    vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
+    unknown = [f for f in fusions if f not in heads.FUSIONS]
+    if unknown:  # named here: train.validate_run would name fusion.train's --fusion
+        raise UsageError(f"--fusions: unknown fusion {unknown[0]!r}; choose from {', '.join(vector)}")
+    for fusion in fusions:
+        if heads.FUSIONS[fusion].inputs != "vector":
+            raise UsageError(f"--fusions: {fusion!r} reads maps; ablation covers vector fusions only")
+        train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
+                           heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
+    specs = robustness.resolve_perturbations(store, features, args.perturb)
+    write_flags(Path(args.out) / "config.json", parser.prog, args, drop=("overwrite",))
+    t0 = time.time()
+    table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
+                               args.min_gain, params, specs=specs, test_stores=others)
+    from fusion import audit
+    baseline = audit.metadata_baseline(store, list(others.values()), args.test_store, head,
+                                       args.seed, args.bootstrap)
+    config = {"store": str(store_path), "features": features, "fusions": fusions, "head": head,
+              "stages": stages, "test_stores": args.test_store, "perturbations": specs,
+              "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params}
+    out = write_outputs(table, path, args.out, {
+        **config, "baselines": {"metadata": baseline},
+        "provenance": train.provenance([store_path, *args.test_store], args.seed, config,
+                                       command_line("python -m fusion.ablate", argv)),
+        "seconds": round(time.time() - t0, 2)})
+    return table, path, baseline, store_path, t0, out
+
+
+def _report(table, path, baseline, store_path, t0, out, args) -> int:
+    """Print the table, the val pick, the warnings and the ``next:`` line."""
     print(markdown_table(table.head(15)), end="")
     if path:
         print("greedy: " + " -> ".join(f"+{p['added']} ({p['val_auc']:.4f})" for p in path))

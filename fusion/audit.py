@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, run_cli
 from pipelines.errors import UsageError
 from stores.info import next_command
 from stores.schema import SOURCE_META_FIELDS
@@ -156,9 +157,13 @@ def build_parser():
                    help="another store to score with the metadata model (repeatable)")
     p.add_argument("--head", default="logreg", help=f"sklearn head: {', '.join(heads.SKLEARN_HEADS)} "
                    "(default logreg)")
-    p.add_argument("--out", default=None, help="folder for audit.json (default: print only)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--out", default=None,
+                   help="folder for audit.json; one that holds files is refused unless "
+                        "--overwrite (default: print only)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
+    p.add_argument("--bootstrap", type=at_least(0), default=1000,
+                   help="bootstrap resamples for CIs (0 = none)")
+    add_overwrite_flag(p)
     return p
 
 
@@ -169,7 +174,11 @@ def main(argv=None) -> int:
     def work():
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
-        audit_run(args.store, args.test_store, args.head, args.seed, args.bootstrap, args.out)
+        claim = (nullcontext() if args.out is None else
+                 claim_output_dir(args.out, overwrite=args.overwrite,
+                                  inputs=[args.store, *args.test_store]))
+        with claim:
+            audit_run(args.store, args.test_store, args.head, args.seed, args.bootstrap, args.out)
     return run_cli(parser.prog, work)
 
 

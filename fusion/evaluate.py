@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, command_line, next_line, run_cli
+from pipelines.cli import CLIParser, add_overwrite_flag, claim_output_dir, command_line, next_line, run_cli
 from pipelines.errors import UsageError
 
 
@@ -119,10 +119,12 @@ def build_parser():
     p = CLIParser(prog="python -m fusion.evaluate", description=__doc__.split("\n\n")[0])
     p.add_argument("--model", required=True, help="run directory of fusion.train (or its model/ folder)")
     p.add_argument("--store", required=True, help="feature store (.h5) to score")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True,
+                   help="output directory; one that holds files is refused unless --overwrite")
     p.add_argument("--split", default="auto", help="split to score: auto (test if present, else all), "
                    "all, train, val or test (default auto)")
     train.add_report_flags(p)
+    add_overwrite_flag(p)
     return p
 
 
@@ -130,9 +132,11 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = command_line(parser.prog, argv)
-    return run_cli(parser.prog, lambda: evaluate_run(args.model, args.store, args.out, args.split,
-                                                           args.bootstrap, plots_on=not args.no_plots,
-                                                           command=command))
+    def work():
+        with claim_output_dir(args.out, overwrite=args.overwrite, inputs=[args.model, args.store]):
+            evaluate_run(args.model, args.store, args.out, args.split, args.bootstrap,
+                         plots_on=not args.no_plots, command=command)
+    return run_cli(parser.prog, work)
 
 
 if __name__ == "__main__":

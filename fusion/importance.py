@@ -57,7 +57,7 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads
-from pipelines.cli import CLIParser, next_line, run_cli
+from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, next_line, run_cli
 from pipelines.errors import UsageError
 
 __all__ = ["permutation_importance_by_group", "mutual_information", "column_groups",
@@ -372,15 +372,18 @@ def build_parser() -> CLIParser:
     p.add_argument("--run", required=True, help="run directory of fusion.train (or its model/ folder)")
     p.add_argument("--split", default="val", help="split the AUC drops are measured on: val, or test "
                    "(reported as test; choose nothing on it) (default val)")
-    p.add_argument("--out", default=None, help="output folder (default RUN/importance)")
-    p.add_argument("--repeats", type=int, default=10, help="shuffles per block or group")
-    p.add_argument("--chunk", type=int, default=16,
+    p.add_argument("--out", default=None,
+                   help="output folder; one that holds files is refused unless --overwrite "
+                        "(default RUN/importance)")
+    p.add_argument("--repeats", type=at_least(1), default=10, help="shuffles per block or group")
+    p.add_argument("--chunk", type=at_least(1), default=16,
                    help="largest column group; bigger groups are cut into runs of this many columns")
-    p.add_argument("--top", type=int, default=20, help="column groups drawn in importance.png")
-    p.add_argument("--mi-samples", type=int, default=20000,
+    p.add_argument("--top", type=at_least(1), default=20, help="column groups drawn in importance.png")
+    p.add_argument("--mi-samples", type=at_least(10), default=20000,
                    help="train rows (a seeded random subset) for the mutual information")
-    p.add_argument("--seed", type=int, default=0, help="seed of the shuffles and the MI subset")
+    p.add_argument("--seed", type=at_least(0), default=0, help="seed of the shuffles and the MI subset")
     p.add_argument("--no-plots", action="store_true", help="skip importance.png")
+    add_overwrite_flag(p)
     return p
 
 
@@ -389,8 +392,13 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def work():
-        importance_run(args.store, args.run, args.split, args.out, args.repeats, args.seed,
-                       args.chunk, args.top, args.mi_samples, plots_on=not args.no_plots)
+        from fusion.evaluate import model_dir
+        mdir = model_dir(args.run, flag="--run")
+        run_dir = mdir.parent if mdir.name == "model" else mdir  # RUN, also when given RUN/model
+        out = Path(args.out) if args.out is not None else run_dir / "importance"
+        with claim_output_dir(out, overwrite=args.overwrite, inputs=[args.store, mdir]):
+            importance_run(args.store, args.run, args.split, out, args.repeats, args.seed,
+                           args.chunk, args.top, args.mi_samples, plots_on=not args.no_plots)
     return run_cli(parser.prog, work)
 
 

@@ -7,6 +7,8 @@ here executes code from the files it reads.
 from __future__ import annotations
 
 import json
+import os
+import uuid
 import zipfile
 from pathlib import Path
 
@@ -24,10 +26,28 @@ def save_model(directory, config: dict, arrays: dict | None = None, tensors: dic
     if arrays:
         np.savez(d / ARRAYS_FILE, **{k: np.asarray(v) for k, v in arrays.items()})
     if tensors:
-        from safetensors.torch import save_file
-        save_file({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()}, str(d / TENSORS_FILE))
+        save_tensors(d / TENSORS_FILE, tensors)
     (d / MODEL_JSON).write_text(json.dumps(config, indent=2, default=str))
     return d
+
+
+def save_tensors(path, tensors: dict) -> Path:
+    """Write torch ``tensors`` as a safetensors file at ``path``; returns the path.
+
+    Written whole: a temporary file beside ``path`` renamed into place, so a reader never
+    sees half a file. It gets the mode of any new file (0644 under umask 022); safetensors'
+    own ``save_file`` makes it 0600, readable by its owner alone.
+    """
+    from safetensors.torch import save
+    path = Path(path)
+    data = save({k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()})
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def _damaged(path: Path, exc: Exception) -> DamagedFileError:

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import (CLIParser, add_overwrite_flag, at_least, claim_output_dir, claim_output_file,
+                           run_cli, write_output_file)
 from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR
 
@@ -183,12 +185,15 @@ def main(argv=None) -> int:
     parser = CLIParser(prog="python -m fusion.predict", description=__doc__)
     parser.add_argument("--model", required=True, help="run folder written by fusion.train")
     parser.add_argument("files", nargs="+", help="images or videos to score")
-    parser.add_argument("--out", help="write the JSON result to this file")
+    parser.add_argument("--out", help="write the JSON result to this file (an existing one is "
+                                      "refused unless --overwrite)")
     parser.add_argument("--json", action="store_true",
                         help="print the JSON result alone on stdout (the per-file lines go to "
                              "stderr), for piping into jq or another program")
-    parser.add_argument("--frames", type=int, help="frames per video (default: as in training)")
-    parser.add_argument("--overlay", help="folder for PNG strips of the scored faces")
+    parser.add_argument("--frames", type=at_least(1), help="frames per video (default: as in training)")
+    parser.add_argument("--overlay", help="folder for PNG strips of the scored faces (one that "
+                                          "holds files is refused unless --overwrite)")
+    add_overwrite_flag(parser, "--out and --overlay")
     args = parser.parse_args(argv)
 
     def prepare():
@@ -199,6 +204,17 @@ def main(argv=None) -> int:
             raise UsageError(f"no such file: {missing[0]}")
         for f in args.files:
             _source(Path(f))
+        if args.out:
+            claim_output_file(args.out, overwrite=args.overwrite)
+        overlays = (claim_output_dir(args.overlay, "--overlay", args.overwrite, inputs=args.files)
+                    if args.overlay else nullcontext())  # it takes a lock: released on any error
+        try:
+            return (*load(), overlays)
+        except BaseException as exc:
+            overlays.__exit__(type(exc), exc, exc.__traceback__)
+            raise
+
+    def load():
         try:  # a wrong format version or an unknown extractor in the model's config
             head, config = load_model_dir(args.model)
         except ValueError as exc:
@@ -214,7 +230,13 @@ def main(argv=None) -> int:
     status = run_cli(parser.prog, lambda: prepared.append(prepare()))
     if status:
         return status
-    head, config, extractors, ingest = prepared[0]
+    head, config, extractors, ingest, overlays = prepared[0]
+    with overlays:
+        return _score_files(args, head, config, extractors, ingest, parser.prog)
+
+
+def _score_files(args, head, config, extractors, ingest, prog) -> int:
+    """Score ``args.files``, print a line each, write ``--out`` / ``--overlay``."""
     text = sys.stderr if args.json else sys.stdout
     warnings = config.get("run", {}).get("warnings", [])
     for w in warnings:
@@ -241,7 +263,10 @@ def main(argv=None) -> int:
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
               "warnings": warnings, "results": results}
     if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
+        status = run_cli(prog, lambda: write_output_file(args.out, json.dumps(report, indent=2),
+                                                         overwrite=args.overwrite))
+        if status:
+            return status
     if args.json:
         print(json.dumps(report, indent=2))
     return 0

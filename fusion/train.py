@@ -65,7 +65,8 @@ import numpy as np
 import pandas as pd
 
 from fusion import heads, metrics, plots
-from pipelines.cli import CLIParser, add_config_flag, command_line, flags_record, next_line, run_cli
+from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
+                           command_line, flags_record, next_line, run_cli)
 from pipelines.errors import UsageError
 from stores.schema import code_version
 
@@ -596,10 +597,12 @@ def build_parser() -> CLIParser:
                    "(default concat)")
     p.add_argument("--head", default=None, help=f"sklearn classifier for concat and late fusions: "
                    f"{', '.join(heads.SKLEARN_HEADS)} (default logreg; an error with torch fusions)")
-    p.add_argument("--out", default="runs/latest", help="run directory (default runs/latest)")
+    p.add_argument("--out", default="runs/latest",
+                   help="run directory; one that holds files is refused unless --overwrite "
+                        "(default runs/latest)")
     p.add_argument("--test-store", action="append", default=[], metavar="STORE",
                    help="another store to score with the trained model (repeatable)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="fusion hyper-parameter, e.g. epochs=50, mode=self, pool=max, k=2, "
                         "groups='a,b;c', size=64 (repeatable)")
@@ -607,13 +610,15 @@ def build_parser() -> CLIParser:
                    help="also score the test split under perturbations stored by the extract CLI's "
                         "--perturb, e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
     add_report_flags(p)
+    add_overwrite_flag(p)
     add_config_flag(p)
     return p
 
 
 def add_report_flags(p):
     """--bootstrap and --no-plots, shared by the train and evaluate CLIs."""
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for CIs (0 = none)")
+    p.add_argument("--bootstrap", type=at_least(0), default=1000,
+                   help="bootstrap resamples for CIs (0 = none)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
 
 
@@ -634,10 +639,12 @@ def main(argv=None) -> int:
         params = parse_params(args.param)
         if args.bootstrap < 0:
             raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
-        train_run(args.store, features, args.fusion, args.head, args.out,
-                  args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
-                  perturb=args.perturb, command=command_line(parser.prog, argv),
-                  flags=flags_record(parser.prog, args))
+        with claim_output_dir(args.out, overwrite=args.overwrite,
+                              inputs=[args.store, *args.test_store]):
+            train_run(args.store, features, args.fusion, args.head, args.out,
+                      args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
+                      perturb=args.perturb, command=command_line(parser.prog, argv),
+                      flags=flags_record(parser.prog, args, drop=("overwrite",)))
     return run_cli(parser.prog, work)
 
 

@@ -45,7 +45,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shutil
 import sys
 import time
 import zlib
@@ -57,7 +56,7 @@ import cv2
 import numpy as np
 
 from pipelines.edits_face import DIFFICULTIES, FACE_EDITS, NEEDS_DONOR, apply_face_edit
-from pipelines.cli import CLIParser, error_line, next_line
+from pipelines.cli import CLIParser, claim_output_dir, error_line, next_line
 from pipelines.errors import SampleError, UsageError
 from pipelines.samples import SPLITS
 
@@ -327,7 +326,8 @@ def build_parser() -> CLIParser:
                         "keep (the store's own split; --from-store only), or train, val, test")
     p.add_argument("--out", help="benchmark folder to write (required)")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing benchmark in --out (its images/, masks/, manifest)")
+                   help="replace what an earlier run left in --out (without it, an --out "
+                        "that holds files is refused)")
     p.add_argument("--seed", type=int, default=0, help="global random seed (default 0)")
     p.add_argument("--edits", default="all",
                    help=f"all (default) or a comma list of: {', '.join(FACE_EDITS)}")
@@ -366,12 +366,6 @@ def validate(args) -> dict:
         raise UsageError(f"--per-image: expected >= 1, got {args.per_image}")
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit: expected >= 1, got {args.limit}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out: {out} exists and is not a folder")
-    if (out / MANIFEST).exists() and not args.overwrite:
-        raise UsageError(f"--out: {out} already holds a benchmark ({MANIFEST}); pass "
-                         f"--overwrite to replace it")
     return {"edits": parse_edits(args.edits), "difficulties": parse_difficulties(args.difficulty),
             "splits": splits}
 
@@ -379,12 +373,13 @@ def validate(args) -> dict:
 def run(args) -> dict:
     """Validate, load the faces, generate; returns the summary (also in summary.json)."""
     checked = validate(args)
-    out = Path(args.out)
-    if args.overwrite:
-        for name in ("images", "masks"):
-            shutil.rmtree(out / name, ignore_errors=True)
-        (out / MANIFEST).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    inputs = [args.source, args.from_store]
+    with claim_output_dir(args.out, overwrite=args.overwrite, inputs=inputs) as out:
+        return _generate(args, checked, out)
+
+
+def _generate(args, checked: dict, out: Path) -> dict:
+    """The work of :func:`run` once ``out`` is claimed."""
     progress = not args.no_progress
     t0 = time.perf_counter()
     if args.source:

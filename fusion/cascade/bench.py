@@ -15,13 +15,14 @@ It prints samples/s of each and the pipeline's overhead over the bare step,
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
 import numpy as np
 import torch
+
+from pipelines.cli import CLIParser, at_least
 
 
 def _step(model, criterion, opt, x):
@@ -86,14 +87,13 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m fusion.cascade.bench", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CLIParser(prog="python -m fusion.cascade.bench", description=__doc__)
     p.add_argument("--store", required=True, action="append", help="training store(s) with reals")
-    p.add_argument("--steps", type=int, default=8, help="mini-batches per measurement (default 8)")
-    p.add_argument("--batch-size", type=int, default=32, help="samples per batch (default 32)")
-    p.add_argument("--size", type=int, default=128, help="model input size (default 128)")
+    p.add_argument("--steps", type=at_least(1), default=8, help="mini-batches per measurement (default 8)")
+    p.add_argument("--batch-size", type=at_least(1), default=32, help="samples per batch (default 32)")
+    p.add_argument("--size", type=at_least(16), default=128, help="model input size (default 128)")
     p.add_argument("--backbone", default="efficientnet-lite0", help="default efficientnet-lite0")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's choice)")
+    p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's choice)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
     stores = [s.strip() for flag in args.store for s in flag.split(",") if s.strip()]

@@ -198,13 +198,10 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, info: dict):
 
 
 def save_weights(path: Path, model: torch.nn.Module, extra: dict | None = None):
-    from safetensors.torch import save_file
+    """``model``'s state (``model.*``) and the ``extra`` tensors, written whole at ``path``."""
+    from fusion.modelio import save_tensors
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {f"model.{k}": v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
-    tensors.update({k: v.detach().cpu().contiguous().clone() for k, v in (extra or {}).items()})
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    tmp.replace(path)
+    save_tensors(path, {**{f"model.{k}": v for k, v in model.state_dict().items()}, **(extra or {})})
 
 
 def load_weights(path: Path, model: torch.nn.Module) -> dict:
@@ -573,16 +570,25 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
 
 
 def plot_history(history: list, path: Path):
-    """Loss terms (left) and validation AUC / IoU (right) per epoch."""
+    """Draw :func:`history_figure` to ``path`` (nothing for an empty history)."""
     if not history:
         return
+    import matplotlib.pyplot as plt
+    fig = history_figure(history)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def history_figure(history: list):
+    """Loss terms (left) and validation AUC / IoU (right) per epoch, every epoch a marker
+    (a one-epoch run is one point per line, which a line alone does not show)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     epochs = [r["epoch"] for r in history]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
     for key in history[0]["train"]:
-        ax1.plot(epochs, [r["train"].get(key, np.nan) for r in history], label=key)
+        ax1.plot(epochs, [r["train"].get(key, np.nan) for r in history], marker="o", label=key)
     ax1.set_yscale("log")
     ax1.set_xlabel("epoch")
     ax1.set_title("training loss terms (unweighted)")
@@ -595,9 +601,12 @@ def plot_history(history: list, path: Path):
         ax2.legend(fontsize=7)
     ax2.set_xlabel("epoch")
     ax2.set_title("validation")
+    from matplotlib.ticker import MaxNLocator
+    for ax in (ax1, ax2):  # whole epochs, also for one (not 0.96 ... 1.04)
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
 
 
 # ---------------------------------------------------------------------- evaluate / predict

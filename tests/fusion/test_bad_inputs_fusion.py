@@ -1,16 +1,431 @@
 """A hostile tester's inputs to the fusion commands: each bad input gives one clear line
-naming the flag or file and the real cause, and nothing passes silently.
+naming the flag or file and the real cause, with exit 2 before any work where nothing can be
+done; nothing passes silently and nothing a run wrote is replaced unasked.
 
-A sibling of ``tests/pipelines/test_bad_inputs.py``; each section is one contiguous block.
+The sibling of ``tests/pipelines/test_bad_inputs.py``; stores are tiny and made in tmp_path.
+Each section is one contiguous block.
 """
 import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 import stores
+from tests.fusion.test_heads import make_store
+
+
+def _one_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def vector_store(tmp_path_factory):
+    return make_store(tmp_path_factory.mktemp("store") / "s.h5", with_nan=False)
+
+
+# --- overwrite ---
+# No run's files are replaced without --overwrite; two runs cannot write one folder at once.
+
+def _train(store, out, *extra):
+    from fusion.train import main
+    return main(["--store", str(store), "--features", "a,b", "--out", str(out),
+                 "--bootstrap", "0", "--no-plots", *map(str, extra)])
+
+
+@pytest.fixture(scope="module")
+def trained_run(vector_store, tmp_path_factory):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert _train(vector_store, run) == 0
+    return run
+
+
+def test_train_refuses_a_folder_holding_a_run_and_leaves_it_alone(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    capsys.readouterr()
+    assert _train(vector_store, run, "--seed", "1") == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--out {run} already holds a run (" in line
+    assert "config.json" in line and "pass --overwrite to replace it or choose another folder" in line
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_overwrite_replaces_the_whole_run_and_no_stale_file_remains(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    (run / "importance").mkdir()
+    (run / "importance" / "importance.csv").write_text("old\n")
+    assert _train(vector_store, run, "--overwrite", "--seed", "1") == 0
+    assert not (run / "importance").exists()
+    assert json.loads((run / "config.json").read_text())["flags"]["seed"] == 1
+    assert sorted(p.name for p in run.iterdir() if p.name.startswith(".")) == []  # no lock left
+
+
+def test_a_failed_overwrite_puts_the_old_run_back(vector_store, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    before = sorted(p.name for p in run.iterdir())
+    capsys.readouterr()
+    assert _train(vector_store, run, "--overwrite", "--fusion", "nonesuch") == 2
+    assert "--fusion: unknown fusion 'nonesuch'" in _one_line(capsys.readouterr().err)
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_a_run_writing_the_folder_is_named_with_its_pid(vector_store, tmp_path, capsys):
+    from pipelines.cli import claim_output_dir
+    run = tmp_path / "run"
+    with claim_output_dir(run):  # another run (here: this process) is writing it
+        assert _train(vector_store, run, "--overwrite") == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"--out {run} is in use by another run (pid {os.getpid()} on " in line
+        assert "wait for it to finish" in line
+    assert not run.exists()  # the claim made it empty and removed it again
+
+
+def test_two_runs_started_together_one_writes_the_other_is_refused(vector_store, tmp_path):
+    run = tmp_path / "run"
+    code = ("import sys; from fusion.train import main; sys.exit(main(["
+            f"'--store', {str(vector_store)!r}, '--features', 'a,b', '--out', {str(run)!r}, "
+            "'--bootstrap', '0', '--no-plots']))")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = sorted((p.wait(timeout=120), p.stderr.read()) for p in procs)
+    assert [rc for rc, _ in results] == [0, 2], results
+    line = _one_line(results[1][1])
+    assert f"--out {run}" in line and ("in use by another run (pid" in line or "already holds a run" in line)
+
+
+def test_a_stale_lock_of_a_killed_run_is_taken_over_when_the_folder_is_empty(vector_store, tmp_path):
+    from pipelines.cli import RUN_LOCK
+    run = tmp_path / "run"
+    run.mkdir()
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (run / RUN_LOCK).write_text(json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                                            "started": "2020-01-01T00:00:00"}))
+    assert _train(vector_store, run) == 0
+    assert (run / "model" / "model.json").is_file() and not (run / RUN_LOCK).exists()
+
+
+def test_a_stale_lock_beside_a_partial_run_asks_for_overwrite(vector_store, tmp_path, capsys):
+    from pipelines.cli import RUN_LOCK
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "scores.csv").write_text("partial\n")
+    (run / RUN_LOCK).write_text(json.dumps({"pid": 2 ** 22 + 1, "host": socket.gethostname()}))
+    assert _train(vector_store, run) == 2
+    assert "already holds a run (scores.csv); pass --overwrite" in _one_line(capsys.readouterr().err)
+
+
+def test_out_naming_a_file_is_one_line(vector_store, tmp_path, capsys):
+    f = tmp_path / "taken.txt"
+    f.write_text("x")
+    assert _train(vector_store, f) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {f} is a file, not a folder")
+
+
+def test_overwrite_refuses_to_clear_the_current_folder_or_one_holding_an_input(
+        vector_store, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "keep.txt").write_text("mine")
+    assert _train(vector_store, ".", "--overwrite") == 2
+    assert "--out . holds the current folder; --overwrite clears only a run folder" in \
+        _one_line(capsys.readouterr().err)
+    assert (tmp_path / "keep.txt").is_file()
+    store_dir = tmp_path / "data"
+    store_dir.mkdir()
+    store = store_dir / "s.h5"
+    store.write_bytes(Path(vector_store).read_bytes())
+    assert _train(store, store_dir, "--overwrite") == 2
+    assert f"--out {store_dir} holds {store}, an input of this run" in _one_line(capsys.readouterr().err)
+    assert store.is_file()
+
+
+def _cascade_run(tmp_path):
+    run = tmp_path / "crun"
+    run.mkdir()
+    (run / "config.json").write_text("{}")  # enough for the flag checks before the model loads
+    return run
+
+
+def _busy(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "old.txt").write_text("an earlier run's file")
+    return folder
+
+
+@pytest.mark.parametrize("command", ["evaluate", "importance", "importance-default", "ablate",
+                                     "audit", "cascade-eval", "cascade-eval-default",
+                                     "cascade-predict", "predict-overlay", "cascade-train"])
+def test_every_command_refuses_a_folder_holding_files(command, vector_store, trained_run, tmp_path,
+                                                      capsys):
+    from fusion.ablate import main as ablate
+    from fusion.audit import main as audit
+    from fusion.cascade.__main__ import main as cascade
+    from fusion.evaluate import main as evaluate
+    from fusion.importance import main as importance
+    from fusion.predict import main as predict
+    out = _busy(tmp_path / "out")
+    s, r = str(vector_store), str(trained_run)
+    if command == "evaluate":
+        rc = evaluate(["--model", r, "--store", s, "--out", str(out), "--bootstrap", "0"])
+    elif command == "importance":
+        rc = importance(["--store", s, "--run", r, "--out", str(out), "--repeats", "1"])
+    elif command == "importance-default":
+        out = _busy(trained_run / "importance")
+        rc = importance(["--store", s, "--run", r, "--repeats", "1"])
+    elif command == "ablate":
+        rc = ablate(["--store", s, "--features", "a,b", "--out", str(out), "--bootstrap", "0"])
+    elif command == "audit":
+        rc = audit(["--store", s, "--out", str(out), "--bootstrap", "0"])
+    elif command.startswith("cascade-eval"):
+        crun = _cascade_run(tmp_path)
+        if command.endswith("default"):
+            out = _busy(crun / "eval_test")
+        rc = cascade(["eval", "--run", str(crun), "--store", s, "--device", "cpu"]
+                     + ([] if command.endswith("default") else ["--out", str(out)]))
+    elif command == "cascade-predict":
+        rc = cascade(["predict", "--run", str(_cascade_run(tmp_path)), "--store", s,
+                      "--out", str(out), "--device", "cpu"])
+    elif command == "cascade-train":
+        rc = cascade(["train", "--store", s, "--out", str(out), "--device", "cpu"])
+    else:
+        image = tmp_path / "face.png"
+        from PIL import Image
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+        rc = predict(["--model", r, str(image), "--overlay", str(out)])
+    line = _one_line(capsys.readouterr().err)
+    assert rc == 2, line
+    assert f" {out} already holds " in line and "old.txt" in line and "--overwrite" in line, line
+    if command == "cascade-train":
+        assert "--resume" in line
+    assert sorted(p.name for p in out.iterdir()) == ["old.txt"]
+
+
+def test_importance_twice_refuses_then_overwrite_replaces(vector_store, trained_run, tmp_path, capsys):
+    from fusion.importance import main as importance
+    out = tmp_path / "imp"
+    argv = ["--store", str(vector_store), "--run", str(trained_run), "--out", str(out),
+            "--repeats", "1", "--no-plots", "--mi-samples", "50"]
+    assert importance(argv) == 0
+    capsys.readouterr()
+    assert importance(argv) == 2
+    assert "pass --overwrite" in _one_line(capsys.readouterr().err)
+    assert importance([*argv, "--overwrite"]) == 0
+
+
+def test_predict_out_file_is_not_replaced_without_overwrite(trained_run, tmp_path, capsys):
+    from fusion.predict import main as predict
+    image = tmp_path / "face.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(image)
+    result = tmp_path / "result.json"
+    result.write_text("earlier result")
+    assert predict(["--model", str(trained_run), str(image), "--out", str(result)]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(
+        f"--out {result} already exists; pass --overwrite to replace it or choose another file")
+    assert result.read_text() == "earlier result"
+    assert predict(["--model", str(trained_run), str(image), "--out", str(tmp_path)]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {tmp_path} is a folder, not a file")
+
+
+def test_next_lines_of_train_and_evaluate_run_without_overwrite(vector_store, tmp_path, capsys):
+    """The printed next: commands write into fresh folders, so they are never refused."""
+    from fusion.importance import main as importance
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith("next: ")][0]
+    assert "fusion.importance" in line
+    assert importance(["--store", str(vector_store), "--run", str(run), "--repeats", "1",
+                       "--no-plots", "--mi-samples", "50"]) == 0
+    assert (run / "importance" / "importance.csv").is_file()
+
+
+
+def test_extract_out_naming_a_folder_is_one_line(tmp_path, capsys):
+    from pipelines.extract import main as extract
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    assert extract(["--out", str(folder), "--workers", "0", "--features", "lbp", "--no-progress"]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(f"--out {folder} is a folder, not a store file")
+    assert list(folder.iterdir()) == []
+
+
+def test_cascade_train_takes_resume_or_overwrite_not_both(vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main as cascade
+    assert cascade(["train", "--store", str(vector_store), "--out", str(tmp_path / "crun"),
+                    "--device", "cpu", "--resume", "--overwrite"]) == 2
+    assert _one_line(capsys.readouterr().err).endswith(
+        "--resume continues the run in --out, --overwrite replaces it: give one")
+    assert not (tmp_path / "crun").exists()
+
+# --- zero and negative counts ---
+# Zero is not "not given": a count outside its range stops the run before any work, with one
+# line naming the flag and the accepted range.
+
+def _status(main, argv) -> int:
+    try:
+        return main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse's own error exit
+        return exc.code
+
+
+def _cascade_argv(command, flag, value, tmp_path, store):
+    if command == "train":
+        return ["train", "--store", store, "--out", tmp_path / "crun", "--device", "cpu",
+                "--backbone", "tiny", flag, value]
+    return [command, "--run", _cascade_run(tmp_path), "--store", store, "--device", "cpu", flag, value]
+
+
+@pytest.mark.parametrize("command, flag, value, accepted", [
+    ("train", "--epochs", "0", "an integer >= 1"),
+    ("train", "--epochs", "-2", "an integer >= 1"),
+    ("train", "--batch-size", "0", "an integer >= 1"),
+    ("train", "--size", "0", "an integer >= 16"),
+    ("train", "--dim", "0", "an integer >= 1"),
+    ("train", "--heads", "0", "an integer >= 1"),
+    ("train", "--max-steps", "0", "an integer >= 1"),
+    ("train", "--cache-mb", "-1", "an integer >= 0"),
+    ("train", "--seed", "-1", "an integer >= 0"),
+    ("train", "--threads", "-1", "an integer >= 0"),
+    ("train", "--backbone-size", "0", "an integer >= 16"),
+    ("train", "--lr", "0", "a number > 0"),
+    ("train", "--lr", "nan", "a number > 0"),
+    ("train", "--weight-decay", "-1", "a number >= 0"),
+    ("train", "--warmup-epochs", "-1", "a number >= 0"),
+    ("train", "--alpha", "-0.5", "a number >= 0"),
+    ("eval", "--overlays", "-3", "an integer >= 0"),
+    ("eval", "--batch-size", "0", "an integer >= 1"),
+    ("eval", "--n-boot", "-1", "an integer >= 0"),
+    ("predict", "--overlays", "-3", "an integer >= 0"),
+    ("predict", "--batch-size", "0", "an integer >= 1"),
+    ("predict", "--threads", "-2", "an integer >= 0"),
+])
+def test_cascade_counts_out_of_range_stop_before_any_work(command, flag, value, accepted,
+                                                          vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main
+    t0 = time.perf_counter()
+    assert _status(main, _cascade_argv(command, flag, value, tmp_path, vector_store)) == 2
+    assert time.perf_counter() - t0 < 5
+    line = _one_line(capsys.readouterr().err)
+    assert f"{flag}: expected {accepted}, got {value}" in line, line
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ([] if command == "train" else
+                                                         ["config.json", "crun"])
+
+
+@pytest.mark.parametrize("module, argv, flag, accepted", [
+    ("fusion.train", ["--features", "a,b", "--seed", "-1"], "--seed", "an integer >= 0"),
+    ("fusion.train", ["--features", "a,b", "--bootstrap", "-1"], "--bootstrap", "an integer >= 0"),
+    ("fusion.evaluate", ["--model", "RUN", "--out", "OUT", "--bootstrap", "-5"], "--bootstrap",
+     "an integer >= 0"),
+    ("fusion.ablate", ["--features", "a,b", "--seed", "-3"], "--seed", "an integer >= 0"),
+    ("fusion.ablate", ["--features", "a,b", "--bootstrap", "-1"], "--bootstrap", "an integer >= 0"),
+    ("fusion.audit", ["--seed", "-1"], "--seed", "an integer >= 0"),
+    ("fusion.importance", ["--run", "RUN", "--repeats", "0"], "--repeats", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--chunk", "0"], "--chunk", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--top", "0"], "--top", "an integer >= 1"),
+    ("fusion.importance", ["--run", "RUN", "--mi-samples", "0"], "--mi-samples", "an integer >= 10"),
+    ("fusion.importance", ["--run", "RUN", "--seed", "-1"], "--seed", "an integer >= 0"),
+])
+def test_vector_fusion_counts_out_of_range_stop_before_any_work(module, argv, flag, accepted,
+                                                                vector_store, tmp_path, capsys):
+    import importlib
+    main = importlib.import_module(module).main
+    argv = [str(tmp_path / a) if a in ("RUN", "OUT") else a for a in argv]
+    assert _status(main, ["--store", vector_store, *argv]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"{flag}: expected {accepted}, got {argv[-1]}" in line, line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_predict_frames_zero_and_bench_steps_zero_are_refused(trained_run, tmp_path, capsys):
+    from fusion.cascade.bench import main as bench
+    from fusion.predict import main as predict
+    assert _status(predict, ["--model", trained_run, "--frames", "0", tmp_path / "x.png"]) == 2
+    assert "--frames: expected an integer >= 1, got 0" in _one_line(capsys.readouterr().err)
+    assert _status(bench, ["--steps", "0"]) == 2
+    assert "--steps: expected an integer >= 1, got 0" in _one_line(capsys.readouterr().err)
+
+
+def test_a_zero_count_in_a_config_file_is_refused_naming_the_key(vector_store, tmp_path, capsys):
+    from fusion.cascade.__main__ import main
+    config = tmp_path / "c.yaml"
+    config.write_text("epochs: 0\n")
+    assert _status(main, ["train", "--store", vector_store, "--out", tmp_path / "crun",
+                          "--config", config]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--config {config}: epochs (--epochs): expected an integer >= 1, got 0" in line, line
+
+
+# --- the flag the user typed ---
+
+@pytest.mark.parametrize("fusions", ["nonesuch", "concat,nonesuch"])
+def test_a_bad_fusions_value_names_fusions(fusions, vector_store, tmp_path, capsys):
+    from fusion import heads
+    from fusion.ablate import main as ablate
+    assert ablate(["--store", str(vector_store), "--features", "a,b", "--fusions", fusions,
+                   "--out", str(tmp_path / "abl")]) == 2
+    line = _one_line(capsys.readouterr().err)
+    vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
+    assert line.endswith(f"error: --fusions: unknown fusion 'nonesuch'; choose from {', '.join(vector)}")
+    assert not (tmp_path / "abl").exists()
+
+
+# --- file modes and the one-epoch plot ---
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002])
+def test_safetensors_files_get_the_umask_mode_like_every_other_file(umask, tmp_path):
+    import torch
+    from fusion.cascade.train import save_weights
+    from fusion.modelio import save_model
+    old = os.umask(umask)
+    try:
+        save_model(tmp_path / "m", {"k": 1}, arrays={"a": np.zeros(2)}, tensors={"t": torch.zeros(2)})
+        save_weights(tmp_path / "c" / "best.safetensors", torch.nn.Linear(2, 1))
+    finally:
+        os.umask(old)
+    expected = 0o666 & ~umask
+    for path in (tmp_path / "m" / "weights.safetensors", tmp_path / "m" / "model.json",
+                 tmp_path / "c" / "best.safetensors"):
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["best.safetensors"]  # no temp file
+
+
+def test_a_one_epoch_history_plot_shows_its_points(tmp_path):
+    import matplotlib.image as mpimg
+    from fusion.cascade.train import history_figure, plot_history
+    history = [{"epoch": 1, "train": {"total": 0.9, "global": 0.6, "mask": 0.3},
+                "val": {"auc": 0.7, "iou": 0.2, "pixel_auc": 0.8}}]
+    fig = history_figure(history)
+    for ax in fig.axes:
+        lines = ax.get_lines()
+        assert lines and all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+    plot_history(history, tmp_path / "training.png")
+    image = mpimg.imread(tmp_path / "training.png")[..., :3]
+    h, w = image.shape[:2]
+    # the left axes' plot area, left of its legend (upper right) and above the axis labels
+    area = image[int(0.25 * h):int(0.85 * h), int(0.1 * w):int(0.43 * w)]
+    coloured = (area.max(axis=2) - area.min(axis=2)) > 0.3
+    assert coloured.sum() > 20  # the markers of the one epoch
 
 
 # --- non-finite features and warnings ---
