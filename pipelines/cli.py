@@ -468,12 +468,17 @@ def claim_output_dir(path, flag: str = "--out", overwrite: bool = False, keep: b
     lock = take_lock(out, f"{flag} {out}")
     try:
         held = _entries(out)
+        # we hold the lock, so a folder of replaced files is a killed --overwrite run's
+        replaced = sorted(out.glob(f"{RUN_LOCK}.replaced-*"))
         aside = None
-        if held and not keep:
+        if (held or replaced) and not keep:
             if not overwrite:
                 names = ", ".join(p.name for p in held[:3]) + (", ..." if len(held) > 3 else "")
-                raise UsageError(f"{flag} {out} already holds a run ({names}); pass --overwrite "
-                                 f"to replace it{hint} or choose another folder")
+                kept = (f"; the run that a killed --overwrite run was replacing is kept in "
+                        f"{replaced[0]}: move its files back to restore it" if replaced else "")
+                raise UsageError(f"{flag} {out} already holds a run ({names or 'nothing else'})"
+                                 f"{kept}; pass --overwrite to replace it{hint} or choose another "
+                                 "folder")
             if _inside(Path.cwd(), out) or out.resolve() == Path.home().resolve():
                 raise UsageError(f"{flag} {out} holds the current folder; --overwrite clears "
                                  "only a run folder, choose another one")
@@ -483,7 +488,7 @@ def claim_output_dir(path, flag: str = "--out", overwrite: bool = False, keep: b
                                      "--overwrite would delete it, choose another folder")
             aside = out / f"{RUN_LOCK}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             aside.mkdir()
-            for entry in held:
+            for entry in held + replaced:
                 os.rename(entry, aside / entry.name)
     except BaseException:
         release_lock(lock)

@@ -83,6 +83,31 @@ def test_a_failed_overwrite_puts_the_old_run_back(vector_store, tmp_path, capsys
     assert sorted(p.name for p in run.iterdir()) == before
 
 
+def test_the_run_a_killed_overwrite_was_replacing_is_named_then_cleared(vector_store, tmp_path,
+                                                                       capsys):
+    # kill -9 during an --overwrite run leaves the old run in a hidden folder beside the new
+    # run's partial files: a rerun names that folder; --overwrite clears both
+    run = tmp_path / "run"
+    assert _train(vector_store, run) == 0
+    kept = run / ".clmf-run.lock.replaced-999999-deadbeef"
+    kept.mkdir()
+    for p in list(run.iterdir()):
+        if p != kept:
+            p.rename(kept / p.name)
+    (run / "metrics.json").write_text("{")  # the killed run's partial file
+    capsys.readouterr()
+    assert _train(vector_store, run) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert "already holds a run (metrics.json)" in line
+    assert f"is kept in {kept}: move its files back to restore it" in line
+    (run / "metrics.json").unlink()  # an emptied folder still keeps the old run: refused
+    assert _train(vector_store, run) == 2
+    assert "(nothing else)" in _one_line(capsys.readouterr().err)
+    assert _train(vector_store, run, "--overwrite") == 0
+    assert not list(run.glob(".clmf-run.lock*"))
+    assert json.loads((run / "metrics.json").read_text())
+
+
 def test_a_run_writing_the_folder_is_named_with_its_pid(vector_store, tmp_path, capsys):
     from pipelines.cli import claim_output_dir
     run = tmp_path / "run"
