@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, run_cli
+from pipelines.cli import CLIParser, error_line, run_cli
 from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR
 
@@ -128,6 +128,25 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     return result
 
 
+def threshold_text(threshold_probability: float, run: dict) -> str:
+    """``threshold 0.399 (EER on val)``: the cut a verdict was judged against, and its origin."""
+    source = run.get("threshold_from")
+    return f"threshold {threshold_probability:.3f} " + (f"(EER on {source})" if source else
+                                                        "(its origin not recorded)")
+
+
+def unscored_reason(errors: list[dict]) -> str:
+    """Why a file gave no face to score, from its error rows: the first row's message, and
+    how many more sampled frames failed (a video without faces has one row per frame)."""
+    if not errors:
+        return "no face found"
+    reason = errors[0]["message"]
+    if len(errors) > 1:
+        causes = sorted({e["cause"] for e in errors[1:]})
+        reason += f" (and {len(errors) - 1} more frame(s): {', '.join(causes)})"
+    return reason
+
+
 #: Height in pixels of the strip's header band (the threshold) and of each tile's caption.
 STRIP_HEADER, TILE_CAPTION = 54, 56
 
@@ -218,6 +237,8 @@ def main(argv=None) -> int:
     from fusion.train import saved_threshold
     threshold = saved_threshold(head, config.get("run", {}))
     threshold_probability = float(head.probability(np.array([threshold]))[0])
+    where_from = threshold_text(threshold_probability, config.get("run", {}))
+    scored = 0
     for path in args.files:
         result = score_file(path, head, config, extractors, ingest)
         if args.overlay and result["faces"]:
@@ -225,20 +246,28 @@ def main(argv=None) -> int:
                                                  threshold_probability))
         result.pop("_crops", None)
         results.append(result)
-        verdict = ("no face scored" if result["score"] is None else
-                   f"{'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
-                   f"over {len(result['faces'])} face(s)")
+        if result["score"] is None:
+            print(f"{path}: not scored: {unscored_reason(result['errors'])}", file=sys.stderr)
+            continue
+        scored += 1
         causes = sorted({e["cause"] for e in result["errors"]})
-        print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
+        print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
+              f"over {len(result['faces'])} face(s); {where_from}"
+              + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
+              "threshold_from": config.get("run", {}).get("threshold_from"),
               "warnings": warnings, "results": results}
     if args.out:
         Path(args.out).write_text(json.dumps(report, indent=2))
     if args.json:
         print(json.dumps(report, indent=2))
-    return 0
-
+    if scored:
+        return 0
+    if len(args.files) > 1:
+        print(error_line(parser.prog, f"none of the {len(args.files)} files could be scored"),
+              file=sys.stderr)
+    return 1
 
 if __name__ == "__main__":
     sys.exit(main())
