@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, error_line, run_cli
+from pipelines.cli import CLIParser, error_line, not_a_file, run_cli
 from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR
 
@@ -33,12 +33,9 @@ _INGEST_KEYS = ("frames", "clip_len", "size", "margin", "align", "detector", "mi
 
 def load_model_dir(run_dir) -> tuple:
     """``(head, config)`` of a training run folder (or its ``model/`` folder)."""
+    from fusion.evaluate import model_dir as find_model_dir
     from fusion.heads import load_head
-    run_dir = Path(run_dir)
-    model_dir = run_dir / "model" if (run_dir / "model" / "model.json").is_file() else run_dir
-    if not (model_dir / "model.json").is_file():
-        raise UsageError(f"--model: no model.json in {run_dir} or {run_dir / 'model'}; "
-                         "give the folder written by `python -m fusion.train --out`")
+    model_dir = find_model_dir(run_dir)
     config = json.loads((model_dir / "model.json").read_text())
     return load_head(model_dir), config
 
@@ -208,9 +205,11 @@ def main(argv=None) -> int:
     def prepare():
         if args.frames is not None and args.frames < 1:
             raise UsageError(f"--frames must be at least 1, got {args.frames}")
-        missing = [f for f in args.files if not Path(f).is_file()]
-        if missing:
-            raise UsageError(f"no such file: {missing[0]}")
+        for f in args.files:
+            problem = not_a_file(f)
+            if problem:
+                raise UsageError(f"{f}: {problem}" if problem != "no such file" else
+                                 f"no such file: {f}")
         for f in args.files:
             _source(Path(f))
         try:  # a wrong format version or an unknown extractor in the model's config

@@ -117,11 +117,27 @@ def _config_path(parser, args):
     return path
 
 
+def not_a_file(path) -> str | None:
+    """Why ``path`` cannot be read as a file (``is a directory, expected a file``, ``no such
+    file``), or None when it is one: the cause for an error line that names the path.
+
+    >>> not_a_file("/")
+    'is a directory, expected a file'
+    """
+    p = Path(path)
+    if p.is_file():
+        return None
+    return "is a directory, expected a file" if p.is_dir() else "no such file"
+
+
 def read_config_file(path) -> dict:
     """The mapping in a ``.json``, ``.yaml`` or ``.yml`` file; UsageError naming the file otherwise."""
     p = Path(path)
-    if not p.is_file():
+    problem = not_a_file(p)
+    if problem == "no such file":
         raise UsageError(f"--config: file not found: {path}")
+    if problem:
+        raise UsageError(f"--config {path}: {problem}")
     suffix = p.suffix.lower()
     text = p.read_text()
     if suffix in (".yaml", ".yml"):

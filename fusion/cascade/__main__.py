@@ -29,7 +29,9 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import CLIParser, add_config_flag, command_line, flags_record, next_line, run_cli
+from fusion.modelio import run_kind
+from pipelines.cli import (CLIParser, add_config_flag, command_line, flags_record, next_line,
+                           not_a_file, run_cli)
 from pipelines.errors import UsageError
 
 
@@ -166,8 +168,9 @@ def _train(args):
         from fusion.cascade.losses import CascadeLoss
         CascadeLoss(weights)
         for path in config.stores:
-            if not Path(path).is_file():
-                raise ValueError(f"--store {path}: no such file")
+            problem = not_a_file(path)
+            if problem:
+                raise ValueError(f"--store {path}: {problem}")
         from fusion.cascade.train import resolve_device
         resolve_device(args.device)
     except ValueError as exc:
@@ -220,8 +223,13 @@ def _run(args, typed: str) -> int:
     from fusion.cascade.train import evaluate, predict, resolve_device
     try:
         resolve_device(args.device)
-        if not Path(args.store).is_file():
-            raise ValueError(f"--store {args.store}: no such file")
+        problem = not_a_file(args.store)
+        if problem:
+            raise ValueError(f"--store {args.store}: {problem}")
+        if run_kind(args.run) == "fusion.train":
+            raise ValueError(f"--run {args.run}: this is a fusion.train run, not a cascade run; "
+                             f"use python -m fusion.evaluate or python -m fusion.predict "
+                             f"--model {args.run}")
         if not (Path(args.run) / "config.json").is_file():
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
     except ValueError as exc:

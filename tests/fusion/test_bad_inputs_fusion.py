@@ -126,3 +126,95 @@ def test_predict_prints_no_raw_ffmpeg_or_opencv_lines(scoring_runs, unscorable):
                           timeout=120, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert proc.returncode == 1
     assert _lines(proc.stderr) == [f"{root / 'text.mp4'}: not scored: {words['text.mp4']}"]
+
+
+def test_a_directory_given_as_a_file_is_named_as_such(scoring_runs, tmp_path, capsys):
+    from fusion.predict import main as predict_main
+    from fusion.train import main as train_main
+    from stores.info import main as info_main
+    store, run, _ = scoring_runs
+    folder = tmp_path / "folder.yaml"
+    folder.mkdir()
+    with pytest.raises(SystemExit) as exit_info:  # --config is read while parsing
+        train_main(["--config", str(folder)])
+    assert exit_info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--config {folder}: is a directory, expected a file" in line
+    assert predict_main(["--model", str(run), str(folder)]) == 2
+    assert f"{folder}: is a directory, expected a file" in _one_line(capsys.readouterr().err)
+    assert info_main([str(folder)]) == 2
+    assert f"{folder}: is a directory, expected a file" in _one_line(capsys.readouterr().err)
+    assert train_main(["--store", str(folder), "--features", "lbp", "--out",
+                       str(tmp_path / "r")]) == 2
+    assert f"--store {folder}: is a directory, expected a file" in \
+        _one_line(capsys.readouterr().err)
+
+
+def _one_line(err: str) -> str:
+    lines = _lines(err)
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_a_fusion_train_run_given_to_the_cascade_is_named_as_such(scoring_runs, capsys):
+    from fusion.cascade.__main__ import main as cascade_main
+    store, run, _ = scoring_runs
+    for command in (["eval", "--n-boot", "0"], ["predict"]):
+        out = run.parent / f"cascade_{command[0]}"
+        assert cascade_main([*command, "--run", str(run), "--store", str(store), "--out",
+                             str(out), "--device", "cpu"]) == 2
+        line = _one_line(capsys.readouterr().err)
+        assert f"--run {run}: this is a fusion.train run, not a cascade run; use " \
+               f"python -m fusion.evaluate or python -m fusion.predict --model {run}" in line
+        assert "format" not in line and "retrain" not in line and not out.exists()
+
+
+@pytest.fixture(scope="module")
+def cascade_run(tmp_path_factory):
+    """A one-step cascade run on a small synthetic store: ``(store, run)``."""
+    import torch
+    from fusion.cascade.data import write_synthetic_store
+    from fusion.cascade.train import TrainConfig, train
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cascade")
+    store = write_synthetic_store(root / "syn.h5", n=24, size=32, seed=0)
+    run = root / "run"
+    train(TrainConfig(store=str(store), out=str(run), epochs=1, batch_size=8, max_steps=1,
+                      backbone="tiny", dim=32, heads=4, size=32, sbi="off"),
+          progress=False, log=lambda *_: None)
+    return store, run
+
+
+def test_a_cascade_run_given_as_a_fusion_model_is_named_as_such(cascade_run, scoring_runs,
+                                                                tmp_path, capsys):
+    from fusion.evaluate import main as evaluate_main
+    from fusion.predict import main as predict_main
+    _, run = cascade_run
+    store, _, _ = scoring_runs
+    image = tmp_path / "flat.png"
+    cv2.imwrite(str(image), np.full((64, 64, 3), 120, np.uint8))
+    assert predict_main(["--model", str(run), str(image)]) == 2
+    words = (f"--model {run}: this is a fusion.cascade run, not a fusion.train run; use "
+             f"python -m fusion.cascade eval --run {run} (or predict)")
+    assert words in _one_line(capsys.readouterr().err)
+    assert evaluate_main(["--model", str(run), "--store", str(store), "--out",
+                          str(tmp_path / "ev")]) == 2
+    assert words in _one_line(capsys.readouterr().err)
+
+
+def test_a_fakes_only_store_for_self_blending_says_it_has_no_reals(tmp_path, capsys):
+    import h5py
+    from fusion.cascade.__main__ import main as cascade_main
+    from fusion.cascade.data import write_synthetic_store
+    store = write_synthetic_store(tmp_path / "fakes.h5", n=16, size=32, seed=0,
+                                  with_landmarks=True)
+    with h5py.File(store, "a") as h5:
+        h5["meta/label"][...] = 1
+    out = tmp_path / "run"
+    assert cascade_main(["train", "--store", str(store), "--out", str(out), "--backbone", "tiny",
+                         "--dim", "32", "--size", "32", "--epochs", "1", "--device", "cpu",
+                         "--sbi", "online"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--store {store}: no real faces in split 'train'" in line
+    assert "self-blended training (--sbi online) makes its fakes from reals" in line
+    assert "--align face" not in line
