@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import reprlib
 import shlex
 import sys
 from pathlib import Path
@@ -147,7 +148,10 @@ def read_config_file(path) -> dict:
             raise UsageError(f"--config {path}: reading YAML needs PyYAML "
                              "(pip install pyyaml), or give the flags as JSON") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_no_alias_loader(yaml))
+        except _AliasRefused as exc:
+            raise UsageError(f"--config {path}: YAML aliases are not accepted (*{exc.alias} on "
+                             f"line {exc.line}); write each value out") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -166,6 +170,36 @@ def read_config_file(path) -> dict:
         raise UsageError(f"--config {path}: expected a mapping of flag names to values, "
                          f"got {type(data).__name__}")
     return data
+
+
+class _AliasRefused(Exception):
+    def __init__(self, alias: str, line: int):
+        super().__init__(alias, line)
+        self.alias, self.line = alias, line
+
+
+def _no_alias_loader(yaml):
+    """yaml's SafeLoader that stops at the first alias (``*name``).
+
+    Aliases are never needed to write flags, and a few nested ones under 1 KB (a "billion
+    laughs") expand to hundreds of millions of items when the value is checked or echoed.
+    """
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(event.anchor, event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+    return NoAliasLoader
+
+
+#: A value of a config file as echoed in an error line: cut to about 60 characters, 8 items
+#: and 3 levels, so that a huge value gives a short line (and costs no time to show).
+_echo = reprlib.Repr()
+_echo.maxstring = _echo.maxother = 60
+_echo.maxlist = _echo.maxtuple = _echo.maxdict = _echo.maxset = 8
+_echo.maxlevel = 3
+shown = _echo.repr
 
 
 def config_values(parser: argparse.ArgumentParser, path) -> dict:
@@ -190,7 +224,7 @@ def config_values(parser: argparse.ArgumentParser, path) -> dict:
     if unknown:
         close = [d for d in actions if d.replace("_", "") == str(unknown[0]).replace("-", "").replace("_", "")]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"--config {path}: unknown key {unknown[0]!r}{hint}; {parser.prog} takes "
+        raise UsageError(f"--config {path}: unknown key {shown(unknown[0])}{hint}; {parser.prog} takes "
                          f"{', '.join(sorted(actions))}")
     return {k: _config_value(actions[k], v, path) for k, v in data.items() if v is not None}
 
@@ -201,7 +235,7 @@ def _config_value(action, value, path):
     where = f"--config {path}: {action.dest} ({flag})"
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false, got {value!r}")
+            raise UsageError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if isinstance(action, argparse._AppendAction):
         items = value if isinstance(value, list) else [value]
@@ -213,19 +247,19 @@ def _config_value(action, value, path):
 
 def _convert(action, value, where):
     if isinstance(value, (dict, list)) or isinstance(value, bool):
-        raise UsageError(f"{where}: expected a single value, got {value!r}")
+        raise UsageError(f"{where}: expected a single value, got {shown(value)}")
     if action.type is not None:
         try:
             converted = action.type(value if isinstance(value, str) else str(value))
         except (TypeError, ValueError, argparse.ArgumentTypeError):
             name = getattr(action.type, "__name__", "value")
-            raise UsageError(f"{where}: expected {name}, got {value!r}") from None
+            raise UsageError(f"{where}: expected {name}, got {shown(value)}") from None
     else:
         if not isinstance(value, (str, int, float)):
-            raise UsageError(f"{where}: expected text, got {value!r}")
+            raise UsageError(f"{where}: expected text, got {shown(value)}")
         converted = value if isinstance(value, str) else str(value)
     if action.choices is not None and converted not in action.choices:
-        raise UsageError(f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}")
+        raise UsageError(f"{where}: {shown(converted)} is not one of {', '.join(map(str, action.choices))}")
     return converted
 
 
@@ -265,9 +299,17 @@ def next_line(prog: str, *args) -> str:
     return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
 
 
+#: Longest message :func:`error_line` prints: a value echoed in full must not flood a terminal.
+ERROR_LINE_MAX = 2000
+
+
 def error_line(prog: str, error) -> str:
-    """``<prog>: error: <message>`` on one line, whatever the message holds."""
-    return f"{prog}: error: {' '.join(str(error).split())}"
+    """``<prog>: error: <message>`` on one line, whatever the message holds, cut after
+    :data:`ERROR_LINE_MAX` characters."""
+    text = " ".join(str(error).split())
+    if len(text) > ERROR_LINE_MAX:
+        text = f"{text[:ERROR_LINE_MAX]}... ({len(text) - ERROR_LINE_MAX} more characters)"
+    return f"{prog}: error: {text}"
 
 
 def run_cli(prog: str, work) -> int:

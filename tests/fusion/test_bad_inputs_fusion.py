@@ -218,3 +218,41 @@ def test_a_fakes_only_store_for_self_blending_says_it_has_no_reals(tmp_path, cap
     assert f"--store {store}: no real faces in split 'train'" in line
     assert "self-blended training (--sbi online) makes its fakes from reals" in line
     assert "--align face" not in line
+
+
+def _alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """A YAML "billion laughs" under fusion.train's valid key ``features`` (under 1 KB): each
+    level lists the one below ``width`` times, so it expands to ``width ** levels`` items."""
+    rows = ["features:", "  - &l0 [" + ", ".join(["lol"] * width) + "]"]
+    rows += [f"  - &l{k} [" + ", ".join([f"*l{k - 1}"] * width) + "]" for k in range(1, levels)]
+    return "\n".join(rows) + "\n"
+
+
+@pytest.mark.timeout(30)  # today: 45 s and a 302 MB line; the bomb expands to 9 ** 9 items
+def test_a_yaml_alias_bomb_is_refused_at_once_in_one_short_line(tmp_path, capsys):
+    from fusion.train import main as train_main
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(_alias_bomb())
+    assert bomb.stat().st_size < 1024
+    with pytest.raises(SystemExit) as exit_info:
+        train_main(["--config", str(bomb)])
+    assert exit_info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert f"--config {bomb}: " in line and "aliases" in line and len(line) < 300, line[:500]
+
+
+def test_a_long_config_value_is_echoed_cut_short(tmp_path, capsys):
+    from fusion.train import main as train_main
+    config = tmp_path / "long.json"
+    config.write_text(json.dumps({"seed": "9" * 50 + "x" * 100_000}))
+    with pytest.raises(SystemExit):
+        train_main(["--config", str(config)])
+    line = _one_line(capsys.readouterr().err)
+    assert f"--config {config}: seed (--seed): expected int, got '99999" in line
+    assert "..." in line and len(line) < 400, line[:500]
+
+
+def test_an_error_line_is_cut_after_error_line_max_characters():
+    from pipelines.cli import ERROR_LINE_MAX, error_line
+    line = error_line("python -m x", "y" * (ERROR_LINE_MAX + 5000))
+    assert line.endswith("... (5000 more characters)") and len(line) < ERROR_LINE_MAX + 60
