@@ -228,45 +228,51 @@ def main(argv=None) -> int:
     if status:
         return status
     head, config, extractors, ingest = prepared[0]
-    text = sys.stderr if args.json else sys.stdout
-    warnings = config.get("run", {}).get("warnings", [])
-    for w in warnings:
-        print(f"warning: model {args.model}: {w}", file=sys.stderr)
-    results = []
-    from fusion.train import saved_threshold
-    threshold = saved_threshold(head, config.get("run", {}))
-    threshold_probability = float(head.probability(np.array([threshold]))[0])
-    where_from = threshold_text(threshold_probability, config.get("run", {}))
-    scored = 0
-    for path in args.files:
-        result = score_file(path, head, config, extractors, ingest)
-        if args.overlay and result["faces"]:
-            result["overlay"] = str(save_overlay(result, Path(args.overlay), threshold,
-                                                 threshold_probability))
-        result.pop("_crops", None)
-        results.append(result)
-        if result["score"] is None:
-            print(f"{path}: not scored: {unscored_reason(result['errors'])}", file=sys.stderr)
-            continue
-        scored += 1
-        causes = sorted({e["cause"] for e in result["errors"]})
-        print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
-              f"over {len(result['faces'])} face(s); {where_from}"
-              + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
-    report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
-              "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
-              "threshold_from": config.get("run", {}).get("threshold_from"),
-              "warnings": warnings, "results": results}
-    if args.out:
-        Path(args.out).write_text(json.dumps(report, indent=2))
-    if args.json:
-        print(json.dumps(report, indent=2))
-    if scored:
-        return 0
-    if len(args.files) > 1:
-        print(error_line(parser.prog, f"none of the {len(args.files)} files could be scored"),
-              file=sys.stderr)
-    return 1
+
+    def score_all() -> int:
+        text = sys.stderr if args.json else sys.stdout
+        warnings = config.get("run", {}).get("warnings", [])
+        for w in warnings:
+            print(f"warning: model {args.model}: {w}", file=sys.stderr)
+        results = []
+        from fusion.train import saved_threshold
+        threshold = saved_threshold(head, config.get("run", {}))
+        threshold_probability = float(head.probability(np.array([threshold]))[0])
+        where_from = threshold_text(threshold_probability, config.get("run", {}))
+        scored = 0
+        for path in args.files:
+            result = score_file(path, head, config, extractors, ingest)
+            if args.overlay and result["faces"]:
+                result["overlay"] = str(save_overlay(result, Path(args.overlay), threshold,
+                                                     threshold_probability))
+            result.pop("_crops", None)
+            results.append(result)
+            if result["score"] is None:
+                print(f"{path}: not scored: {unscored_reason(result['errors'])}",
+                      file=sys.stderr)
+                continue
+            scored += 1
+            causes = sorted({e["cause"] for e in result["errors"]})
+            print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
+                  f"over {len(result['faces'])} face(s); {where_from}"
+                  + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
+        report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
+                  "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
+                  "threshold_from": config.get("run", {}).get("threshold_from"),
+                  "warnings": warnings, "results": results}
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=2))
+        if args.json:
+            print(json.dumps(report, indent=2))
+        if scored:
+            return 0
+        if len(args.files) > 1:
+            print(error_line(parser.prog, f"none of the {len(args.files)} files could be scored"),
+                  file=sys.stderr)
+        return 1
+
+    return run_cli(parser.prog, score_all)  # a closed pipe (| head) ends it quietly
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import reprlib
 import shlex
 import sys
@@ -312,15 +313,30 @@ def error_line(prog: str, error) -> str:
     return f"{prog}: error: {text}"
 
 
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit finds no closed pipe to complain of
+    (``Exception ignored ... BrokenPipeError``)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured by a test)
+        pass
+
+
 def run_cli(prog: str, work) -> int:
     """Run ``work()`` and turn the failures a user can act on into one line on stderr.
 
     Returns ``work()``'s exit status when it returns an int (else 0), 2 for a UsageError,
-    and 1 for a StoreError, a DamagedFileError or an OSError.
+    and 1 for a StoreError, a DamagedFileError or an OSError. When the reader of stdout
+    leaves early (``python -m stores.info S.h5 | head``), the command stops quietly with
+    status 1, as Python's documentation advises (a broken pipe is no error to report).
     """
     from stores.schema import StoreError  # here: the parser alone stays free of h5py and numpy
     try:
         status = work()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     except UsageError as exc:
         print(error_line(prog, exc), file=sys.stderr)
         return 2

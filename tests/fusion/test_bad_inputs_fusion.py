@@ -256,3 +256,15 @@ def test_an_error_line_is_cut_after_error_line_max_characters():
     from pipelines.cli import ERROR_LINE_MAX, error_line
     line = error_line("python -m x", "y" * (ERROR_LINE_MAX + 5000))
     assert line.endswith("... (5000 more characters)") and len(line) < ERROR_LINE_MAX + 60
+
+
+def test_a_closed_pipe_ends_a_command_quietly(scoring_runs):
+    """``stores.info STORE --errors | head -1``: the reader leaves before the output ends."""
+    store, _, _ = scoring_runs
+    proc = subprocess.Popen([sys.executable, "-m", "stores.info", str(store)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    proc.stdout.close()  # before the command has printed anything: every write fails
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 1
+    assert err == ""
