@@ -181,7 +181,9 @@ def _train(args):
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
-    print(f"next: python -m fusion.cascade eval --run {config.out} --store TEST.h5 --split test")
+    # the test split of the first training store: a runnable line (other stores via --store)
+    print(next_line(f"{PROG} eval", "--run", config.out, "--store", config.stores[0],
+                    "--split", "test"))
 
 
 def _summary(metrics: dict) -> str:
