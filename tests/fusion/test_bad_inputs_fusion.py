@@ -268,3 +268,11 @@ def test_a_closed_pipe_ends_a_command_quietly(scoring_runs):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 1
     assert err == ""
+
+
+def test_landmarks_of_an_empty_split_are_an_empty_mask():
+    """A store of reals without a val split (``--limit``): self-blending found no landmarks
+    to check there and stopped with "cannot reshape array of size 0"."""
+    from fusion.cascade.blend import has_landmarks
+    assert has_landmarks(np.zeros((0, 68, 2), np.float32)).shape == (0,)
+    assert has_landmarks(np.full((2, 68, 2), np.nan)).tolist() == [False, False]
