@@ -276,3 +276,20 @@ def test_landmarks_of_an_empty_split_are_an_empty_mask():
     from fusion.cascade.blend import has_landmarks
     assert has_landmarks(np.zeros((0, 68, 2), np.float32)).shape == (0,)
     assert has_landmarks(np.full((2, 68, 2), np.nan)).tolist() == [False, False]
+
+
+def _tour_reads_before_writes(readme: str) -> list[str]:
+    """The stores the README's tour reads (``--store``) before a step writes them."""
+    import shlex
+    tour = readme.split("## A tour in", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
+    written, unmet = set(), []
+    for line in tour.replace("\\\n", " ").splitlines():
+        words = shlex.split(line, comments=True)
+        unmet += [v for f, v in zip(words, words[1:]) if f == "--store" and v not in written]
+        if "pipelines.extract" in words:
+            written.add(words[words.index("--out") + 1])
+    return unmet
+
+
+def test_the_readme_tour_reads_only_stores_an_earlier_step_writes():
+    assert _tour_reads_before_writes((REPO / "README.md").read_text()) == []
