@@ -293,3 +293,17 @@ def _tour_reads_before_writes(readme: str) -> list[str]:
 
 def test_the_readme_tour_reads_only_stores_an_earlier_step_writes():
     assert _tour_reads_before_writes((REPO / "README.md").read_text()) == []
+
+
+def test_extract_names_a_folder_it_skips_in_one_warning_line(tmp_path, capsys):
+    from pipelines.extract import main as extract_main
+    for rel in ("real/a.png", "gan/b.png", "other/c.png"):
+        (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "data" / rel), np.full((32, 32, 3), 90, np.uint8))
+    assert extract_main(["--dataset", "folder", "--root", str(tmp_path / "data"), "--features",
+                         "lbp", "--align", "none", "--workers", "0", "--no-progress",
+                         "--out", str(tmp_path / "s.h5")]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.startswith("warning: folder: skipped 1 file(s) in other/: not a folder "
+                                   "name this data set reads (real/ (reals); fake/")
+    assert len(captured.err.strip().splitlines()) == 1 and "samples      2" in captured.out
