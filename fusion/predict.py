@@ -13,6 +13,13 @@ Scores are fake probabilities in [0, 1] (``score``) with the decision value besi
 run's validation split (``threshold``, in logit units). A video's logit is the mean of its
 faces' logits. When the training run took its threshold from train, or its val split was
 too small to trust, the run's warnings are printed and kept in the JSON (``warnings``).
+Each verdict line names the threshold it was judged against and where it came from
+(``threshold 0.399 (EER on val)``).
+
+A file with no face to score (empty, text, an image too small to hold a face, no face
+found, a video that does not decode) gets one line on stderr, ``FILE: not scored: CAUSE``,
+and stays in the JSON with ``score`` null and its ``errors``. Exit status: 0 when at least
+one file was scored (the others listed), 1 when none was, 2 for a wrong flag or file.
 """
 from __future__ import annotations
 
