@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from skimage import data
 
+from tests.fusion.test_predict import demo_run  # noqa: F401 (a fixture: store and run)
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -25,28 +27,20 @@ def _lines(err: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def scoring_runs(tmp_path_factory):
+def scoring_runs(demo_run):
     """``(demo store, fusion.train run, the same run reading faces as --align face would)``.
 
     The demo store has no faces to align, so the face-aligned model is the same head with
     ``align: face`` in its recorded ingest settings: predict then detects faces first.
     """
-    from fusion.train import main as train_main
-    from pipelines.extract import main as extract_main
-    root = tmp_path_factory.mktemp("scoring")
-    store = root / "demo.h5"
-    assert extract_main(["--out", str(store), "--workers", "0", "--features", "lbp,fft",
-                         "--no-progress"]) == 0
-    run = root / "run"
-    assert train_main(["--store", str(store), "--features", "lbp,fft", "--out", str(run),
-                       "--bootstrap", "0", "--no-plots"]) == 0
+    root, run = demo_run
     face_run = root / "face_run"
     shutil.copytree(run, face_run)
     model_json = face_run / "model" / "model.json"
     config = json.loads(model_json.read_text())
     config["run"]["ingest"]["align"] = "face"
     model_json.write_text(json.dumps(config))
-    return store, run, face_run
+    return root / "demo.h5", run, face_run
 
 
 @pytest.fixture(scope="module")
