@@ -29,7 +29,6 @@ from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from fusion.modelio import run_kind
 from pipelines.cli import (CLIParser, add_config_flag, command_line, flags_record, next_line,
                            not_a_file, run_cli)
 from pipelines.errors import UsageError
@@ -228,10 +227,6 @@ def _run(args, typed: str) -> int:
         problem = not_a_file(args.store)
         if problem:
             raise ValueError(f"--store {args.store}: {problem}")
-        if run_kind(args.run) == "fusion.train":
-            raise ValueError(f"--run {args.run}: this is a fusion.train run, not a cascade run; "
-                             f"use python -m fusion.evaluate or python -m fusion.predict "
-                             f"--model {args.run}")
         if not (Path(args.run) / "config.json").is_file():
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
     except ValueError as exc:
