@@ -32,12 +32,19 @@ from pipelines.errors import UsageError
 def model_dir(path, flag: str = "--model") -> Path:
     """A run directory (with ``model/``) or a model directory (with ``model.json``);
     ``flag`` names the option that gave ``path`` in the error."""
+    from fusion.modelio import run_kind
     p = Path(path)
     if (p / "model" / "model.json").is_file():
         return p / "model"
     if (p / "model.json").is_file():
         return p
-    raise UsageError(f"{flag}: no model.json in {p} or {p / 'model'}")
+    if run_kind(p) == "fusion.cascade":
+        raise UsageError(f"{flag} {p}: this is a fusion.cascade run, not a fusion.train run; use "
+                         f"python -m fusion.cascade eval --run {p} (or predict)")
+    if p.is_file():
+        raise UsageError(f"{flag} {p}: is a file, expected a run folder of fusion.train")
+    raise UsageError(f"{flag}: no model.json in {p} or {p / 'model'}; give the folder written "
+                     "by `python -m fusion.train --out`")
 
 
 def require_matching_features(config: dict, store, store_path):

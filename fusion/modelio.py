@@ -19,6 +19,23 @@ from pipelines.errors import DamagedFileError
 MODEL_JSON, ARRAYS_FILE, TENSORS_FILE = "model.json", "weights.npz", "weights.safetensors"
 
 
+def run_kind(path) -> str | None:
+    """Which command wrote the run folder ``path``: ``"fusion.train"`` (a ``model.json`` in
+    it or in its ``model/``), ``"fusion.cascade"`` (a ``config.json`` with a ``run_format``,
+    or a ``best.safetensors``), or None. Lets each command say "this is the other kind of run"
+    instead of "not found" or "old format"."""
+    p = Path(path)
+    if (p / MODEL_JSON).is_file() or (p / "model" / MODEL_JSON).is_file():
+        return "fusion.train"
+    if (p / "best.safetensors").is_file():
+        return "fusion.cascade"
+    try:
+        saved = json.loads((p / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return "fusion.cascade" if isinstance(saved, dict) and "run_format" in saved else None
+
+
 def save_model(directory, config: dict, arrays: dict | None = None, tensors: dict | None = None) -> Path:
     """Write ``config`` as JSON plus the arrays (npz) and torch tensors (safetensors)."""
     d = Path(directory)

@@ -15,6 +15,13 @@ faces' logits. When the training run took its threshold from train, or its val s
 too small to trust, the run's warnings are printed and kept in the JSON (``warnings``). A face
 an extractor gives NaN or inf for is scored with the train mean in its place (as in
 :mod:`fusion.train`), counted in its result's ``nonfinite`` and warned about on stderr.
+Each verdict line names the threshold it was judged against and where it came from
+(``threshold 0.399 (EER on val)``).
+
+A file with no face to score (empty, text, an image too small to hold a face, no face
+found, a video that does not decode) gets one line on stderr, ``FILE: not scored: CAUSE``,
+and stays in the JSON with ``score`` null and its ``errors``. Exit status: 0 when at least
+one file was scored (the others listed), 1 when none was, 2 for a wrong flag or file.
 """
 from __future__ import annotations
 
@@ -26,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from pipelines.cli import (CLIParser, add_overwrite_flag, at_least, claim_output_dir, claim_output_file,
-                           run_cli, write_output_file)
+                           error_line, not_a_file, run_cli, write_output_file)
 from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR
 
@@ -37,12 +44,9 @@ _INGEST_KEYS = ("frames", "clip_len", "size", "margin", "align", "detector", "mi
 
 def load_model_dir(run_dir) -> tuple:
     """``(head, config)`` of a training run folder (or its ``model/`` folder)."""
+    from fusion.evaluate import model_dir as find_model_dir
     from fusion.heads import load_head
-    run_dir = Path(run_dir)
-    model_dir = run_dir / "model" if (run_dir / "model" / "model.json").is_file() else run_dir
-    if not (model_dir / "model.json").is_file():
-        raise UsageError(f"--model: no model.json in {run_dir} or {run_dir / 'model'}; "
-                         "give the folder written by `python -m fusion.train --out`")
+    model_dir = find_model_dir(run_dir)
     config = json.loads((model_dir / "model.json").read_text())
     return load_head(model_dir), config
 
@@ -135,6 +139,25 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     return result
 
 
+def threshold_text(threshold_probability: float, run: dict) -> str:
+    """``threshold 0.399 (EER on val)``: the cut a verdict was judged against, and its origin."""
+    source = run.get("threshold_from")
+    return f"threshold {threshold_probability:.3f} " + (f"(EER on {source})" if source else
+                                                        "(its origin not recorded)")
+
+
+def unscored_reason(errors: list[dict]) -> str:
+    """Why a file gave no face to score, from its error rows: the first row's message, and
+    how many more sampled frames failed (a video without faces has one row per frame)."""
+    if not errors:
+        return "no face found"
+    reason = errors[0]["message"]
+    if len(errors) > 1:
+        causes = sorted({e["cause"] for e in errors[1:]})
+        reason += f" (and {len(errors) - 1} more frame(s): {', '.join(causes)})"
+    return reason
+
+
 #: Height in pixels of the strip's header band (the threshold) and of each tile's caption.
 STRIP_HEADER, TILE_CAPTION = 54, 56
 
@@ -199,9 +222,11 @@ def main(argv=None) -> int:
     def prepare():
         if args.frames is not None and args.frames < 1:
             raise UsageError(f"--frames must be at least 1, got {args.frames}")
-        missing = [f for f in args.files if not Path(f).is_file()]
-        if missing:
-            raise UsageError(f"no such file: {missing[0]}")
+        for f in args.files:
+            problem = not_a_file(f)
+            if problem:
+                raise UsageError(f"{f}: {problem}" if problem != "no such file" else
+                                 f"no such file: {f}")
         for f in args.files:
             _source(Path(f))
         if args.out:
@@ -231,12 +256,25 @@ def main(argv=None) -> int:
     if status:
         return status
     head, config, extractors, ingest, overlays = prepared[0]
-    with overlays:
-        return _score_files(args, head, config, extractors, ingest, parser.prog)
+    failure = []
+
+    def score():
+        try:
+            return _score_files(args, head, config, extractors, ingest, parser.prog)
+        except BaseException as exc:
+            failure.append(exc)
+            raise
+
+    try:  # run_cli turns a failure into one line (a closed pipe, | head, ends it quietly) ...
+        return run_cli(parser.prog, score)
+    finally:  # ... and a failed run puts back the overlays that --overwrite was replacing
+        exc = failure[0] if failure else None
+        overlays.__exit__(type(exc) if exc else None, exc, None)
 
 
 def _score_files(args, head, config, extractors, ingest, prog) -> int:
-    """Score ``args.files``, print a line each, write ``--out`` / ``--overlay``."""
+    """Score ``args.files``, print a line each, write ``--out`` / ``--overlay``; 0 when at
+    least one file was scored, 1 when none was."""
     text = sys.stderr if args.json else sys.stdout
     warnings = config.get("run", {}).get("warnings", [])
     for w in warnings:
@@ -245,6 +283,8 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
     from fusion.train import saved_threshold
     threshold = saved_threshold(head, config.get("run", {}))
     threshold_probability = float(head.probability(np.array([threshold]))[0])
+    where_from = threshold_text(threshold_probability, config.get("run", {}))
+    scored = 0
     for path in args.files:
         result = score_file(path, head, config, extractors, ingest)
         if args.overlay and result["faces"]:
@@ -252,24 +292,30 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
                                                  threshold_probability))
         result.pop("_crops", None)
         results.append(result)
-        verdict = ("no face scored" if result["score"] is None else
-                   f"{'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
-                   f"over {len(result['faces'])} face(s)")
         for w in result.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)
+        if result["score"] is None:
+            print(f"{path}: not scored: {unscored_reason(result['errors'])}", file=sys.stderr)
+            continue
+        scored += 1
         causes = sorted({e["cause"] for e in result["errors"]})
-        print(f"{path}: {verdict}" + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
+        print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
+              f"over {len(result['faces'])} face(s); {where_from}"
+              + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),
+              "threshold_from": config.get("run", {}).get("threshold_from"),
               "warnings": warnings, "results": results}
     if args.out:
-        status = run_cli(prog, lambda: write_output_file(args.out, json.dumps(report, indent=2),
-                                                         overwrite=args.overwrite))
-        if status:
-            return status
+        write_output_file(args.out, json.dumps(report, indent=2), overwrite=args.overwrite)
     if args.json:
         print(json.dumps(report, indent=2))
-    return 0
+    if scored:
+        return 0
+    if len(args.files) > 1:
+        print(error_line(prog, f"none of the {len(args.files)} files could be scored"),
+              file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

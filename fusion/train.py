@@ -175,6 +175,8 @@ def open_store_or_usage(path, flag="--store"):
     import stores
     if path is None:
         raise UsageError(f"{flag}: give the feature store (.h5) to read")
+    if Path(path).is_dir():
+        raise UsageError(f"{flag} {path}: is a directory, expected a file")
     if not Path(path).is_file():
         raise UsageError(f"{flag}: store file not found: {path}")
     try:

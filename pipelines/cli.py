@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import reprlib
 import shlex
 import shutil
 import socket
@@ -147,11 +148,27 @@ def _config_path(parser, args):
     return path
 
 
+def not_a_file(path) -> str | None:
+    """Why ``path`` cannot be read as a file (``is a directory, expected a file``, ``no such
+    file``), or None when it is one: the cause for an error line that names the path.
+
+    >>> not_a_file("/")
+    'is a directory, expected a file'
+    """
+    p = Path(path)
+    if p.is_file():
+        return None
+    return "is a directory, expected a file" if p.is_dir() else "no such file"
+
+
 def read_config_file(path) -> dict:
     """The mapping in a ``.json``, ``.yaml`` or ``.yml`` file; UsageError naming the file otherwise."""
     p = Path(path)
-    if not p.is_file():
+    problem = not_a_file(p)
+    if problem == "no such file":
         raise UsageError(f"--config: file not found: {path}")
+    if problem:
+        raise UsageError(f"--config {path}: {problem}")
     suffix = p.suffix.lower()
     text = p.read_text()
     if suffix in (".yaml", ".yml"):
@@ -161,7 +178,10 @@ def read_config_file(path) -> dict:
             raise UsageError(f"--config {path}: reading YAML needs PyYAML "
                              "(pip install pyyaml), or give the flags as JSON") from None
         try:
-            data = yaml.safe_load(text)
+            data = yaml.load(text, Loader=_no_alias_loader(yaml))
+        except _AliasRefused as exc:
+            raise UsageError(f"--config {path}: YAML aliases are not accepted (*{exc.alias} on "
+                             f"line {exc.line}); write each value out") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" (line {mark.line + 1})" if mark is not None else ""
@@ -180,6 +200,36 @@ def read_config_file(path) -> dict:
         raise UsageError(f"--config {path}: expected a mapping of flag names to values, "
                          f"got {type(data).__name__}")
     return data
+
+
+class _AliasRefused(Exception):
+    def __init__(self, alias: str, line: int):
+        super().__init__(alias, line)
+        self.alias, self.line = alias, line
+
+
+def _no_alias_loader(yaml):
+    """yaml's SafeLoader that stops at the first alias (``*name``).
+
+    Aliases are never needed to write flags, and a few nested ones under 1 KB (a "billion
+    laughs") expand to hundreds of millions of items when the value is checked or echoed.
+    """
+    class NoAliasLoader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                event = self.peek_event()
+                raise _AliasRefused(event.anchor, event.start_mark.line + 1)
+            return super().compose_node(parent, index)
+    return NoAliasLoader
+
+
+#: A value of a config file as echoed in an error line: cut to about 60 characters, 8 items
+#: and 3 levels, so that a huge value gives a short line (and costs no time to show).
+_echo = reprlib.Repr()
+_echo.maxstring = _echo.maxother = 60
+_echo.maxlist = _echo.maxtuple = _echo.maxdict = _echo.maxset = 8
+_echo.maxlevel = 3
+shown = _echo.repr
 
 
 def config_values(parser: argparse.ArgumentParser, path) -> dict:
@@ -204,7 +254,7 @@ def config_values(parser: argparse.ArgumentParser, path) -> dict:
     if unknown:
         close = [d for d in actions if d.replace("_", "") == str(unknown[0]).replace("-", "").replace("_", "")]
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UsageError(f"--config {path}: unknown key {unknown[0]!r}{hint}; {parser.prog} takes "
+        raise UsageError(f"--config {path}: unknown key {shown(unknown[0])}{hint}; {parser.prog} takes "
                          f"{', '.join(sorted(actions))}")
     return {k: _config_value(actions[k], v, path) for k, v in data.items() if v is not None}
 
@@ -215,7 +265,7 @@ def _config_value(action, value, path):
     where = f"--config {path}: {action.dest} ({flag})"
     if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction)):
         if not isinstance(value, bool):
-            raise UsageError(f"{where}: expected true or false, got {value!r}")
+            raise UsageError(f"{where}: expected true or false, got {shown(value)}")
         return value
     if isinstance(action, argparse._AppendAction):
         items = value if isinstance(value, list) else [value]
@@ -227,7 +277,7 @@ def _config_value(action, value, path):
 
 def _convert(action, value, where):
     if isinstance(value, (dict, list)) or isinstance(value, bool):
-        raise UsageError(f"{where}: expected a single value, got {value!r}")
+        raise UsageError(f"{where}: expected a single value, got {shown(value)}")
     if action.type is not None:
         try:
             converted = action.type(value if isinstance(value, str) else str(value))
@@ -235,13 +285,13 @@ def _convert(action, value, where):
             raise UsageError(f"{where}: {exc}") from None
         except (TypeError, ValueError):
             name = getattr(action.type, "__name__", "value")
-            raise UsageError(f"{where}: expected {name}, got {value!r}") from None
+            raise UsageError(f"{where}: expected {name}, got {shown(value)}") from None
     else:
         if not isinstance(value, (str, int, float)):
-            raise UsageError(f"{where}: expected text, got {value!r}")
+            raise UsageError(f"{where}: expected text, got {shown(value)}")
         converted = value if isinstance(value, str) else str(value)
     if action.choices is not None and converted not in action.choices:
-        raise UsageError(f"{where}: {converted!r} is not one of {', '.join(map(str, action.choices))}")
+        raise UsageError(f"{where}: {shown(converted)} is not one of {', '.join(map(str, action.choices))}")
     return converted
 
 
@@ -281,20 +331,43 @@ def next_line(prog: str, *args) -> str:
     return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
 
 
+#: Longest message :func:`error_line` prints: a value echoed in full must not flood a terminal.
+ERROR_LINE_MAX = 2000
+
+
 def error_line(prog: str, error) -> str:
-    """``<prog>: error: <message>`` on one line, whatever the message holds."""
-    return f"{prog}: error: {' '.join(str(error).split())}"
+    """``<prog>: error: <message>`` on one line, whatever the message holds, cut after
+    :data:`ERROR_LINE_MAX` characters."""
+    text = " ".join(str(error).split())
+    if len(text) > ERROR_LINE_MAX:
+        text = f"{text[:ERROR_LINE_MAX]}... ({len(text) - ERROR_LINE_MAX} more characters)"
+    return f"{prog}: error: {text}"
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null, so that the flush at exit finds no closed pipe to complain of
+    (``Exception ignored ... BrokenPipeError``)."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # a stdout without a file descriptor (captured by a test)
+        pass
 
 
 def run_cli(prog: str, work) -> int:
     """Run ``work()`` and turn the failures a user can act on into one line on stderr.
 
     Returns ``work()``'s exit status when it returns an int (else 0), 2 for a UsageError,
-    and 1 for a StoreError, a DamagedFileError or an OSError.
+    and 1 for a StoreError, a DamagedFileError or an OSError. When the reader of stdout
+    leaves early (``python -m stores.info S.h5 | head``), the command stops quietly with
+    status 1, as Python's documentation advises (a broken pipe is no error to report).
     """
     from stores.schema import StoreError  # here: the parser alone stays free of h5py and numpy
     try:
         status = work()
+    except BrokenPipeError:
+        _silence_stdout()
+        return 1
     except UsageError as exc:
         print(error_line(prog, exc), file=sys.stderr)
         return 2

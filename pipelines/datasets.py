@@ -29,7 +29,10 @@ Data sets and their split rules
 ``folder``
     ``<root>/{train,val,test}/{real,fake}`` or flat ``<root>/{real,fake}`` of images or
     videos; flat folders are split 70/15/15 by ``crc32(file stem) % 100`` (so a real and a
-    fake that share a stem share a split). ``fake/<method>/...`` sets the method. Masks are
+    fake that share a stem share a split). ``fake/<method>/...`` sets the method. A fake
+    folder may also be named after its method, one of :data:`FAKE_METHOD_FOLDERS`
+    (``gan/x.jpg`` reads as ``fake/gan/x.jpg``). Any other folder there that holds images or
+    videos is skipped with a warning naming it and the accepted names. Masks are
     looked up in ``masks/`` (``masks/<rel>``, ``masks/fake/<rel>`` or ``masks/<stem>``, any
     image or video extension) next to ``real/``/``fake/`` and then at the root.
 ``editbench``
@@ -377,23 +380,56 @@ def _find_mask(mask_dirs: list[Path], rel: Path) -> Path | None:
     return None
 
 
+#: Folders a ``folder`` data set also reads as fakes of that method, beside ``fake/``:
+#: ``gan/x.jpg`` is ``fake/gan/x.jpg`` (as in ../shared/data/faces: ``real/`` and ``gan/``).
+FAKE_METHOD_FOLDERS = ("gan", "generated", "synthetic", "deepfake", "deepfakes")
+
+#: The folder names ``index_folder`` reads, as a warning lists them.
+_FOLDER_NAMES = ("real/ (reals); fake/, fake/<method>/ or " + ", ".join(
+    f"{name}/" for name in FAKE_METHOD_FOLDERS) + " (fakes); masks/")
+
+
+def _folder_groups(base: Path) -> list[tuple[int, Path, str | None]]:
+    """``(label, folder, method folder)`` of the real and fake folders directly in ``base``."""
+    groups = [(REAL, base / "real", None), (FAKE, base / "fake", None)]
+    return groups + [(FAKE, base / name, name) for name in FAKE_METHOD_FOLDERS
+                     if (base / name).is_dir()]
+
+
+def _unread_folders(base: Path, known) -> dict[Path, list[Path]]:
+    """``{folder: its media files}`` of the folders of ``base`` not named in ``known`` that
+    hold images or videos (hidden folders aside)."""
+    if not base.is_dir():
+        return {}
+    found = {d: _media(d) for d in sorted(base.iterdir())
+             if d.is_dir() and d.name not in known and not d.name.startswith(".")}
+    return {d: files for d, files in found.items() if files}
+
+
 def index_folder(root: Path) -> list[Source]:
     """``real/`` and ``fake/`` folders of images or videos, with optional split folders."""
-    split_layout = any((root / s / c).is_dir() for s in SPLITS for c in ("real", "fake"))
+    class_names = ("real", "fake", *FAKE_METHOD_FOLDERS)
+    split_layout = any((root / s / c).is_dir() for s in SPLITS for c in class_names)
     if split_layout:
         groups = [(root / s, s) for s in SPLITS]
-    elif (root / "real").is_dir() or (root / "fake").is_dir():
+        unread = _unread_folders(root, (*SPLITS, "masks"))
+    elif any((root / c).is_dir() for c in class_names):
         groups = [(root, None)]
+        unread = {}
     else:
-        raise UsageError(f"folder: {root} holds neither real/ and fake/ nor "
+        raise UsageError(f"folder: {root} holds neither real/ and fake/ (or "
+                         f"{', '.join(f'{c}/' for c in FAKE_METHOD_FOLDERS)}) nor "
                          f"{{train,val,test}}/{{real,fake}}/ folders")
     sources = []
     for base, split in groups:
+        unread.update(_unread_folders(base, (*class_names, "masks")))
         mask_dirs = [d for d in (base / "masks", root / "masks") if d.is_dir()]
         mask_dirs = list(dict.fromkeys(mask_dirs))
-        for label, sub in ((REAL, "real"), (FAKE, "fake")):
-            for path in _media(base / sub):
-                rel = path.relative_to(base / sub)
+        for label, folder, method_folder in _folder_groups(base):
+            for path in _media(folder):
+                rel = path.relative_to(folder)
+                if method_folder:
+                    rel = Path(method_folder, rel)
                 if label == FAKE and len(rel.parts) > 1:
                     method = rel.parts[0]
                     rel_id = Path(*rel.parts[1:]).with_suffix("").as_posix()
@@ -407,6 +443,11 @@ def index_folder(root: Path) -> list[Source]:
                 sources.append(Source(path=str(path), dataset="folder", split=this_split,
                                       label=label, method=method, video_id=video_id, kind=kind,
                                       mask_path=str(mask) if mask else None))
+    if unread:  # a folder of images that is silently left out looks like a smaller data set
+        names = ", ".join(f"{d.relative_to(root).as_posix()}/" for d in unread)
+        _warn_skipped("folder", f"in {names}: not a folder name this data set reads "
+                      f"({_FOLDER_NAMES})",
+                      [p.relative_to(root).as_posix() for files in unread.values() for p in files])
     if not sources:
         raise UsageError(f"folder: no images ({', '.join(IMAGE_EXTS)}) or videos "
                          f"({', '.join(VIDEO_EXTS)}) in the real/ and fake/ folders under {root}")

@@ -28,6 +28,7 @@ import os
 import shutil
 import sys
 import time
+import warnings
 from collections import Counter
 from dataclasses import asdict
 from glob import escape as glob_escape
@@ -393,7 +394,14 @@ def validate(args) -> tuple:
         options["compression"] = args.compression
         if args.methods:
             options["methods"] = [m.strip() for m in args.methods.split(",") if m.strip()]
-    sources = index_dataset(args.dataset, args.root, **options)
+    with warnings.catch_warnings(record=True) as caught:  # skipped files: one line each
+        warnings.simplefilter("always", UserWarning)
+        sources = index_dataset(args.dataset, args.root, **options)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            print(f"warning: {w.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     if args.limit:
         sources = sources[:args.limit]
     if not sources:

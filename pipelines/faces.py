@@ -573,6 +573,10 @@ class FaceAligner:
         rgb = np.asarray(rgb)
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected an H x W x 3 uint8 RGB image, got {rgb.dtype} {rgb.shape}")
+        if min(rgb.shape[:2]) < self.min_face:
+            raise SampleError("face_too_small", path, f"the {rgb.shape[1]}x{rgb.shape[0]} image "
+                              f"is too small to hold a face of min_face={self.min_face} px",
+                              frame_index)
         grey = _as_grey(rgb)
         boxes, stage = self.detect_faces(rgb, grey, prev_box)
         if len(boxes) == 0:

@@ -81,7 +81,7 @@ def nonfinite_lines(counts: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from pipelines.cli import CLIParser, run_cli
+    from pipelines.cli import CLIParser, not_a_file, run_cli
     parser = CLIParser(prog="python -m stores.info", description=__doc__)
     parser.add_argument("store", help="path of a CLMF .h5 store")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -94,8 +94,10 @@ def main(argv=None) -> int:
     def work():
         from pipelines.errors import UsageError
         from stores.schema import StoreError
-        if not Path(args.store).is_file():
-            raise UsageError(f"{args.store}: no such store file")
+        problem = not_a_file(args.store)
+        if problem:
+            raise UsageError(f"{args.store}: " + ("no such store file" if problem == "no such file"
+                                                  else problem))
         with open_store(args.store) as store:  # a damaged store: StoreError, exit 1
             summary = store.summary()
             errors = store.errors

@@ -30,7 +30,7 @@ from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
 from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, flags_record, next_line, run_cli)
+                           command_line, flags_record, next_line, not_a_file, run_cli)
 from pipelines.errors import UsageError
 
 
@@ -177,8 +177,9 @@ def _train(args):
         from fusion.cascade.losses import CascadeLoss
         CascadeLoss(weights)
         for path in config.stores:
-            if not Path(path).is_file():
-                raise ValueError(f"--store {path}: no such file")
+            problem = not_a_file(path)
+            if problem:
+                raise ValueError(f"--store {path}: {problem}")
         from fusion.cascade.train import resolve_device
         resolve_device(args.device)
         if args.resume and args.overwrite:
@@ -193,7 +194,9 @@ def _train(args):
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")
-    print(f"next: python -m fusion.cascade eval --run {config.out} --store TEST.h5 --split test")
+    # the test split of the first training store: a runnable line (other stores via --store)
+    print(next_line(f"{PROG} eval", "--run", config.out, "--store", config.stores[0],
+                    "--split", "test"))
 
 
 def _summary(metrics: dict) -> str:
@@ -235,8 +238,9 @@ def _run(args, typed: str) -> int:
     from fusion.cascade.train import resolve_device
     try:
         resolve_device(args.device)
-        if not Path(args.store).is_file():
-            raise ValueError(f"--store {args.store}: no such file")
+        problem = not_a_file(args.store)
+        if problem:
+            raise ValueError(f"--store {args.store}: {problem}")
         if not (Path(args.run) / "config.json").is_file():
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
     except ValueError as exc:

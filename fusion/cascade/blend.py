@@ -64,8 +64,8 @@ def parse_augment(text: str | None) -> tuple[str, ...]:
 
 def has_landmarks(landmarks: np.ndarray) -> np.ndarray:
     """N bool: rows whose 68 landmarks are all finite (a blend needs them)."""
-    lm = np.asarray(landmarks, np.float64).reshape(len(landmarks), -1)
-    return np.isfinite(lm).all(1)
+    lm = np.asarray(landmarks, np.float64)
+    return np.isfinite(lm.reshape(len(lm), lm[0].size if len(lm) else 0)).all(1)
 
 
 def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator):

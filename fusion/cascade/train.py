@@ -221,7 +221,11 @@ def _write_json(path: Path, obj):
 
 def load_run(run_dir, device="cpu", which: str = "best") -> tuple[CascadeModel, TrainConfig, dict]:
     """``(model in eval mode, config, info)`` of a run folder (``which``: best or last)."""
+    from fusion.modelio import run_kind
     run_dir = Path(run_dir)
+    if run_kind(run_dir) == "fusion.train":
+        raise ValueError(f"--run {run_dir}: this is a fusion.train run, not a cascade run; use "
+                         f"python -m fusion.evaluate or python -m fusion.predict --model {run_dir}")
     if not (run_dir / CONFIG_JSON).is_file():
         raise FileNotFoundError(f"{run_dir}: not a cascade run folder (no {CONFIG_JSON})")
     saved = json.loads((run_dir / CONFIG_JSON).read_text())
@@ -410,6 +414,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                                 config.size, config.seed)
         val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
                               config.seed)
+        n_reals = sum(int((s.labels == 0).sum()) for s in train_sources)
+        if config.sbi == "online" and n_reals == 0:
+            n_fakes = sum(len(s.labels) for s in train_sources)
+            raise ValueError(f"--store {','.join(config.stores)}: no real faces in split 'train' "
+                             f"({n_fakes} fakes only); self-blended training (--sbi online) "
+                             "makes its fakes from reals: add a store of real faces")
         if train_set.n_items == 0:
             what = "real samples with landmarks" if config.sbi == "online" else "samples"
             raise ValueError(f"--store {','.join(config.stores)}: no {what} in split 'train'"

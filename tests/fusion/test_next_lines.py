@@ -91,3 +91,16 @@ def test_audit_next_trains_on_the_store_features(tmp_path, capsys):
     assert audit.main(["--store", str(store), "--bootstrap", "0"]) == 0
     argv = next_argv(capsys.readouterr().out, "python -m fusion.train")
     assert argv == ["--store", str(store), "--features", "a,m", "--out", "runs/conf"]
+
+
+def test_cascade_train_next_evaluates_its_own_store_on_test(tmp_path, capsys):
+    from fusion.cascade.__main__ import main as cascade_main
+    from fusion.cascade.data import write_synthetic_store
+    store = write_synthetic_store(tmp_path / "syn store.h5", n=24, size=32, seed=0)
+    run = tmp_path / "run"
+    assert cascade_main(["train", "--store", str(store), "--out", str(run), "--backbone", "tiny",
+                         "--dim", "32", "--size", "32", "--epochs", "1", "--max-steps", "1",
+                         "--batch-size", "8", "--sbi", "off", "--device", "cpu"]) == 0
+    argv = next_argv(capsys.readouterr().out, "python -m fusion.cascade")
+    assert argv == ["eval", "--run", str(run), "--store", str(store), "--split", "test"]
+    assert cascade_main([*argv, "--n-boot", "0", "--overlays", "0", "--device", "cpu"]) == 0

@@ -67,9 +67,9 @@ def test_predict_reports_a_corrupt_video_without_crashing(demo_run, tmp_path, ca
     _, run = demo_run
     broken = tmp_path / "broken.mp4"
     broken.write_bytes(b"\x00" * 100)
-    assert predict_main(["--model", str(run), str(broken)]) == 0
-    out = capsys.readouterr().out
-    assert "no face scored" in out and "corrupt_video" in out
+    assert predict_main(["--model", str(run), str(broken)]) == 1  # nothing was scored
+    err = capsys.readouterr().err
+    assert f"{broken}: not scored: " in err and "cannot open the file" in err
 
 
 def test_predict_json_prints_json_alone_on_stdout(demo_run, capsys):

@@ -274,7 +274,8 @@ def test_folder_split_layout(tmp_path):
     touch(tmp_path, "train/real/x.jpg", "train/fake/x.jpg", "train/masks/x.png",
           "val/real/z.bmp", "test/real/y.png", "test/fake/FaceSwap/y.png",
           "masks/FaceSwap/y.png", "real/ignored.png")
-    sources = index_dataset("folder", tmp_path)
+    with pytest.warns(UserWarning, match=r"skipped 1 file\(s\) in real/: not a folder name"):
+        sources = index_dataset("folder", tmp_path)
     assert summary(sources) == {
         "real/train/x": ("train", 0, "real"),
         "fake/train/x": ("train", 1, "fake"),
@@ -286,6 +287,33 @@ def test_folder_split_layout(tmp_path):
     root = tmp_path.resolve()
     assert ids["fake/train/x"].mask_path == str(root / "train" / "masks" / "x.png")
     assert ids["FaceSwap/test/y"].mask_path == str(root / "masks" / "FaceSwap" / "y.png")
+
+
+def test_folder_reads_gan_as_fakes_of_that_method(tmp_path):
+    touch(tmp_path, "real/a.png", "gan/b.jpg", "gan/style2/c.jpg", "masks/gan/b.png")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # nothing is skipped
+        sources = index_dataset("folder", tmp_path)
+    assert {s.video_id: (s.label, s.method) for s in sources} == {
+        "real/a": (0, "real"), "gan/b": (1, "gan"), "gan/style2/c": (1, "gan")}
+    assert by_id(sources)["gan/b"].mask_path == str(tmp_path.resolve() / "masks/gan/b.png")
+
+
+@pytest.mark.parametrize("files, folder", [
+    (("real/a.png", "fake/b.png", "other/c.png", "other/d.mp4"), "other/"),
+    (("train/real/a.png", "train/extra/b.png"), "train/extra/"),
+    (("train/real/a.png", "real/b.png"), "real/"),
+])
+def test_folder_warns_naming_a_folder_of_images_it_does_not_read(tmp_path, files, folder):
+    touch(tmp_path, *files, "real/notes.txt", ".cache/x.png")
+    with pytest.warns(UserWarning) as caught:
+        sources = index_dataset("folder", tmp_path)
+    [message] = [str(w.message) for w in caught]
+    skipped = [f for f in files if f.startswith(folder)]
+    assert message.startswith(f"folder: skipped {len(skipped)} file(s) in {folder}: not a "
+                              "folder name this data set reads (real/ (reals); fake/"), message
+    assert "gan/" in message and all(f in message for f in skipped)
+    assert not any(s.path.endswith(tuple(skipped)) for s in sources)
 
 
 # ------------------------------------------------------------------ editbench
