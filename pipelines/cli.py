@@ -107,9 +107,10 @@ def at_least(minimum, kind=int, strict: bool = False):
         try:
             value = kind(text)
         except (TypeError, ValueError):
-            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {accepted}, got {shown(text)}") from None
         if not (value > minimum if strict else value >= minimum):  # NaN fails both
-            raise argparse.ArgumentTypeError(f"expected {accepted}, got {text}")
+            raise argparse.ArgumentTypeError(
+                f"expected {accepted}, got {text if len(str(text)) <= 40 else shown(text)}")
         return value
     parse.__name__ = accepted
     return parse

@@ -881,7 +881,7 @@ def test_a_long_config_value_is_echoed_cut_short(tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_main(["--config", str(config)])
     line = _one_line(capsys.readouterr().err)
-    assert f"--config {config}: seed (--seed): expected int, got '99999" in line
+    assert f"--config {config}: seed (--seed): expected an integer >= 0, got '99999" in line
     assert "..." in line and len(line) < 400, line[:500]
 
 
