@@ -585,8 +585,10 @@ def plot_history(history: list, path: Path):
         return
     import matplotlib.pyplot as plt
     fig = history_figure(history)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def history_figure(history: list):

@@ -450,10 +450,14 @@ def test_a_one_epoch_history_plot_shows_its_points(tmp_path):
     from fusion.cascade.train import history_figure, plot_history
     history = [{"epoch": 1, "train": {"total": 0.9, "global": 0.6, "mask": 0.3},
                 "val": {"auc": 0.7, "iou": 0.2, "pixel_auc": 0.8}}]
+    import matplotlib.pyplot as plt
     fig = history_figure(history)
-    for ax in fig.axes:
-        lines = ax.get_lines()
-        assert lines and all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+    try:
+        for ax in fig.axes:
+            lines = ax.get_lines()
+            assert lines and all(line.get_marker() not in (None, "None", "", " ") for line in lines)
+    finally:
+        plt.close(fig)
     plot_history(history, tmp_path / "training.png")
     image = mpimg.imread(tmp_path / "training.png")[..., :3]
     h, w = image.shape[:2]

@@ -70,8 +70,9 @@ def test_overlay_figure_has_a_colour_bar_and_names_its_mask():
 def test_save_overlay_writes_the_figure(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "o" / "x.png"
+    open_before = plt.get_fignums()  # another test's leak is not this function's
     save_overlay(path, rng.random((16, 16, 3)), rng.random((16, 16)), None)
-    assert path.read_bytes()[:4] == b"\x89PNG" and plt.get_fignums() == []
+    assert path.read_bytes()[:4] == b"\x89PNG" and plt.get_fignums() == open_before
 
 
 @pytest.mark.parametrize("face_index, expected", [(0, "A_v_f000012.png"), (2, "A_v_f000012_face2.png")])
