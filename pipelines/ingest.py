@@ -235,6 +235,11 @@ def _align_frames(source: Source, config: IngestConfig, indices, read, n_total,
                 prev_box = found[0].box
                 crops = [(f.crop, f.landmarks, f.M, face_box_size(f.box)) for f in found]
             else:
+                if min(rgb.shape[:2]) < config.min_face:  # the whole frame is the face crop
+                    raise SampleError("face_too_small", source.path,
+                                      f"the {rgb.shape[1]}x{rgb.shape[0]} image is smaller than "
+                                      f"min_face={config.min_face} px, too small to be a face "
+                                      "crop (--align none)", index)
                 crop = faces.resize_or_center_crop(rgb, config.size)
                 M = faces.center_crop_matrix(rgb.shape[0], rgb.shape[1], config.size)
                 crops, used = [(crop, _known_landmarks(source, M), M, {})], index

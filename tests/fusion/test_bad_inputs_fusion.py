@@ -719,6 +719,21 @@ def test_predict_names_an_unscorable_file_and_exits_1(name, scoring_runs, unscor
     assert out == ""
 
 
+def test_predict_with_a_whole_image_model_refuses_an_image_below_min_face(scoring_runs,
+                                                                        unscorable, capfd):
+    # --align none scores the whole image as the face crop: a 1x1 image upscaled to it
+    # was scored (FAKE 0.83) and exited 0
+    from fusion.predict import main as predict_main
+    _, run, _ = scoring_runs
+    root, _ = unscorable
+    assert predict_main(["--model", str(run), str(root / "dot.png")]) == 1
+    out, err = capfd.readouterr()
+    [line] = _lines(err)
+    assert line.startswith(f"{root / 'dot.png'}: not scored: ") and \
+        "the 1x1 image is smaller than min_face=40 px" in line, line
+    assert out == ""
+
+
 def test_predict_scoring_nothing_of_several_files_exits_1_listing_each(scoring_runs, unscorable,
                                                                          capfd):
     from fusion.predict import main as predict_main
