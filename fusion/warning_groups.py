@@ -11,7 +11,8 @@ and ``report.html`` lists them. ``metrics.json["warnings"]`` keeps every warning
 ...                "cross b: 1 real and 3 fake videos (< 5 per class): too few",
 ...                "test: AUC 0.300 is below chance (0.5): inverted"])
 ['worse than chance: test: AUC 0.300 is below chance (0.5): inverted', \
-'too few videos: val: 2 real and 2; test, cross b: 1 real and 3 -- fake videos (< 5 per class): too few']
+'too few videos: val: 2 real and 2 fake videos (< 5 per class); test, cross b: 1 real and 3 \
+fake videos (< 5 per class) -- too few']
 """
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ KINDS = (
 )
 NOTE = "note"
 #: A common ending shorter than this many words is not worth pulling out of a group.
-MIN_SUFFIX_WORDS = 3
+MIN_SUFFIX_WORDS = 2
 
 
 def kind_of(warning: str) -> str:
@@ -47,11 +48,15 @@ def _severity(kind: str) -> int:
 
 
 def _common_suffix(texts: list[str]) -> str:
-    """The words every text ends with, leaving at least one word of each (else "")."""
+    """The clause every text ends with, after a colon (``"...: too few"``), leaving at least
+    one word of each; else "". Cutting only after a colon keeps each fact whole: two texts
+    that end alike inside a fact ("1/n_real = 1/10", "1/n_fake = 1/10") keep their ends."""
     words = [t.split() for t in texts]
     n = 0
     while all(len(w) > n + 1 for w in words) and len({w[-1 - n] for w in words}) == 1:
         n += 1
+    while n and not all(w[-1 - n].endswith(":") for w in words):
+        n -= 1
     return " ".join(words[0][len(words[0]) - n:]) if n >= MIN_SUFFIX_WORDS else ""
 
 
@@ -74,7 +79,8 @@ def _line(kind: str, items: list[str]) -> str:
     suffix = _common_suffix(bodies) if len(bodies) > 1 else ""
     parts, last = [], None
     for body in bodies:
-        text = " ".join(body.split()[: len(body.split()) - len(suffix.split())]) if suffix else body
+        text = (" ".join(body.split()[: len(body.split()) - len(suffix.split())]).rstrip(":")
+                if suffix else body)
         label = ", ".join(places[body])
         parts.append(f"{label}: {text}" if label and label != last else text)  # a set named once in a row
         last = label
@@ -85,7 +91,8 @@ def group_warnings(warnings) -> list[dict]:
     """``[{"kind", "severity", "items", "line"}]``, one per kind present, most serious first.
 
     ``items`` are the warnings of that kind in their original order (duplicates dropped);
-    ``line`` is ``"<kind>: <sets>: <text>; <sets>: <text> -- <ending the texts share>"``.
+    ``line`` is ``"<kind>: <sets>: <text>; <sets>: <text> -- <ending the texts share>"``,
+    the shared ending being the clause after a colon that every text ends with.
     """
     groups: dict[str, list[str]] = {}
     for w in warnings or []:

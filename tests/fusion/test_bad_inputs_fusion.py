@@ -951,7 +951,7 @@ def test_extract_names_a_folder_it_skips_in_one_warning_line(tmp_path, capsys):
     from pipelines.extract import main as extract_main
     for rel in ("real/a.png", "gan/b.png", "other/c.png"):
         (tmp_path / "data" / rel).parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(tmp_path / "data" / rel), np.full((32, 32, 3), 90, np.uint8))
+        cv2.imwrite(str(tmp_path / "data" / rel), np.full((48, 48, 3), 90, np.uint8))
     assert extract_main(["--dataset", "folder", "--root", str(tmp_path / "data"), "--features",
                          "lbp", "--align", "none", "--workers", "0", "--no-progress",
                          "--out", str(tmp_path / "s.h5")]) == 0

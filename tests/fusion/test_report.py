@@ -277,7 +277,9 @@ def test_a_val_auc_below_chance_is_red_and_its_warning_comes_first(train_run, tm
     items = re.findall(r"<li( class=\"serious\")?><b>([^<]+)</b>", text)
     assert [k for _, k in items] == ["worse than chance", "too few videos", "unresolvable rate targets"]
     assert items[0][0] and not items[1][0]  # the serious one in the warning style
-    assert "<b>too few videos</b> (6): val: 0; 1; 2; 3; 4; 5 -- real and 2 fake videos" in text  # six lines, one
+    # six warnings, one line: the set named once, the shared clause after the colon once
+    assert "<b>too few videos</b> (6): val: 0 real and 2 fake videos (&lt; 5 per class); 1 real" in text
+    assert "5 real and 2 fake videos (&lt; 5 per class) -- too few" in text
     assert '<tr class=bad><td class="l">val</td>' in text and "0.0160" in text
     assert "AUC below chance" in text
     assert '<tr class=bad><td class="l">test</td>' not in text
