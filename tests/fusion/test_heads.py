@@ -253,3 +253,52 @@ def test_stacking_meta_learner_sees_oof_scores_of_its_own_head_kind(kind, splits
     z = head.decision_function(data["test"])
     base = head._base_scores(head._prep(data["test"]))
     np.testing.assert_allclose(z, base @ meta.coef_.ravel() + meta.intercept_[0], rtol=1e-4, atol=1e-5)
+
+
+def _two_block_data(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.repeat([0, 1], n // 2)
+    return heads.FusionData({"a": rng.normal(size=(n, 3)) + y[:, None],
+                             "b": rng.normal(size=(n, 2)) + y[:, None]}, y)
+
+
+@pytest.mark.parametrize("name", ["concat", "soft-vote", "stacking", "weighted", "threshold", "data"])
+def test_pickles_from_the_one_module_layout_still_load(name, tmp_path):
+    """Before ``fusion.heads`` was a package, pickles named ``fusion.heads.<name>`` (a fitted head
+    reduces to ``head_from_state``, an unfitted head or a FusionData names its class). Protocol 2
+    writes each global as the text line ``c<module>\\n<name>\\n``, so such an old pickle is
+    today's with ``fusion.heads.<module>`` rewritten to ``fusion.heads``."""
+    import re
+    data = _two_block_data()
+    if name == "data":
+        obj = data
+    else:
+        obj = heads.create_fusion(name, ["a", "b"], **({"epochs": 3} if name == "weighted" else {}))
+        if name != "threshold":
+            obj.fit(data)
+    new = pickle.dumps(obj, protocol=2)
+    old, n_globals = re.subn(rb"cfusion\.heads\.\w+\n", b"cfusion.heads\n", new)
+    assert n_globals >= 1
+    again = pickle.loads(old)
+    assert type(again) is type(obj)
+    if name == "data":
+        np.testing.assert_array_equal(again.blocks["a"], data.blocks["a"])
+    elif name != "threshold":
+        np.testing.assert_array_equal(again.decision_function(data), obj.decision_function(data))
+        # the saved format records the fusion's registered name, never a module path
+        obj.save(tmp_path / "m")
+        assert "fusion.heads" not in (tmp_path / "m" / "model.json").read_text()
+
+
+def test_head_modules_import_downward_only():
+    """base imports no family module; a family imports base (and classifiers), never another family."""
+    import ast
+    from pathlib import Path
+    package = Path(heads.__file__).parent
+    below = {"base": set(), "classifiers": {"base"}}
+    for path in package.glob("*.py"):
+        if path.stem == "__init__":
+            continue
+        imported = {node.module.rsplit(".", 1)[1] for node in ast.walk(ast.parse(path.read_text()))
+                    if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fusion.heads.")}
+        assert imported <= below.get(path.stem, {"base", "classifiers"}), (path.name, imported)
