@@ -118,7 +118,7 @@ def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
 def hull_masks(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
     """K x size x size float32: the whole-face convex hull of each sample's 68 landmarks
     (crop coordinates), drawn at the model's input size; all zero where landmarks are NaN."""
-    from pipelines.edits_face import face_hull_mask
+    from pipelines.synthesis import face_hull_mask
     out = np.zeros((len(landmarks), size, size), np.float32)
     scale = size / crop_size
     for i, lm in enumerate(np.asarray(landmarks, np.float64)):

@@ -15,7 +15,7 @@ from fusion.cascade.config import TrainConfig
 from fusion.cascade.data import StoreMaps, TrainingSet, synthetic_faces_store
 from fusion.cascade.inference import evaluate, hull_masks
 from fusion.cascade.train import learning_rate_factor, train
-from pipelines.edits_face import face_hull_mask
+from pipelines.synthesis import face_hull_mask
 from stores import open_store, write_store
 from tests.face_fixtures import load_aligned_faces
 
