@@ -55,10 +55,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.edits_face import DIFFICULTIES, FACE_EDITS, NEEDS_DONOR, apply_face_edit
+from pipelines.edits_face import FACE_EDITS, NEEDS_DONOR, apply_face_edit
 from pipelines.cli import CLIParser, claim_output_dir, error_line, next_line
 from pipelines.errors import SampleError, UsageError
 from pipelines.samples import SPLITS
+from pipelines.synthesis import DIFFICULTIES
 
 __all__ = ["parse_edits", "parse_difficulties", "hash_split", "sample_seed", "BenchFace",
            "load_folder_faces", "load_store_faces", "nearest_donors", "generate", "main"]

@@ -24,7 +24,9 @@ fi
 import sys, time
 import torch
 from fusion.cascade.data import synthetic_faces_store
-from fusion.cascade.train import PRESETS, TrainConfig, evaluate, train
+from fusion.cascade.config import PRESETS, TrainConfig
+from fusion.cascade.inference import evaluate
+from fusion.cascade.train import train
 
 steps, backbone, size, batch, work = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 if torch.cuda.is_available():

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from fusion.cascade.blend import AUGMENTATION_HELP, AUGMENTATIONS
+from fusion.cascade.config import PRESETS
 from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
-from fusion.cascade.train import PRESETS
 from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
                            command_line, flags_record, next_line, not_a_file, run_cli)
 from pipelines.errors import UsageError
@@ -152,7 +152,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _train(args):
-    from fusion.cascade.train import TrainConfig, train
+    from fusion.cascade.config import TrainConfig
+    from fusion.cascade.train import train
     try:
         weights = LossWeights(alpha=args.alpha, beta=args.beta, gamma=args.gamma, delta=args.delta,
                               epsilon=args.epsilon, zeta=args.zeta, w_in=args.w_in,
@@ -180,7 +181,7 @@ def _train(args):
             problem = not_a_file(path)
             if problem:
                 raise ValueError(f"--store {path}: {problem}")
-        from fusion.cascade.train import resolve_device
+        from fusion.cascade.config import resolve_device
         resolve_device(args.device)
         if args.resume and args.overwrite:
             raise ValueError("--resume continues the run in --out, --overwrite replaces it: give one")
@@ -235,7 +236,7 @@ def _run(args, typed: str) -> int:
     if args.command == "train":
         _train(args)
         return 0
-    from fusion.cascade.train import resolve_device
+    from fusion.cascade.config import resolve_device
     try:
         resolve_device(args.device)
         problem = not_a_file(args.store)
@@ -253,7 +254,7 @@ def _run(args, typed: str) -> int:
 
 def _score(args, typed: str, out: Path) -> int:
     """eval or predict into ``out`` (claimed by :func:`_run`)."""
-    from fusion.cascade.train import evaluate, predict
+    from fusion.cascade.inference import evaluate, predict
     if args.command == "eval":
         metrics = evaluate(args.run, args.store, args.split, out, args.device,
                            args.batch_size, args.overlays, args.n_boot, command=typed)

@@ -3,7 +3,7 @@
 Self-blended images (SBI; Shiohara & Yamasaki, CVPR 2022) train a detector from real faces
 alone: every epoch, every real crop gets a *fresh* self-blend made from its stored
 landmarks, by the same blend as the benchmark's ``sbi`` edit
-(:func:`pipelines.edits_face.sbi`): the source is the same face, colour-jittered, blurred,
+(:func:`pipelines.synthesis.sbi`): the source is the same face, colour-jittered, blurred,
 sharpened or down-up sampled, and shifted/scaled by a few percent; it is blended over the
 landmark convex hull, elastically deformed, eroded or dilated, and blurred with a random
 kernel, at a random blend ratio. The blend's mask -- exactly the pixels it changed -- is the
@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+
+from pipelines.synthesis import sbi
 
 #: Augmentations in application order, with their probability per crop.
 AUGMENTATIONS = {"color": 0.3, "downup": 0.2, "blur": 0.2, "noise": 0.2, "jpeg": 0.4,
@@ -72,11 +74,9 @@ def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generat
     """A fresh self-blend of one real crop: ``(blended uint8 H x W x 3, mask uint8 H x W)``.
 
     The difficulty (size of the elastic deformation, blur of the mask, strength of the
-    source transforms; see :mod:`pipelines.edits_face`) is drawn uniformly in [0, 1]. The mask
+    source transforms; see :mod:`pipelines.synthesis`) is drawn uniformly in [0, 1]. The mask
     is exactly the changed pixels, never empty.
     """
-    from pipelines.edits_face import sbi
-
     return sbi(crop, landmarks, rng, difficulty=float(rng.uniform(0.0, 1.0)))
 
 

@@ -430,7 +430,7 @@ def _umask() -> int:
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_safetensors_files_get_the_umask_mode_like_every_other_file(umask, tmp_path):
     import torch
-    from fusion.cascade.train import save_weights
+    from fusion.cascade.checkpoints import save_weights
     from fusion.modelio import save_model
     old = os.umask(umask)
     try:
@@ -826,7 +826,8 @@ def cascade_run(tmp_path_factory):
     """A one-step cascade run on a small synthetic store: ``(store, run)``."""
     import torch
     from fusion.cascade.data import write_synthetic_store
-    from fusion.cascade.train import TrainConfig, train
+    from fusion.cascade.config import TrainConfig
+    from fusion.cascade.train import train
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("cascade")
     store = write_synthetic_store(root / "syn.h5", n=24, size=32, seed=0)

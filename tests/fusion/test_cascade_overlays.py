@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from fusion.cascade.train import mask_label, overlay_figure, overlay_name, save_overlay  # noqa: E402
+from fusion.cascade.overlays import mask_label, overlay_figure, overlay_name, save_overlay  # noqa: E402
 
 
 def _row(**kw):

@@ -10,10 +10,12 @@ import torch
 
 from fusion.cascade.__main__ import main
 from fusion.cascade.blend import AUGMENTATIONS, augment_crop, online_blend, parse_augment
+from fusion.cascade.checkpoints import BEST_WEIGHTS, PRIOR_MASK, load_run
+from fusion.cascade.config import TrainConfig
 from fusion.cascade.data import StoreMaps, TrainingSet, synthetic_faces_store
-from fusion.cascade.train import (BEST_WEIGHTS, PRIOR_MASK, TrainConfig, evaluate, hull_masks,
-                                  learning_rate_factor, load_run, train)
-from pipelines.edits_face import face_hull_mask
+from fusion.cascade.inference import evaluate, hull_masks
+from fusion.cascade.train import learning_rate_factor, train
+from pipelines.synthesis import face_hull_mask
 from stores import open_store, write_store
 from tests.face_fixtures import load_aligned_faces
 
@@ -164,7 +166,7 @@ def test_tiny_cpu_training_from_reals_beats_chance_on_held_out_blends(face_store
     model, cfg, info = load_run(tmp_path / "run")
     with open_store(face_store) as store:
         held_out = TrainingSet([StoreMaps(store, "test")], "online", size=64, seed=99).fixed(0)
-    from fusion.cascade.train import run_inference
+    from fusion.cascade.inference import run_inference
     from fusion.metrics import compute_metrics
     out = run_inference(model, held_out, 64, torch.device("cpu"))
     auc = compute_metrics(held_out.labels, out["scores"], n_boot=0)["auc"]

@@ -9,11 +9,14 @@ import torch
 
 from fusion.cascade.__main__ import main
 from fusion.cascade.blend import augment_crop
+from fusion.cascade.checkpoints import LAST_WEIGHTS
+from fusion.cascade.config import TrainConfig
 from fusion.cascade.data import StoreMaps, to_model_inputs, write_synthetic_store
+from fusion.cascade.inference import evaluate
 from fusion.cascade.localization import LocalizationAccumulator, auc_from_histograms, iou_f1
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.model import CascadeModel
-from fusion.cascade.train import LAST_WEIGHTS, TrainConfig, evaluate, train
+from fusion.cascade.train import train
 from stores import open_store
 
 # One thread: on a shared 2-core machine, two threads per process run ~50x slower here.

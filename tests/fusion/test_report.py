@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from fusion import ablate, metrics, report, train
-from fusion.cascade.train import save_overlay
+from fusion.cascade.overlays import save_overlay
 from tests.fusion.test_heads import make_store
 
 torch.set_num_threads(1)

@@ -1,4 +1,4 @@
-"""Tests of pipelines.benchmark and pipelines.edits_face: exact masks, determinism, manifest."""
+"""Tests of pipelines.benchmark, edits_face and synthesis: exact masks, determinism, manifest."""
 from __future__ import annotations
 
 import json
@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from pipelines import benchmark
-from pipelines.edits_face import FACE_EDITS, NEEDS_DONOR, apply_face_edit, difficulty_value
+from pipelines.edits_face import FACE_EDITS, NEEDS_DONOR, apply_face_edit
 from pipelines.errors import UsageError
 from pipelines.frames import read_image, read_mask_image
+from pipelines.synthesis import difficulty_value
 
 MANIFEST_FIELDS = {"image", "mask", "label", "edit", "difficulty", "params", "seed", "source",
                    "donor", "split", "landmarks"}

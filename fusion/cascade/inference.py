@@ -1,0 +1,235 @@
+"""Evaluation and prediction of a trained cascade run on a store.
+
+:func:`run_inference` scores every sample of a store split (classification scores, predicted
+mask areas, localization metrics against the stored masks and mask-free baselines);
+:func:`evaluate` writes ``metrics.json``, ``predictions.csv``, the ROC/DET/score plots and
+overlays of a run's best checkpoint; :func:`predict` writes the scores and overlays alone.
+Training calls :func:`run_inference` on its validation draw after every epoch.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from fusion.cascade.checkpoints import load_run
+from fusion.cascade.config import resolve_device, write_json
+from fusion.cascade.data import StoreMaps, to_model_inputs
+from fusion.cascade.localization import LocalizationAccumulator
+from fusion.cascade.losses import CascadeLoss
+from fusion.cascade.overlays import write_overlays
+from fusion.metrics import compute_metrics
+
+
+def autocast(device: torch.device, amp: bool):
+    """fp16 autocast on CUDA when ``amp`` is on; a no-op context elsewhere."""
+    return torch.autocast(device_type=device.type, dtype=torch.float16,
+                          enabled=amp and device.type == "cuda")
+
+
+@torch.no_grad()
+def run_inference(model, data, size: int, device, batch_size: int = 64,
+                  amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
+                  progress: bool = False, baselines: dict | None = None, keep_reals: int = 0):
+    """Scores and localization metrics of ``model`` on every sample of ``data`` (a
+    :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
+
+    Returns a dict: ``scores`` (N fake probabilities), ``area`` (N mean predicted mask
+    probability), ``flagged_area`` (N fraction of pixels at or above the IoU threshold 0.5),
+    ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
+    ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
+    ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
+    mask first). ``baselines`` maps a name to a function ``positions -> K x size x size``
+    mask probabilities that never look at the image; each is scored on the same fakes and
+    masks as the model, under ``baselines`` in the result. ``keep_reals`` adds
+    ``real_examples`` (same layout as ``examples``): the real samples with the largest
+    flagged area (then mean mask probability), largest first -- the false-positive masks.
+    """
+    import heapq
+    model.eval()
+    scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
+    flagged = np.zeros(len(data), np.float32)
+    acc = LocalizationAccumulator()
+    baselines = baselines or {}
+    baseline_acc = {name: LocalizationAccumulator() for name in baselines}
+    totals, seen = {}, 0
+    examples = {"fakes": [], "others": []}
+    top_reals = []  # min-heap of ((flagged, area), position, example)
+    batches = data.batches(batch_size)
+    if progress:
+        from tqdm import tqdm
+        batches = tqdm(batches, total=math.ceil(len(data) / batch_size), desc="inference", leave=False)
+    for b in batches:
+        x = to_model_inputs(b, size, device)
+        with autocast(device, amp):
+            out = model(x["rgb"])
+        prob = torch.sigmoid(out["mask_logits"].float())
+        pos = b["positions"]
+        scores[pos] = torch.softmax(out["logits"].float(), 1)[:, 1].cpu().numpy()
+        areas[pos] = prob.mean((1, 2, 3)).cpu().numpy()
+        flagged[pos] = (prob >= acc.threshold).float().mean((1, 2, 3)).cpu().numpy()
+        if criterion is not None:
+            _, terms = criterion(out, x)
+            for k, v in terms.items():
+                totals[k] = totals.get(k, 0.0) + v * len(pos)
+        seen += len(pos)
+        sel = (b["label"] == 1) & b["mask_valid"]
+        if sel.any():
+            methods = data.meta["method"].to_numpy()[pos[sel]]
+            truth = x["mask"][torch.from_numpy(sel).to(prob.device)].cpu().numpy()
+            acc.update(prob[torch.from_numpy(sel).to(prob.device)].cpu().numpy(), truth, methods)
+            for name, fn in baselines.items():
+                baseline_acc[name].update(fn(pos[sel])[:, None], truth, methods)
+        if keep_masks:
+            # Overlays show fakes with a mask first (where a mask can be judged), then others.
+            for i in range(len(pos)):
+                pool = examples["fakes"] if sel[i] else examples["others"]
+                if len(pool) < keep_masks:
+                    pool.append((x["rgb"][i].permute(1, 2, 0).cpu().numpy(), prob[i, 0].cpu().numpy(),
+                                 x["mask"][i, 0].cpu().numpy(), bool(b["mask_valid"][i]), int(pos[i])))
+        for i in np.flatnonzero(b["label"] == 0) if keep_reals else ():
+            key = (float(flagged[pos[i]]), float(areas[pos[i]]))
+            if len(top_reals) == keep_reals and key <= top_reals[0][0]:
+                continue
+            item = (key, int(pos[i]), (x["rgb"][i].permute(1, 2, 0).cpu().numpy(), prob[i, 0].cpu().numpy(),
+                                      x["mask"][i, 0].cpu().numpy(), bool(b["mask_valid"][i]), int(pos[i])))
+            (heapq.heappush if len(top_reals) < keep_reals else heapq.heapreplace)(top_reals, item)
+    fields = ("rgb", "prob", "mask", "mask_valid", "positions")
+    chosen = (examples["fakes"] + examples["others"])[:keep_masks]
+    examples = {key: [c[j] for c in chosen] for j, key in enumerate(fields)}
+    reals = [item[2] for item in sorted(top_reals, key=lambda t: (t[0], -t[1]), reverse=True)]
+    return {"scores": scores, "area": areas, "flagged_area": flagged, "localization": acc.result(),
+            "real_examples": {key: [c[j] for c in reals] for j, key in enumerate(fields)},
+            "baselines": {name: a.result() for name, a in baseline_acc.items()},
+            "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
+
+
+def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
+    frame = data.meta[["sample_id", "split", "method", "video_id", "frame_index", "label"]].copy()
+    frame["score"] = result["scores"]
+    frame["mask_area"] = result["area"]
+    frame["flagged_area"] = result["flagged_area"]
+    return frame
+
+
+def hull_masks(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
+    """K x size x size float32: the whole-face convex hull of each sample's 68 landmarks
+    (crop coordinates), drawn at the model's input size; all zero where landmarks are NaN."""
+    from pipelines.synthesis import face_hull_mask
+    out = np.zeros((len(landmarks), size, size), np.float32)
+    scale = size / crop_size
+    for i, lm in enumerate(np.asarray(landmarks, np.float64)):
+        if np.isfinite(lm).all():
+            out[i] = face_hull_mask(lm * scale, (size, size))
+    return out
+
+
+def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None) -> dict:
+    """The ``localization`` block of ``metrics.json``: the model's scores, the ``prior``
+    and ``hull`` baselines, the predicted mask area on reals and the gains over the prior."""
+    report = {**result["localization"]}
+    report.update(result["baselines"])
+    labels = data.labels
+    reals = labels == 0
+    report["real_mask_area"] = float(result["area"][reals].mean()) if reals.any() else None
+    report["fake_mask_area"] = float(result["area"][~reals].mean()) if (~reals).any() else None
+    # the area of the binary mask that IoU and F1 score (p >= threshold)
+    flagged = result.get("flagged_area")
+    if flagged is not None:
+        report["real_flagged_area"] = float(flagged[reals].mean()) if reals.any() else None
+        report["fake_flagged_area"] = float(flagged[~reals].mean()) if (~reals).any() else None
+    if prior is not None:
+        report["prior_mask_area"] = float(np.mean(prior >= 0.5))
+    model_all, prior_all = report["all"], report.get("prior", {}).get("all")
+    if prior_all and model_all["n"]:
+        report["gain_over_prior"] = {k: model_all[k] - prior_all[k]
+                                     for k in ("pixel_auc", "iou", "f1")
+                                     if model_all[k] is not None and prior_all[k] is not None}
+    return report
+
+
+def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
+             batch_size: int = 64, overlays: int = 8, n_boot: int = 1000,
+             command: str | None = None) -> dict:
+    """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
+    ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
+    ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
+
+    Localization is reported beside two baselines that never look at the image: ``prior``,
+    the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
+    headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask
+    probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
+    their pixels at or above the 0.5 threshold (the binary mask IoU scores).
+
+    ``overlays`` reals with the largest flagged area also get an overlay, in
+    ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
+    classification's warnings (and one when its AUC is below chance); ``provenance`` the
+    command line (``command``), code version, git commit, store SHA-256 and the training
+    run's configuration, as :func:`fusion.train.provenance` records them.
+    """
+    from fusion import train as fusion_train
+    from stores import open_store
+
+    dev = resolve_device(device)
+    model, config, info = load_run(run_dir, dev)
+    out_dir = Path(out_dir or Path(run_dir) / f"eval_{split}")
+    with open_store(store_path) as store:
+        data = StoreMaps(store, split, cache_bytes=0)
+        if len(data) == 0:
+            raise ValueError(f"{store_path}: no samples in split {split!r}")
+        prior = info["prior_mask"]
+        baselines = {"hull": lambda pos: hull_masks(data.landmarks[pos], data.crop_size,
+                                                    config.size)}
+        if prior is not None:
+            baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
+        result = run_inference(model, data, config.size, dev, batch_size, config.amp,
+                               keep_masks=overlays, progress=True, baselines=baselines,
+                               keep_reals=overlays)
+        meta = data.meta
+        metrics = {
+            "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
+            "checkpoint_epoch": info.get("epoch"),
+            "classification": compute_metrics(meta["label"].to_numpy(), result["scores"],
+                                              meta["method"].to_numpy(), meta["video_id"].to_numpy(),
+                                              threshold=0.5, n_boot=n_boot),
+            # masks are compared at the model's input size (crops resized to config.size)
+            "localization": {**localization_report(result, data, prior), "size": config.size},
+        }
+        c = metrics["classification"]
+        metrics["warnings"] = fusion_train.chance_warnings(split, c) + [f"{split}: {w}" for w in c.get("warnings", [])]
+        metrics["provenance"] = fusion_train.provenance(
+            [store_path], getattr(config, "seed", None),
+            {"run": str(run_dir), "store": str(store_path), "split": split, "overlays": overlays,
+             "n_boot": n_boot, "batch_size": batch_size, "device": device, "train": config.to_json()},
+            command)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json(out_dir / "metrics.json", metrics)
+        frame = _predictions_frame(data, result)
+        frame.to_csv(out_dir / "predictions.csv", index=False)
+        from fusion.train import write_plots  # ROC, DET and histograms as fusion.train draws them
+        metrics["plots"] = [str(p) for p in write_plots(frame, out_dir, 0.5, title=split)]
+        metrics["overlays"] = write_overlays(out_dir, data, result, result["scores"])
+        metrics["real_overlays"] = write_overlays(out_dir, data, result, result["scores"], "real_examples")
+    return metrics
+
+
+def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",
+            batch_size: int = 64, overlays: int = 16) -> pd.DataFrame:
+    """Scores (``predictions.csv``) and mask overlays of every sample (or of ``split``)."""
+    from stores import open_store
+
+    dev = resolve_device(device)
+    model, config, info = load_run(run_dir, dev)
+    out_dir = Path(out_dir)
+    with open_store(store_path) as store:
+        data = StoreMaps(store, split, cache_bytes=0)
+        result = run_inference(model, data, config.size, dev, batch_size,
+                               config.amp, keep_masks=overlays, progress=True)
+        frame = _predictions_frame(data, result)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(out_dir / "predictions.csv", index=False)
+        write_overlays(out_dir, data, result, result["scores"])
+    return frame
