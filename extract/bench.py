@@ -82,7 +82,7 @@ def _single_threaded_or_reexec(argv):
 
 
 def parse_args(argv):
-    from pipelines.cli import CLIParser
+    from base.cli import CLIParser
     parser = CLIParser(
         prog="python -m extract.bench",
         description="Time the batched handcrafted extractors against naive per-image code.")

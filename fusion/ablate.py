@@ -43,10 +43,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from base.cli import (CLIParser, add_config_flag, at_least, command_line, error_line, next_line,
+                      write_flags)
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, error_line, next_line, write_flags)
-from pipelines.errors import UsageError
 from stores.schema import StoreError
 
 STAGES = ("single", "loo", "greedy", "fusions")

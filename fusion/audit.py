@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
+from base.cli import CLIParser, at_least, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, run_cli
-from pipelines.errors import UsageError
 from stores.info import next_command
 from stores.schema import SOURCE_META_FIELDS
 

@@ -24,9 +24,10 @@ import json
 import sys
 from pathlib import Path
 
+from base.cli import CLIParser, command_line, next_line, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, add_overwrite_flag, claim_output_dir, command_line, next_line, run_cli
-from pipelines.errors import UsageError
 
 
 def model_dir(path, flag: str = "--model") -> Path:

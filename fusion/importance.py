@@ -56,9 +56,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from base.cli import CLIParser, at_least, next_line, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads
-from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, next_line, run_cli
-from pipelines.errors import UsageError
 
 __all__ = ["permutation_importance_by_group", "mutual_information", "column_groups",
            "permutation_importance", "importance_run"]

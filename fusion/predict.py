@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import (CLIParser, add_overwrite_flag, at_least, claim_output_dir, claim_output_file,
-                           error_line, not_a_file, run_cli, write_output_file)
-from pipelines.errors import UsageError
+from base.cli import CLIParser, at_least, error_line, not_a_file, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir, claim_output_file, write_output_file
 from pipelines.perturb import SEPARATOR
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from base.errors import UsageError
 from fusion import heads, train
-from pipelines.errors import UsageError
 from pipelines.perturb import SEPARATOR, parse_perturbations, perturbed_name
 
 __all__ = ["SEPARATOR", "spec_string", "perturbed_name", "normalize_specs", "available_perturbations",

@@ -64,10 +64,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from base.cli import (CLIParser, add_config_flag, at_least, command_line, flags_record, next_line,
+                      run_cli)
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads, metrics, plots
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, flags_record, next_line, run_cli)
-from pipelines.errors import UsageError
 from stores.schema import code_version
 
 SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score", "logit"]
@@ -451,7 +452,7 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     ``head`` is None (logreg where the fusion uses a head) or a head name; ``perturb`` is a
     ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5"); ``command`` the command line
     recorded in ``provenance`` (default ``sys.argv``); ``audit`` runs the metadata baseline;
-    ``flags`` (:func:`pipelines.cli.flags_record` of the command) is saved as ``config.json``.
+    ``flags`` (:func:`base.cli.flags_record` of the command) is saved as ``config.json``.
     """
     from fusion import audit as confound_audit
     from fusion import robustness  # it builds on this module's loaders

@@ -24,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from base.cli import (CLIParser, add_config_flag, at_least, command_line, flags_record, next_line,
+                      not_a_file, run_cli)
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion.cascade.blend import AUGMENTATION_HELP, AUGMENTATIONS
 from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
 from fusion.cascade.train import PRESETS
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, flags_record, next_line, not_a_file, run_cli)
-from pipelines.errors import UsageError
 
 
 PROG = "python -m fusion.cascade"
