@@ -123,7 +123,7 @@ def score_file(path, head, config, extractors, ingest) -> dict:
         blocks[feature] = np.asarray(out[kind], np.float32)
     import pandas as pd
     meta = pd.DataFrame(crops.records)
-    from fusion.train import nonfinite_counts, nonfinite_warnings, saved_threshold
+    from fusion.scoring import nonfinite_counts, nonfinite_warnings, saved_threshold
     data = FusionData(blocks, np.zeros(len(meta), np.int64), meta)
     result["nonfinite"] = nonfinite_counts(data)  # faces an extractor gave NaN / inf: imputed
     result["warnings"] = nonfinite_warnings(result["nonfinite"], str(path))
@@ -280,7 +280,7 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
     for w in warnings:
         print(f"warning: model {args.model}: {w}", file=sys.stderr)
     results = []
-    from fusion.train import saved_threshold
+    from fusion.scoring import saved_threshold
     threshold = saved_threshold(head, config.get("run", {}))
     threshold_probability = float(head.probability(np.array([threshold]))[0])
     where_from = threshold_text(threshold_probability, config.get("run", {}))

@@ -272,7 +272,7 @@ def _evaluate_page(folder: Path, m: dict, command):
                  f"own training run ({_esc(m.get('model'))}); nothing is chosen on this store.")
     d = m.get("decisions")
     if d:
-        from fusion.train import decision_text
+        from fusion.scoring import decision_text
         threshold += f" Decisions at it: {_esc(decision_text(d))}."
         if not (d.get("reals") and d.get("fakes")):
             threshold += (" AUC, EER and the ROC / DET plots are not defined on one class; the "

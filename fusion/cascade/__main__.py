@@ -259,7 +259,7 @@ def _score(args, typed: str, out: Path) -> int:
         metrics = evaluate(args.run, args.store, args.split, out, args.device,
                            args.batch_size, args.overlays, args.n_boot, command=typed)
         print(_summary(metrics))
-        from fusion.train import warning_lines
+        from fusion.scoring import warning_lines
         for line in warning_lines(metrics.get("warnings", [])):
             print(line)
         from fusion.report import write_report

@@ -748,8 +748,8 @@ def test_predict_with_some_files_scored_exits_0_and_lists_the_others(scoring_run
 
 def test_predict_prints_the_threshold_and_where_it_came_from(scoring_runs, tmp_path, capsys):
     from fusion.predict import main as predict_main
-    from fusion.train import saved_threshold
     from fusion.predict import load_model_dir
+    from fusion.scoring import saved_threshold
     _, run, _ = scoring_runs
     image = tmp_path / "flat.png"
     cv2.imwrite(str(image), np.full((64, 64, 3), 120, np.uint8))
