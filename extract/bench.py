@@ -82,7 +82,7 @@ def _single_threaded_or_reexec(argv):
 
 
 def parse_args(argv):
-    from pipelines.cli import CLIParser
+    from base.cli import CLIParser
     parser = CLIParser(
         prog="python -m extract.bench",
         description="Time the batched handcrafted extractors against naive per-image code.")
@@ -124,18 +124,29 @@ def _square_resize(image, size):
                       interpolation=cv2.INTER_AREA)
 
 
+def _read_rgb(path: str):
+    """An image file as H x W x 3 uint8 RGB, as ``pipelines.frames.read_image`` decodes it
+    (here so that ``extract`` imports nothing above it); an undecodable file ends the run."""
+    import cv2
+    import numpy as np
+    with open(path, "rb") as f:
+        image = cv2.imdecode(np.frombuffer(f.read(), dtype=np.uint8), cv2.IMREAD_COLOR)
+    if image is None:
+        raise SystemExit(f"--images: {path} is not a decodable image")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def load_batch(n: int, size: int, folder: str | None):
     """(FaceBatch, description) of ``n`` crops of ``size`` px."""
     import numpy as np
 
     from extract.registry import FaceBatch
     if folder:
-        from pipelines.frames import read_image
         paths = sorted(p for p in os.listdir(folder)
                        if p.lower().endswith((".jpg", ".jpeg", ".png", ".bmp", ".webp")))
         if not paths:
             raise SystemExit(f"--images: no images in {folder}")
-        crops = [_square_resize(read_image(os.path.join(folder, p)), size)
+        crops = [_square_resize(_read_rgb(os.path.join(folder, p)), size)
                  for p in paths[:n]]
         crops = [crops[i % len(crops)] for i in range(n)]
         return FaceBatch(np.stack(crops)), f"{len(paths[:n])} images from {folder}"

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from pipelines.cli import CLIParser
+from base.cli import CLIParser
 
 PROG = "python -m extract.bench_deep"
 

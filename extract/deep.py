@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
+from base.errors import UsageError
 from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
-from pipelines.errors import UsageError
 
 #: EfficientNet-Lite0 input side and normalisation ((x - 0.498) / 0.502 on [0, 1] pixels).
 LITE0_SIZE = 224

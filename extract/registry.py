@@ -21,7 +21,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from pipelines.errors import UsageError
+from base.errors import UsageError
 
 _REGISTRY: dict[str, type["Extractor"]] = {}
 

@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
+from base.errors import UsageError
 from extract.deep import TorchExtractor
-from pipelines.errors import UsageError
+from extract.registry import Extractor, FaceBatch, OutputSpec, register_extractor
 
 _STATS = ("mean", "max", "std", "p50", "p90")
 _LUMA = np.array([0.299, 0.587, 0.114], np.float32)

@@ -43,10 +43,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fusion import heads, metrics, plots, robustness, train
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, error_line, next_line, write_flags)
-from pipelines.errors import UsageError
+from base.cli import (CLIParser, add_config_flag, at_least, command_line, error_line, next_line,
+                      write_flags)
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
+from fusion import heads, metrics, plots, robustness, scoring, train
 from stores.schema import StoreError
 
 STAGES = ("single", "loo", "greedy", "fusions")
@@ -76,7 +77,7 @@ def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200,
                     perturbed=None, others=None) -> dict:
     """Fit ``fusion`` on ``features`` of preloaded splits; val AUC, threshold, test metrics.
 
-    Exactly :func:`fusion.train.fit_and_evaluate`: val chooses, test is only reported.
+    Exactly :func:`fusion.scoring.fit_and_evaluate`: val chooses, test is only reported.
     ``val_auc`` is the AUC on val, or on train (``val_from`` "train") when val lacks a
     class. ``perturbed`` (``{spec: test FusionData}``, blocks under clean names) adds
     ``auc@spec``; ``others`` (``{stem: FusionData}``) adds ``<stem>.test_auc`` and friends.
@@ -84,27 +85,27 @@ def evaluate_config(splits, features, fusion, head="logreg", seed=0, n_boot=200,
     t0 = time.time()
     uses_head = heads.FUSIONS[fusion].uses_head
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
-    fitted, _ = train.fit_and_evaluate(model, splits, n_boot, seed)
+    fitted, _ = scoring.fit_and_evaluate(model, splits, n_boot, seed)
     if fitted["threshold_from"] == "val":
         val_auc = fitted["val"]["auc"]
     else:
-        ref = train.model_scores(model, splits["train"])
-        val_auc = metrics.core_metrics(ref["label"], ref[train.RANK_COLUMN])["auc"]
+        ref = scoring.model_scores(model, splits["train"])
+        val_auc = metrics.core_metrics(ref["label"], ref[scoring.RANK_COLUMN])["auc"]
     row = {"fusion": fusion, "head": head if uses_head else None, "features": ",".join(features),
            "n_features": len(features), "val_auc": val_auc, "val_from": fitted["threshold_from"],
            "threshold": fitted["threshold"], **_test_columns(fitted["test"])}
-    nonfinite = {s: train.nonfinite_counts(_only(d, features)) for s, d in splits.items()}
-    nonfinite.update({f"cross {stem}": train.nonfinite_counts(_only(d, features))
+    nonfinite = {s: scoring.nonfinite_counts(_only(d, features)) for s, d in splits.items()}
+    nonfinite.update({f"cross {stem}": scoring.nonfinite_counts(_only(d, features))
                       for stem, d in (others or {}).items()})
-    warnings = train.run_warnings({**fitted, "cross": {}, "nonfinite": nonfinite})
+    warnings = scoring.run_warnings({**fitted, "cross": {}, "nonfinite": nonfinite})
     for stem, data in (others or {}).items():
-        m = train.evaluate_scores(train.model_scores(model, data), fitted["threshold"], n_boot, seed)
+        m = scoring.evaluate_scores(scoring.model_scores(model, data), fitted["threshold"], n_boot, seed)
         cols = _test_columns(m)
         row.update({store_column(stem, k): cols[k] for k in STORE_METRICS})
         warnings += [f"cross {stem}: {w}" for w in m.get("warnings", [])]
     for spec, data in (perturbed or {}).items():
-        frame = train.model_scores(model, data)
-        row[auc_column(spec)] = metrics.core_metrics(frame["label"], frame[train.RANK_COLUMN])["auc"]
+        frame = scoring.model_scores(model, data)
+        row[auc_column(spec)] = metrics.core_metrics(frame["label"], frame[scoring.RANK_COLUMN])["auc"]
     row.update(n_warnings=len(warnings), warnings=warnings, seconds=round(time.time() - t0, 3))
     return row
 
@@ -154,9 +155,9 @@ def run_ablation(store, features, fusions=("concat",), head="logreg", stages=STA
     counts fits.
     """
     features, fusions = list(features), list(fusions)
-    splits = {s: train.load_split(store, features, s) for s in ("train", "val", "test")}
+    splits = {s: scoring.load_split(store, features, s) for s in ("train", "val", "test")}
     perturbed = {spec: robustness.perturbed_split(store, features, spec, "test") for spec in specs}
-    others = {stem: train.load_split(other, features, train.cross_split(other))
+    others = {stem: scoring.load_split(other, features, scoring.cross_split(other))
               for stem, other in (test_stores or {}).items()}
     if len(splits["train"]) == 0 or len(np.unique(splits["train"].y)) < 2:
         raise UsageError(f"--store: split 'train' needs both reals and fakes (has {len(splits['train'])} samples)")
@@ -320,8 +321,8 @@ def write_outputs(table, path, out, meta) -> Path:
         md += "\nWarnings for the picked configuration:\n\n" + "".join(f"- {w}\n" for w in picked)
     if base:
         md += "\nMetadata-only baseline: " + (base["note"] if base.get("note") else
-                                              f"test AUC {train._fmt(base['test'].get('auc'))}"
-                                              + "".join(f", {k} AUC {train._fmt(m.get('auc'))}"
+                                              f"test AUC {scoring._fmt(base['test'].get('auc'))}"
+                                              + "".join(f", {k} AUC {scoring._fmt(m.get('auc'))}"
                                                         for k, m in base.get("cross", {}).items())) + "\n"
     (out / "ablation.md").write_text(md)
     (out / "ablation.json").write_text(json.dumps(metrics.to_jsonable(
@@ -403,8 +404,8 @@ def _ablate(parser, args, argv):
     head = args.head or "logreg"
     params = train.parse_params(args.param)
     store_path = args.store
-    store = train.open_store_or_usage(store_path)
-    others = {Path(p).stem: train.open_store_or_usage(p, "--test-store") for p in args.test_store}
+    store = scoring.open_store_or_usage(store_path)
+    others = {Path(p).stem: scoring.open_store_or_usage(p, "--test-store") for p in args.test_store}
     if len(others) != len(args.test_store):
         raise UsageError("--test-store: two stores share a file name; rename one")
     vector = [f for f in heads.list_fusions() if heads.FUSIONS[f].inputs == "vector"]
@@ -429,7 +430,7 @@ def _ablate(parser, args, argv):
               "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params}
     out = write_outputs(table, path, args.out, {
         **config, "baselines": {"metadata": baseline},
-        "provenance": train.provenance([store_path, *args.test_store], args.seed, config,
+        "provenance": scoring.provenance([store_path, *args.test_store], args.seed, config,
                                        command_line("python -m fusion.ablate", argv)),
         "seconds": round(time.time() - t0, 2)})
     return table, path, baseline, store_path, t0, out
@@ -441,14 +442,14 @@ def _report(table, path, baseline, store_path, t0, out, args) -> int:
     if path:
         print("greedy: " + " -> ".join(f"+{p['added']} ({p['val_auc']:.4f})" for p in path))
     top = table.iloc[0]
-    print(f"val picks: {top['fusion']} [{top['features']}] (val AUC {train._fmt(top['val_auc'])}"
-          f"{' on TRAIN' if top['val_from'] == 'train' else ''}; test AUC {train._fmt(top['test_auc'])})")
+    print(f"val picks: {top['fusion']} [{top['features']}] (val AUC {scoring._fmt(top['val_auc'])}"
+          f"{' on TRAIN' if top['val_from'] == 'train' else ''}; test AUC {scoring._fmt(top['test_auc'])})")
     if baseline.get("note"):
         print(f"metadata baseline: {baseline['note']}")
     else:
-        print(f"metadata baseline: test AUC {train._fmt(baseline['test'].get('auc'))}"
-              + "".join(f", {k} AUC {train._fmt(m.get('auc'))}" for k, m in baseline.get("cross", {}).items()))
-    for line in train.warning_lines(pick_warnings(table, baseline)):
+        print(f"metadata baseline: test AUC {scoring._fmt(baseline['test'].get('auc'))}"
+              + "".join(f", {k} AUC {scoring._fmt(m.get('auc'))}" for k, m in baseline.get("cross", {}).items()))
+    for line in scoring.warning_lines(pick_warnings(table, baseline)):
         print(line)
     print(f"{len(table)} configurations in {time.time() - t0:.1f} s -> {out}")
     print(pick_command(top, store_path, args, out))

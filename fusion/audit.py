@@ -27,9 +27,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, run_cli
-from pipelines.errors import UsageError
+from base.cli import CLIParser, at_least, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
+from fusion import heads, metrics, scoring
 from stores.info import next_command
 from stores.schema import SOURCE_META_FIELDS
 
@@ -64,22 +65,22 @@ def metadata_baseline(store, others=(), other_paths=(), head: str = "logreg", se
     """
     splits = {s: metadata_split(store, s) for s in ("train", "val", "test")}
     if splits["train"] is None:
-        return {"note": NO_METADATA.format(train.store_path_of(store))}
+        return {"note": NO_METADATA.format(scoring.store_path_of(store))}
     if len(splits["train"]) == 0 or len(np.unique(splits["train"].y)) < 2:
         return {"note": "split 'train' lacks reals or fakes: no metadata model"}
     x = splits["train"].blocks[BLOCK]
     model = heads.create_fusion("concat", [BLOCK], head=head, seed=seed)
-    result, _ = train.fit_and_evaluate(model, splits, n_boot, seed)
+    result, _ = scoring.fit_and_evaluate(model, splits, n_boot, seed)
     result = {"inputs": list(SOURCE_META_FIELDS),
               "known": [f for f, ok in zip(SOURCE_META_FIELDS, np.isfinite(x).any(axis=0)) if ok],
               "head": head, **result, "cross": {}}
     for path, other in zip(other_paths, others):
-        data = metadata_split(other, train.cross_split(other))
+        data = metadata_split(other, scoring.cross_split(other))
         stem = Path(path).stem
         result["cross"][stem] = ({"note": NO_METADATA.format(path)} if data is None else
-                                 train.evaluate_scores(train.model_scores(model, data),
+                                 scoring.evaluate_scores(scoring.model_scores(model, data),
                                                        result["threshold"], n_boot, seed))
-    result["warnings"] = train.run_warnings(result)
+    result["warnings"] = scoring.run_warnings(result)
     return result
 
 
@@ -114,15 +115,15 @@ def audit_run(store_path, test_stores=(), head: str = "logreg", seed: int = 0, n
     """Open the stores, run :func:`metadata_baseline`, write ``out/audit.json``. Returns the result."""
     if head not in heads.SKLEARN_HEADS:
         raise UsageError(f"--head: unknown head {head!r}; choose from {', '.join(heads.SKLEARN_HEADS)}")
-    store = train.open_store_or_usage(store_path)
+    store = scoring.open_store_or_usage(store_path)
     if store.source_meta is None:
         raise UsageError(f"--store: {NO_METADATA.format(store_path)}")
-    others = [train.open_store_or_usage(p, "--test-store") for p in test_stores]
+    others = [scoring.open_store_or_usage(p, "--test-store") for p in test_stores]
     result = metadata_baseline(store, others, test_stores, head, seed, n_boot)
     if not result.get("note"):
         result["warnings"] += confound_warnings({"test": {}, "cross": {k: {} for k in result["cross"]}}, result)
     result["store"] = str(store_path)
-    result["provenance"] = train.provenance([store_path, *test_stores], seed,
+    result["provenance"] = scoring.provenance([store_path, *test_stores], seed,
                                             {"store": str(store_path), "test_stores": list(map(str, test_stores)),
                                              "head": head, "seed": seed, "bootstrap": n_boot})
     if out is not None:
@@ -144,9 +145,9 @@ def summary(result: dict) -> str:
              f"{'set':<16}{'n_real':>8}{'n_fake':>8}{'AUC':>8}{'EER':>8}"]
     for name, m in [("val", result["val"]), ("test", result["test"])] + list(result["cross"].items()):
         lines.append(f"{name:<16}{m.get('n_real', 0):>8}{m.get('n_fake', 0):>8}"
-                     f"{train._fmt(m.get('auc')):>8}{train._fmt(m.get('eer')):>8}"
+                     f"{scoring._fmt(m.get('auc')):>8}{scoring._fmt(m.get('eer')):>8}"
                      + (f"  {m['note']}" if m.get("note") else ""))
-    lines += train.warning_lines(result["warnings"])
+    lines += scoring.warning_lines(result["warnings"])
     return "\n".join(lines)
 
 

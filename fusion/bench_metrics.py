@@ -142,7 +142,7 @@ def format_row(r: dict) -> str:
 def main(argv=None, reexec: bool = False) -> int:
     """Run the benchmark; ``reexec`` (the command line) restarts the interpreter once with
     the thread limits set when numpy was already loaded without them."""
-    from pipelines.cli import CLIParser
+    from base.cli import CLIParser
 
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = CLIParser(prog="python -m fusion.bench_metrics", description=__doc__)

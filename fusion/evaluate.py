@@ -24,9 +24,10 @@ import json
 import sys
 from pathlib import Path
 
-from fusion import heads, metrics, train
-from pipelines.cli import CLIParser, add_overwrite_flag, claim_output_dir, command_line, next_line, run_cli
-from pipelines.errors import UsageError
+from base.cli import CLIParser, command_line, next_line, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
+from fusion import heads, metrics, scoring
 
 
 def model_dir(path, flag: str = "--model") -> Path:
@@ -51,7 +52,7 @@ def require_matching_features(config: dict, store, store_path):
     """UsageError naming the first difference (and the others) between the features the
     model of ``config`` (its ``model.json``) was trained on and those of ``store``."""
     recorded = config.get("run", {}).get("feature_attrs") or {f: {} for f in config["features"]}
-    problems = train.attr_mismatches(recorded, store, config.get("inputs", "vector"))
+    problems = scoring.attr_mismatches(recorded, store, config.get("inputs", "vector"))
     if problems:
         raise UsageError(f"--store {store_path}: {problems[0]}"
                          + (f" (+{len(problems) - 1} more: {'; '.join(problems[1:])})" if len(problems) > 1 else ""))
@@ -64,43 +65,43 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
     ``command`` (the command line) is shown in ``report.html``."""
     mdir = model_dir(model_path)
     config = json.loads((mdir / "model.json").read_text())
-    store = train.open_store_or_usage(store_path)
+    store = scoring.open_store_or_usage(store_path)
     run = config.get("run", {})
     inputs = config.get("inputs", "vector")
     require_matching_features(config, store, store_path)
     if split not in ("auto", "all", "train", "val", "test"):
         raise UsageError(f"--split: expected auto, all, train, val or test, got {split!r}")
-    chosen = train.cross_split(store) if split == "auto" else (None if split == "all" else split)
+    chosen = scoring.cross_split(store) if split == "auto" else (None if split == "all" else split)
     model = heads.load_head(mdir)
-    data = train.load_split(store, config["features"], chosen, inputs)
+    data = scoring.load_split(store, config["features"], chosen, inputs)
     if len(data) == 0:
         raise UsageError(f"--split: {chosen!r} has no samples in {store_path}")
-    threshold = train.saved_threshold(model, run)
-    frame = train.model_scores(model, data)
+    threshold = scoring.saved_threshold(model, run)
+    frame = scoring.model_scores(model, data)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     frame.to_csv(out / "scores.csv", index=False)
     result = {"model": str(mdir), "store": str(store_path), "split": chosen or "all",
               "features": config["features"], "fusion": config["fusion"], "threshold": threshold,
-              "metrics": train.evaluate_scores(frame, threshold, n_boot, seed),
-              "nonfinite": train.nonfinite_counts(data),
-              "decisions": train.decision_counts(frame, threshold)}
-    result["warnings"] = train.chance_warnings(result["split"], result["metrics"]) \
-        + train.nonfinite_warnings(result["nonfinite"], result["split"]) \
+              "metrics": scoring.evaluate_scores(frame, threshold, n_boot, seed),
+              "nonfinite": scoring.nonfinite_counts(data),
+              "decisions": scoring.decision_counts(frame, threshold)}
+    result["warnings"] = scoring.chance_warnings(result["split"], result["metrics"]) \
+        + scoring.nonfinite_warnings(result["nonfinite"], result["split"]) \
         + [f"{result['split']}: {w}" for w in result["metrics"].get("warnings", [])]
     (out / "metrics.json").write_text(json.dumps(metrics.to_jsonable(result), indent=2))
-    plotted = train.write_plots(frame, out, threshold, title=Path(store_path).stem) if plots_on else []
+    plotted = scoring.write_plots(frame, out, threshold, title=Path(store_path).stem) if plots_on else []
     from fusion.report import write_report
     write_report(out, command)
     if verbose:
         m = result["metrics"]
         one_class = not (m.get("n_real") and m.get("n_fake"))
         print(f"{config['fusion']} on {Path(store_path).name} [{result['split']}]: "
-              f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {train._fmt(m.get('auc'))} "
-              f"EER {train._fmt(m.get('eer'))} FAR@FRR=1% {train._fmt(m.get('far_at_frr', {}).get('0.01'))} "
+              f"n_real {m.get('n_real')} n_fake {m.get('n_fake')} AUC {scoring._fmt(m.get('auc'))} "
+              f"EER {scoring._fmt(m.get('eer'))} FAR@FRR=1% {scoring._fmt(m.get('far_at_frr', {}).get('0.01'))} "
               f"-> {out}")
-        print(f"at threshold logit {train._fmt(threshold)}: {train.decision_text(result['decisions'])}; "
-              f"accuracy {train._fmt(m.get('acc'), 3)}")
+        print(f"at threshold logit {scoring._fmt(threshold)}: {scoring.decision_text(result['decisions'])}; "
+              f"accuracy {scoring._fmt(m.get('acc'), 3)}")
         if one_class:
             print("AUC, EER and ROC/DET are not defined: the store has "
                   f"{'reals' if m.get('n_real') else 'fakes'} only (one class); "
@@ -108,17 +109,17 @@ def evaluate_run(model_path, store_path, out, split="auto", n_boot=1000, seed=0,
         if plots_on:
             print(f"plots: {', '.join(p.name for p in plotted) or 'none'}"
                   + (" (ROC and DET need reals and fakes)" if one_class else ""))
-        for line in train.warning_lines(result["warnings"]):
+        for line in scoring.warning_lines(result["warnings"]):
             print(line)
         if one_class:  # fusion.importance needs both classes; predict_line a fake's file
-            step = train.predict_line(model_path, data.meta)
+            step = scoring.predict_line(model_path, data.meta)
             if step:
                 print(step)
         elif inputs == "vector" and result["split"] in ("val", "test"):  # which features carry over
             print(next_line("python -m fusion.importance", "--store", store_path, "--run", model_path,
                             "--split", result["split"], "--out", out / "importance"))
-        elif train.predict_line(model_path, data.meta):
-            print(train.predict_line(model_path, data.meta))
+        elif scoring.predict_line(model_path, data.meta):
+            print(scoring.predict_line(model_path, data.meta))
     return result
 
 
@@ -130,7 +131,7 @@ def build_parser():
                    help="output directory; one that holds files is refused unless --overwrite")
     p.add_argument("--split", default="auto", help="split to score: auto (test if present, else all), "
                    "all, train, val or test (default auto)")
-    train.add_report_flags(p)
+    scoring.add_report_flags(p)
     add_overwrite_flag(p)
     return p
 

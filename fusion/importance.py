@@ -56,9 +56,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from base.cli import CLIParser, at_least, next_line, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads
-from pipelines.cli import CLIParser, add_overwrite_flag, at_least, claim_output_dir, next_line, run_cli
-from pipelines.errors import UsageError
 
 __all__ = ["permutation_importance_by_group", "mutual_information", "column_groups",
            "permutation_importance", "importance_run"]
@@ -169,7 +170,7 @@ def permutation_importance_by_group(store, features, fusion="concat", head="logr
     Returns a DataFrame (feature, auc, auc_drop, auc_drop_std) sorted by ``auc_drop``, largest
     first; ``auc`` is the unpermuted AUC.
     """
-    from fusion.train import load_split
+    from fusion.scoring import load_split
 
     store = _store(store)
     features = list(features)
@@ -292,7 +293,7 @@ def importance_plot(table: pd.DataFrame, path, top: int = 20, title: str = "") -
 def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0, chunk=16, top=20,
                    mi_samples=20000, plots_on=True, verbose=True) -> pd.DataFrame:
     """Check the flags, compute :func:`importance_table` and write ``out``. Returns the table."""
-    from fusion import train
+    from fusion import scoring
 
     if split not in SPLITS:
         raise UsageError(f"--split: expected {' or '.join(SPLITS)}, got {split!r} "
@@ -307,10 +308,10 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
     if config.get("inputs", "vector") != "vector":
         raise UsageError(f"--run {run}: fusion {config.get('fusion')!r} reads maps; importance "
                          "covers vector fusions only")
-    store = train.open_store_or_usage(store_path)
+    store = scoring.open_store_or_usage(store_path)
     features = list(config["features"])
     require_matching_features(config, store, store_path)
-    data = train.load_split(store, features, split)
+    data = scoring.load_split(store, features, split)
     if len(data) == 0 or len(np.unique(data.y)) < 2:
         raise UsageError(f"--split {split}: needs reals and fakes in {store_path} (it has "
                          f"{int((data.y == 0).sum())} reals, {int((data.y == 1).sum())} fakes)")
@@ -322,8 +323,8 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
     table, mi = importance_table(model, data, store, features, split, n_repeats, seed, chunk, mi_samples,
                                  mi_split)
     auc = float(table["auc"].iloc[0])
-    warnings = train.chance_warnings(split, {"auc": auc}) \
-        + train.nonfinite_warnings(train.nonfinite_counts(data), split)
+    warnings = scoring.chance_warnings(split, {"auc": auc}) \
+        + scoring.nonfinite_warnings(scoring.nonfinite_counts(data), split)
     out.mkdir(parents=True, exist_ok=True)
     table.to_csv(out / "importance.csv", index=False)
     mi.to_csv(out / "mi.csv", index=False)
@@ -336,7 +337,7 @@ def importance_run(store_path, run, split="val", out=None, n_repeats=10, seed=0,
                         + f"{config['fusion']} on {', '.join(features)} -- {Path(store_path).name}, "
                           f"{split} split (AUC {auc:.3f})")
     if verbose:
-        lines = train.warning_lines(warnings)
+        lines = scoring.warning_lines(warnings)
         print("\n".join(lines + [summary(table, split, n_repeats, out, plots_on=plots_on)] + lines))
         ranked = table.loc[table["level"] == "block", "feature"].tolist()
         fusion = config["fusion"]

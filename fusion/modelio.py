@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.errors import DamagedFileError
+from base.errors import DamagedFileError
 
 MODEL_JSON, ARRAYS_FILE, TENSORS_FILE = "model.json", "weights.npz", "weights.safetensors"
 
@@ -80,7 +80,7 @@ def load_model(directory) -> tuple[dict, dict, dict]:
 
     A file that cannot be read as what it should be (invalid JSON, an npz with object
     arrays or a broken zip, a tampered safetensors header) raises
-    :class:`~pipelines.errors.DamagedFileError` naming the file.
+    :class:`~base.errors.DamagedFileError` naming the file.
     """
     d = Path(directory)
     if not (d / MODEL_JSON).is_file():

@@ -32,9 +32,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import (CLIParser, add_overwrite_flag, at_least, claim_output_dir, claim_output_file,
-                           error_line, not_a_file, run_cli, write_output_file)
-from pipelines.errors import UsageError
+from base.cli import CLIParser, at_least, error_line, not_a_file, run_cli
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir, claim_output_file, write_output_file
 from pipelines.perturb import SEPARATOR
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -123,7 +123,7 @@ def score_file(path, head, config, extractors, ingest) -> dict:
         blocks[feature] = np.asarray(out[kind], np.float32)
     import pandas as pd
     meta = pd.DataFrame(crops.records)
-    from fusion.train import nonfinite_counts, nonfinite_warnings, saved_threshold
+    from fusion.scoring import nonfinite_counts, nonfinite_warnings, saved_threshold
     data = FusionData(blocks, np.zeros(len(meta), np.int64), meta)
     result["nonfinite"] = nonfinite_counts(data)  # faces an extractor gave NaN / inf: imputed
     result["warnings"] = nonfinite_warnings(result["nonfinite"], str(path))
@@ -280,7 +280,7 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
     for w in warnings:
         print(f"warning: model {args.model}: {w}", file=sys.stderr)
     results = []
-    from fusion.train import saved_threshold
+    from fusion.scoring import saved_threshold
     threshold = saved_threshold(head, config.get("run", {}))
     threshold_probability = float(head.probability(np.array([threshold]))[0])
     where_from = threshold_text(threshold_probability, config.get("run", {}))

@@ -272,7 +272,7 @@ def _evaluate_page(folder: Path, m: dict, command):
                  f"own training run ({_esc(m.get('model'))}); nothing is chosen on this store.")
     d = m.get("decisions")
     if d:
-        from fusion.train import decision_text
+        from fusion.scoring import decision_text
         threshold += f" Decisions at it: {_esc(decision_text(d))}."
         if not (d.get("reals") and d.get("fakes")):
             threshold += (" AUC, EER and the ROC / DET plots are not defined on one class; the "
@@ -412,7 +412,7 @@ def write_report(folder, command: str | None = None) -> Path:
 
 
 def build_parser():
-    from pipelines.cli import CLIParser
+    from base.cli import CLIParser
     p = CLIParser(prog="python -m fusion.report",
                   description="Write report.html into run folders of fusion.train, fusion.ablate, "
                               "fusion.evaluate or fusion.cascade eval.")
@@ -421,8 +421,8 @@ def build_parser():
 
 
 def main(argv=None) -> int:
-    from pipelines.cli import run_cli
-    from pipelines.errors import UsageError
+    from base.cli import run_cli
+    from base.errors import UsageError
     parser = build_parser()
     args = parser.parse_args(argv)
 

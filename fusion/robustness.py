@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from fusion import heads, train
-from pipelines.errors import UsageError
+from base.errors import UsageError
+from fusion import heads, scoring
 from pipelines.perturb import SEPARATOR, parse_perturbations, perturbed_name
 
 __all__ = ["SEPARATOR", "spec_string", "perturbed_name", "normalize_specs", "available_perturbations",
@@ -94,7 +94,7 @@ def resolve_perturbations(store, features, request, inputs: str = "vector", flag
     """
     if not request:
         return []
-    path = train.store_path_of(store)
+    path = scoring.store_path_of(store)
     hint = "python -m pipelines.extract ... --features {} --perturb {}"
     if request.strip().lower() == "all":
         specs = available_perturbations(store, features, inputs)
@@ -125,7 +125,7 @@ def resolve_perturbations(store, features, request, inputs: str = "vector", flag
 
 def perturbed_split(store, features, spec: str, split=None, inputs: str = "vector") -> heads.FusionData:
     """One split with every block read from its ``@spec`` variant, keyed by the clean name."""
-    data = train.load_split(store, [perturbed_name(f, spec) for f in features], split, inputs)
+    data = scoring.load_split(store, [perturbed_name(f, spec) for f in features], split, inputs)
     data.blocks = {f: data.blocks[perturbed_name(f, spec)] for f in features}
     return data
 
@@ -141,6 +141,6 @@ def evaluate_under_perturbations(model, store, features, specs, split="test", th
     out = {}
     for spec in specs:
         data = perturbed_split(store, features, spec, split, inputs)
-        frame = train.model_scores(model, data)
-        out[spec] = train.evaluate_scores(frame, threshold, n_boot, seed)
+        frame = scoring.model_scores(model, data)
+        out[spec] = scoring.evaluate_scores(frame, threshold, n_boot, seed)
     return out

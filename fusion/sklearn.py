@@ -221,7 +221,7 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
         return cls
 
     def _warn_nonfinite(self, data: heads.FusionData, doing: str):
-        from fusion.train import nonfinite_warnings, nonfinite_counts
+        from fusion.scoring import nonfinite_warnings, nonfinite_counts
         for line in nonfinite_warnings(nonfinite_counts(data), f"FusionClassifier.{doing}"):
             warnings.warn(line, NonFiniteFeatureWarning, stacklevel=3)
 

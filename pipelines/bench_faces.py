@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipelines.cli import CLIParser, error_line
-from pipelines.errors import SampleError, UsageError
+from base.cli import CLIParser, error_line
+from base.errors import SampleError, UsageError
 from pipelines.faces import DETECTORS, FaceAligner, align_face, create_detector, detect_landmarks
 from pipelines.frames import read_video_frames, sample_frame_indices, video_frame_count
 

@@ -55,9 +55,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from base.cli import CLIParser, error_line, next_line
+from base.errors import SampleError, UsageError
+from base.outputs import claim_output_dir
 from pipelines.edits_face import FACE_EDITS, NEEDS_DONOR, apply_face_edit
-from pipelines.cli import CLIParser, claim_output_dir, error_line, next_line
-from pipelines.errors import SampleError, UsageError
 from pipelines.samples import SPLITS
 from pipelines.synthesis import DIFFICULTIES
 

@@ -3,7 +3,7 @@
 ``index_dataset(name, root, **options)`` returns the sources of data set ``name`` sorted
 by split, label and video id. Every failure a user can fix (unknown data set, missing
 root, a root holding nothing the indexer recognises, an unknown option value) raises
-:class:`~pipelines.errors.UsageError` with one line naming the accepted values. Files the
+:class:`~base.errors.UsageError` with one line naming the accepted values. Files the
 indexer does not recognise are ignored; recognised videos that cannot be placed in a split
 are skipped with one ``warnings.warn`` giving their count. Files whose ids would collide
 (``x.jpg`` and ``x.png`` in one folder) keep their extension in the id; paths read from a
@@ -62,7 +62,7 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path, PureWindowsPath
 
-from pipelines.errors import UsageError
+from base.errors import UsageError
 from pipelines.samples import FAKE, REAL, REAL_METHOD, SPLITS, Source
 
 __all__ = ["DATASETS", "index_dataset", "FFPP_METHODS", "FFPP_COMPRESSIONS",

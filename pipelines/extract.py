@@ -36,9 +36,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipelines.cli import CLIParser, next_line, release_lock, run_cli
-from pipelines.cli import take_lock as cli_take_lock
-from pipelines.errors import UsageError
+from base.cli import CLIParser, next_line, run_cli
+from base.errors import UsageError
+from base.outputs import release_lock
+from base.outputs import take_lock as cli_take_lock
 from pipelines.ingest import IngestConfig, SourceCrops, load_source
 from pipelines.perturb import SEPARATOR
 
@@ -83,12 +84,12 @@ def shard_name(index: int, sources) -> str:
 RESUME_HINT = "finished shards are kept, free space and rerun the same command to resume"
 
 
-# -- one run per --out: the lock lives in pipelines.cli, shared with the fusion commands --------
+# -- one run per --out: the lock lives in base.outputs, shared with the fusion commands ----
 LOCK_NAME = "LOCK"
 
 
 def take_lock(folder: Path, what: str) -> Path:
-    """Claim ``folder`` (the shard folder of one ``--out``): :func:`pipelines.cli.take_lock`."""
+    """Claim ``folder`` (the shard folder of one ``--out``): :func:`base.outputs.take_lock`."""
     return cli_take_lock(folder, what, LOCK_NAME, by="another extraction")
 
 

@@ -48,7 +48,7 @@ from typing import Callable, Protocol
 import cv2
 import numpy as np
 
-from pipelines.errors import SampleError
+from base.errors import SampleError
 
 #: ArcFace's 112 x 112 reference points (left eye, right eye, nose tip, left and right mouth
 #: corner, in image coordinates) normalised to [0, 1].

@@ -6,7 +6,7 @@ a 500-frame video is dominated by decoding, so :func:`read_video_frames` walks f
 All readers return RGB ``uint8`` arrays; masks are ``uint8`` in {0, 1}.
 
 Failures a data set can contain (a file that does not open, a truncated stream) raise
-:class:`pipelines.errors.SampleError` so that the pipeline records them and goes on.
+:class:`base.errors.SampleError` so that the pipeline records them and goes on.
 
 Example
 -------
@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import cv2
 import numpy as np
 
-from pipelines.errors import SampleError
+from base.errors import SampleError
 
 
 def quiet_video_logs() -> None:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from pipelines.errors import SampleError
+from base.errors import SampleError
 from pipelines.samples import Source
 
 

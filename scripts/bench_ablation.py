@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipelines.cli import CLIParser
+from base.cli import CLIParser
 
 
 def parse_args(argv=None):

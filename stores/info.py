@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from base.cli import CLIParser, next_line, not_a_file, run_cli
+from base.errors import UsageError
 from stores.reader import open_store
 
 
@@ -30,11 +32,6 @@ def next_command(store) -> str | None:
     without a train split is for scoring (``fusion.evaluate``), which needs a run this store
     cannot name: None.
     """
-    import shlex
-
-    def line(prog, *args):  # pipelines.cli.next_line, without an import back up the flow
-        return "next: " + " ".join([prog, *(shlex.quote(str(a)) for a in args)])
-
     meta = store.meta
     labels = set(meta.loc[meta["split"] == "train", "label"].astype(int))
     if not labels:
@@ -42,10 +39,10 @@ def next_command(store) -> str | None:
     path, runs = str(store.path), Path("runs") / Path(store.path).stem
     features = [f for f in store.features if "@" not in f and f not in NOT_FOR_HEADS]
     if labels == {0, 1} and features:
-        return line("python -m fusion.train", "--store", path, "--features", ",".join(features),
+        return next_line("python -m fusion.train", "--store", path, "--features", ",".join(features),
                     "--out", runs)
     if "rgb" in store.maps:
-        return line("python -m fusion.cascade train", "--store", path,
+        return next_line("python -m fusion.cascade train", "--store", path,
                     *(["--sbi", "online"] if labels == {0} else []), "--out", f"{runs}_cascade")
     return None
 
@@ -81,7 +78,6 @@ def nonfinite_lines(counts: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
-    from pipelines.cli import CLIParser, not_a_file, run_cli
     parser = CLIParser(prog="python -m stores.info", description=__doc__)
     parser.add_argument("store", help="path of a CLMF .h5 store")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -92,7 +88,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def work():
-        from pipelines.errors import UsageError
         from stores.schema import StoreError
         problem = not_a_file(args.store)
         if problem:

@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 from importlib import metadata
 
+from base.errors import CommandError
+
 SCHEMA_VERSION = 1
 STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path")
 INT_FIELDS = ("label", "frame_index", "requested_frame_index", "face_index")
@@ -65,8 +67,10 @@ def dumps(obj) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
 
 
-class StoreError(Exception):
-    """A store that cannot be opened or used: wrong version, missing feature, bad file."""
+class StoreError(CommandError):
+    """A store that cannot be opened or used: wrong version, missing feature, bad file.
+
+    A :class:`~base.errors.CommandError`: a command prints it as one line and exits 1."""
 
 
 class StoreWriteError(StoreError, OSError):

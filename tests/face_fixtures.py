@@ -62,7 +62,7 @@ def load_aligned_faces(n: int = 8, size: int = 256) -> FaceBatch:
     key = (int(n), int(size))
     if key in _CACHE:
         return _CACHE[key]
-    from pipelines.errors import SampleError
+    from base.errors import SampleError
     from pipelines.faces import FaceAligner
 
     aligner = FaceAligner(size=size)

@@ -24,14 +24,15 @@ import sys
 import time
 from pathlib import Path
 
+from base.cli import (CLIParser, add_config_flag, at_least, command_line, flags_record, next_line,
+                      not_a_file, run_cli)
+from base.errors import UsageError
+from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion.cascade.blend import AUGMENTATION_HELP, AUGMENTATIONS
 from fusion.cascade.config import PRESETS
 from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
-from pipelines.cli import (CLIParser, add_config_flag, add_overwrite_flag, at_least, claim_output_dir,
-                           command_line, flags_record, next_line, not_a_file, run_cli)
-from pipelines.errors import UsageError
 
 
 PROG = "python -m fusion.cascade"
@@ -259,7 +260,7 @@ def _score(args, typed: str, out: Path) -> int:
         metrics = evaluate(args.run, args.store, args.split, out, args.device,
                            args.batch_size, args.overlays, args.n_boot, command=typed)
         print(_summary(metrics))
-        from fusion.train import warning_lines
+        from fusion.scoring import warning_lines
         for line in warning_lines(metrics.get("warnings", [])):
             print(line)
         from fusion.report import write_report

@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from pipelines.cli import CLIParser, at_least
+from base.cli import CLIParser, at_least
 
 
 def _step(model, criterion, opt, x):

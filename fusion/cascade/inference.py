@@ -168,9 +168,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
     classification's warnings (and one when its AUC is below chance); ``provenance`` the
     command line (``command``), code version, git commit, store SHA-256 and the training
-    run's configuration, as :func:`fusion.train.provenance` records them.
+    run's configuration, as :func:`fusion.scoring.provenance` records them.
     """
-    from fusion import train as fusion_train
+    from fusion import scoring
     from stores import open_store
 
     dev = resolve_device(device)
@@ -199,8 +199,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
         c = metrics["classification"]
-        metrics["warnings"] = fusion_train.chance_warnings(split, c) + [f"{split}: {w}" for w in c.get("warnings", [])]
-        metrics["provenance"] = fusion_train.provenance(
+        metrics["warnings"] = scoring.chance_warnings(split, c) + [f"{split}: {w}" for w in c.get("warnings", [])]
+        metrics["provenance"] = scoring.provenance(
             [store_path], getattr(config, "seed", None),
             {"run": str(run_dir), "store": str(store_path), "split": split, "overlays": overlays,
              "n_boot": n_boot, "batch_size": batch_size, "device": device, "train": config.to_json()},
@@ -209,7 +209,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         write_json(out_dir / "metrics.json", metrics)
         frame = _predictions_frame(data, result)
         frame.to_csv(out_dir / "predictions.csv", index=False)
-        from fusion.train import write_plots  # ROC, DET and histograms as fusion.train draws them
+        from fusion.scoring import write_plots  # ROC, DET and histograms as fusion.train draws them
         metrics["plots"] = [str(p) for p in write_plots(frame, out_dir, 0.5, title=split)]
         metrics["overlays"] = write_overlays(out_dir, data, result, result["scores"])
         metrics["real_overlays"] = write_overlays(out_dir, data, result, result["scores"], "real_examples")

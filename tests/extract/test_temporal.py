@@ -4,10 +4,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from base.errors import UsageError
 from extract.registry import FaceBatch
 from extract.temporal import (SequenceExtractor, TemporalConsistencyExtractor, patch_features,
                               transition_inconsistency, video_groups)
-from pipelines.errors import UsageError
 
 T = 8
 BAD = 4  # the frame that gets an injected inconsistency

@@ -118,7 +118,7 @@ def test_glcm_hand_values():
 
 
 def test_unknown_parameter_is_refused():
-    from pipelines.errors import UsageError
+    from base.errors import UsageError
     with pytest.raises(UsageError):
         LBPExtractor(radius=3)
 

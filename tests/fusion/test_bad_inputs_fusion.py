@@ -119,7 +119,7 @@ def test_the_run_a_killed_overwrite_was_replacing_is_named_then_cleared(vector_s
 
 
 def test_a_run_writing_the_folder_is_named_with_its_pid(vector_store, tmp_path, capsys):
-    from pipelines.cli import claim_output_dir
+    from base.outputs import claim_output_dir
     run = tmp_path / "run"
     with claim_output_dir(run):  # another run (here: this process) is writing it
         assert _train(vector_store, run, "--overwrite") == 2
@@ -144,7 +144,7 @@ def test_two_runs_started_together_one_writes_the_other_is_refused(vector_store,
 
 
 def test_a_stale_lock_of_a_killed_run_is_taken_over_when_the_folder_is_empty(vector_store, tmp_path):
-    from pipelines.cli import RUN_LOCK
+    from base.outputs import RUN_LOCK
     run = tmp_path / "run"
     run.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
@@ -156,7 +156,7 @@ def test_a_stale_lock_of_a_killed_run_is_taken_over_when_the_folder_is_empty(vec
 
 
 def test_a_stale_lock_beside_a_partial_run_asks_for_overwrite(vector_store, tmp_path, capsys):
-    from pipelines.cli import RUN_LOCK
+    from base.outputs import RUN_LOCK
     run = tmp_path / "run"
     run.mkdir()
     (run / "scores.csv").write_text("partial\n")
@@ -763,8 +763,8 @@ def test_predict_with_some_files_scored_exits_0_and_lists_the_others(scoring_run
 
 def test_predict_prints_the_threshold_and_where_it_came_from(scoring_runs, tmp_path, capsys):
     from fusion.predict import main as predict_main
-    from fusion.train import saved_threshold
     from fusion.predict import load_model_dir
+    from fusion.scoring import saved_threshold
     _, run, _ = scoring_runs
     image = tmp_path / "flat.png"
     cv2.imwrite(str(image), np.full((64, 64, 3), 120, np.uint8))
@@ -906,7 +906,7 @@ def test_a_long_config_value_is_echoed_cut_short(tmp_path, capsys):
 
 
 def test_an_error_line_is_cut_after_error_line_max_characters():
-    from pipelines.cli import ERROR_LINE_MAX, error_line
+    from base.cli import ERROR_LINE_MAX, error_line
     line = error_line("python -m x", "y" * (ERROR_LINE_MAX + 5000))
     assert line.endswith("... (5000 more characters)") and len(line) < ERROR_LINE_MAX + 60
 

@@ -1,5 +1,5 @@
 """``--config RUN/config.json`` reruns fusion.train, fusion.ablate and fusion.cascade train
-bit for bit on the CPU: same scores, metrics and weights (pipelines/cli.py reads the file)."""
+bit for bit on the CPU: same scores, metrics and weights (base/cli.py reads the file)."""
 from __future__ import annotations
 
 import json

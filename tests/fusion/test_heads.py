@@ -11,7 +11,7 @@ from sklearn.metrics import roc_auc_score
 
 import stores
 from fusion import heads
-from fusion.train import load_split
+from fusion.scoring import load_split
 
 torch.set_num_threads(1)
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import stores
-from fusion import heads, importance, train
+from fusion import heads, importance, scoring, train
 from tests.fusion.test_heads import synthetic_meta
 
 torch.set_num_threads(1)
@@ -88,7 +88,7 @@ def test_single_column_drops_match_sklearn_permutation_importance(store_path, ru
 
     model = heads.load_head(run_dir / "model")
     store = stores.open_store(store_path)
-    data = train.load_split(store, ["sig", "wide", "noise"], "val")
+    data = scoring.load_split(store, ["sig", "wide", "noise"], "val")
     cols = [("sig", 0), ("sig", 4), ("wide", 0), ("noise", 2)]
     X = np.column_stack([data.blocks[f][:, j] for f, j in cols])
     repeats = 150

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from fusion import ablate, audit, evaluate, importance, train
+from fusion import ablate, audit, evaluate, importance, scoring, train
 from tests.fusion.test_audit import metadata_store
 from tests.fusion.test_heads import make_store
 
@@ -78,12 +78,12 @@ def test_map_fusion_next_is_predict_on_a_real_source_file(tmp_path, capsys):
     store = make_store(tmp_path / "s.h5", with_nan=False)
     source = tmp_path / "fake.png"
     source.write_bytes(b"\x89PNG")  # only its existence matters to the next line
-    meta = train.load_split(train.open_store_or_usage(store), ["ma"], "test", "map").meta.copy()
+    meta = scoring.load_split(scoring.open_store_or_usage(store), ["ma"], "test", "map").meta.copy()
     meta["source_path"] = np.where(meta["label"] == 1, str(source), str(tmp_path / "gone.png"))
-    assert train.predict_line(tmp_path / "run", meta) == \
+    assert scoring.predict_line(tmp_path / "run", meta) == \
         f"next: python -m fusion.predict --model {tmp_path / 'run'} {source}"
     meta["source_path"] = str(tmp_path / "gone.png")
-    assert train.predict_line(tmp_path / "run", meta) is None  # no line rather than a dead path
+    assert scoring.predict_line(tmp_path / "run", meta) is None  # no line rather than a dead path
 
 
 def test_audit_next_trains_on_the_store_features(tmp_path, capsys):

@@ -100,7 +100,7 @@ def test_plot_functions_still_write_pngs(tmp_path):
 
 def test_train_histograms_name_decision_values_as_such(tmp_path, monkeypatch):
     import pandas as pd
-    from fusion import train
+    from fusion import scoring
     seen = {}
     real = plots.score_histograms
 
@@ -110,7 +110,7 @@ def test_train_histograms_name_decision_values_as_such(tmp_path, monkeypatch):
     monkeypatch.setattr(plots, "score_histograms", spy)
     y, s, m = _scores(n=8)
     frame = pd.DataFrame({"label": y, "method": m, "score": 1 / (1 + np.exp(-s)), "logit": s})
-    train.write_plots(frame, tmp_path, threshold=0.0)
+    scoring.write_plots(frame, tmp_path, threshold=0.0)
     assert seen["xlabel"].startswith("decision value")
-    train.write_plots(frame.drop(columns="logit"), tmp_path, threshold=0.5)
+    scoring.write_plots(frame.drop(columns="logit"), tmp_path, threshold=0.5)
     assert seen["xlabel"] == "fake score"

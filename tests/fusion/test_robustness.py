@@ -10,8 +10,8 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import stores
+from base.errors import UsageError
 from fusion import ablate, heads, robustness, train
-from pipelines.errors import UsageError
 from tests.fusion.test_heads import synthetic_meta
 
 torch.set_num_threads(1)

@@ -18,8 +18,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import stores
 from fusion import heads
+from fusion.scoring import load_split
 from fusion.sklearn import FusionClassifier, feature_blocks
-from fusion.train import load_split
 from tests.conftest import REPO_ROOT
 from tests.fusion.test_heads import make_store
 

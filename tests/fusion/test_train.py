@@ -10,7 +10,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 import stores
-from fusion import evaluate, metrics, train
+from fusion import evaluate, metrics, scoring, train
 from tests.fusion.test_heads import make_store, synthetic_meta
 
 torch.set_num_threads(1)
@@ -51,7 +51,7 @@ def test_train_cli_writes_metrics_scores_model_plots(run_dir):
 def test_metrics_json_matches_scores_csv(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     scores = pd.read_csv(run_dir / "scores.csv")
-    assert list(scores.columns) == train.SCORE_COLUMNS
+    assert list(scores.columns) == scoring.SCORE_COLUMNS
     assert set(scores["split"]) == {"val", "test"}
     test = scores[scores["split"] == "test"]
     assert m["test"]["auc"] == pytest.approx(roc_auc_score(test["label"], test["logit"]), abs=1e-12)

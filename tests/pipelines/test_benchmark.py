@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
+from base.errors import UsageError
 from pipelines import benchmark
 from pipelines.edits_face import FACE_EDITS, NEEDS_DONOR, apply_face_edit
-from pipelines.errors import UsageError
 from pipelines.frames import read_image, read_mask_image
 from pipelines.synthesis import difficulty_value
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from base.errors import UsageError
 from pipelines.datasets import DATASETS, ffpp_splits, index_dataset
-from pipelines.errors import UsageError
 from pipelines.samples import SPLITS
 
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from skimage import data
 
+from base.errors import SampleError
 from extract.registry import FaceBatch
 from pipelines import faces
-from pipelines.errors import SampleError
 from pipelines.faces import (DETECTORS, FaceAligner, alignment_template, center_crop_matrix,
                              create_detector, five_points, resize_or_center_crop,
                              similarity_transform, transform_points, warp_mask)

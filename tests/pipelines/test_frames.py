@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipelines.errors import SampleError
+from base.errors import SampleError
 from pipelines.frames import (VideoReader, read_image, read_mask_frames, read_mask_image,
                               read_video_frames, sample_frame_indices, video_frame_count)
 

@@ -1,4 +1,14 @@
-"""Per-sample failures: recorded in the store's errors table, never fatal to a run."""
+"""The errors every layer raises, and that every command turns into one line.
+
+* :class:`SampleError` (with its :data:`CAUSES`): a source that cannot become a sample;
+  recorded in the store's errors table, never fatal to a run.
+* :class:`UsageError`: a wrong flag or argument; exit 2.
+* :class:`CommandError`: a file the run needs that cannot be used; exit 1. Its subclasses
+  are :class:`DamagedFileError` here and ``stores.schema.StoreError``.
+
+This module imports nothing, so that any module may import it (like scikit-learn's
+``sklearn/exceptions.py``).
+"""
 from __future__ import annotations
 
 #: Causes that the summary counts. Keep the list short and stable: users filter on it.
@@ -37,7 +47,12 @@ class UsageError(Exception):
     """A wrong flag or argument: the CLI prints it as one line and exits 2 before any work."""
 
 
-class DamagedFileError(Exception):
+class CommandError(Exception):
+    """A failure a command reports as one line and exit status 1, before or during its work:
+    a file it needs exists but cannot be used. :func:`base.cli.run_cli` catches it."""
+
+
+class DamagedFileError(CommandError):
     """A file the run needs (a model's weights, its config) that exists but cannot be used.
 
     The message names the file and what is wrong with it; CLIs print it as one line.

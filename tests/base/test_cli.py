@@ -1,4 +1,4 @@
-"""Every CLI reads and fails the same way (pipelines/cli.py): defaults shown once in --help,
+"""Every CLI reads and fails the same way (base/cli.py): defaults shown once in --help,
 one error line with the program's prefix and "see --help"."""
 import importlib
 import json
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from pipelines.cli import CLIParser, add_config_flag, read_config_file, run_cli, write_flags
-from pipelines.errors import DamagedFileError, UsageError
+from base.cli import CLIParser, add_config_flag, read_config_file, run_cli, write_flags
+from base.errors import DamagedFileError, UsageError
 from stores import StoreError
 
 #: module -> how to call its parser with argv
