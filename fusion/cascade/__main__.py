@@ -12,6 +12,11 @@ Train on a store's own real and fake labels (and masks)::
 
     python -m fusion.cascade train --store ffpp.h5 --out runs/cascade --epochs 20
 
+On 4 GPUs of one node (DDP; one step sees 4 x --batch-size samples; rank 0 writes the run
+folder; see fusion/cascade/distributed.py)::
+
+    torchrun --nproc_per_node 4 -m fusion.cascade train --store ffpp.h5 --out runs/ddp
+
 Evaluate the best checkpoint on the test split; predict scores and mask overlays::
 
     python -m fusion.cascade eval --run runs/cascade --store ffpp.h5 --split test --out runs/cascade/test
