@@ -17,9 +17,9 @@ The optimiser is AdamW with a lower learning rate for the pretrained backbone
 (``schedule="cosine"``), all a function of the global step, so a resumed run continues
 exactly as an uninterrupted one (randomness is derived from ``seed`` and the epoch number
 only). On CUDA, mixed precision (``torch.autocast`` fp16 + ``GradScaler``) is on unless
-``amp`` is False; on CPU everything runs in float32. Under ``torchrun`` the loop runs on every rank
-(:mod:`fusion.cascade.distributed`): each trains on its share of the epoch's batches, and
-rank 0 alone scores val and writes the run folder.
+``amp`` is False; on CPU everything runs in float32. Under ``torchrun`` the loop runs on
+every rank (:mod:`fusion.cascade.distributed`): each trains on its share of the epoch's
+batches, and rank 0 alone scores val and writes the run folder.
 """
 from __future__ import annotations
 

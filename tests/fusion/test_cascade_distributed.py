@@ -67,8 +67,8 @@ def _free_port() -> int:
 def _torchrun(args: list, log: Path) -> subprocess.Popen:
     """``torchrun --nproc_per_node 2 -m fusion.cascade train ARGS`` in its own process group
     (so the test can kill all of it), stdout and stderr to ``log``."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    path = os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path, "OMP_NUM_THREADS": "1"}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
