@@ -12,6 +12,11 @@ Train on a store's own real and fake labels (and masks)::
 
     python -m fusion.cascade train --store ffpp.h5 --out runs/cascade --epochs 20
 
+On 4 GPUs of one node (DDP; one step sees 4 x --batch-size samples; rank 0 writes the run
+folder; see fusion/cascade/distributed.py)::
+
+    torchrun --nproc_per_node 4 -m fusion.cascade train --store ffpp.h5 --out runs/ddp
+
 Evaluate the best checkpoint on the test split; predict scores and mask overlays::
 
     python -m fusion.cascade eval --run runs/cascade --store ffpp.h5 --split test --out runs/cascade/test
@@ -20,6 +25,7 @@ Evaluate the best checkpoint on the test split; predict scores and mask overlays
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -189,10 +195,20 @@ def _train(args):
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     t0 = time.perf_counter()
-    with claim_output_dir(config.out, overwrite=args.overwrite, keep=args.resume,
-                          inputs=config.stores, hint=", --resume to continue it"):
-        result = train(config, resume=args.resume,
-                       flags=flags_record(f"{PROG} train", args, drop=("command", "overwrite")))
+    from fusion.cascade.distributed import from_env
+    ranks = from_env(args.device)  # SINGLE unless started by torchrun
+    try:
+        # rank 0 alone claims --out; the others wait and stop with its refusal, if any
+        claim = ranks.on_main(lambda: claim_output_dir(
+            config.out, overwrite=args.overwrite, keep=args.resume, inputs=config.stores,
+            hint=", --resume to continue it"), "rank 0 (claiming --out)", share=False)
+        with claim if ranks.is_main else contextlib.nullcontext():
+            result = train(config, resume=args.resume, ranks=ranks,
+                           flags=flags_record(f"{PROG} train", args, drop=("command", "overwrite")))
+    finally:
+        ranks.close()
+    if not ranks.is_main:
+        return
     best = result["best"]
     print(f"done in {time.perf_counter() - t0:.0f} s; best epoch {best['epoch']} "
           f"(selection score {best['selection_score']:.4f}); run folder {config.out}")

@@ -245,22 +245,37 @@ class TrainingSet:
                 "mask_valid": np.array([x[3] for x in samples], bool),
                 "sbi": np.array([x[4] for x in samples], bool)}
 
-    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None):
-        """Numpy mini-batches of about ``batch_size`` samples (a real and its blend are never
-        split across batches); the order depends only on ``seed`` and ``epoch``."""
+    def batch_plan(self, batch_size: int, epoch: int, shuffle: bool = True) -> list:
+        """The epoch's mini-batches as arrays of item indices (into :attr:`items`): about
+        ``batch_size`` samples each, a real and its blend never split, the order a function
+        of ``seed`` and ``epoch`` only. Reads no data."""
         order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
                  if shuffle else np.arange(len(self.items)))
-        pending, steps = [], 0
-        for i in order:
-            s, p = self.items[i]
-            pending += self.samples(int(s), int(p), epoch)
-            if len(pending) >= batch_size:
-                yield self._collate(pending)
-                pending, steps = [], steps + 1
-                if max_steps and steps >= max_steps:
-                    return
-        if pending:
-            yield self._collate(pending)
+        plan, start, n = [], 0, 0
+        for k, i in enumerate(order):
+            n += self._n_out(*self.items[i])
+            if n >= batch_size:
+                plan.append(order[start:k + 1])
+                start, n = k + 1, 0
+        if start < len(order):
+            plan.append(order[start:])
+        return plan
+
+    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None,
+                rank: int = 0, world_size: int = 1):
+        """Numpy mini-batches of :meth:`batch_plan`, at most ``max_steps`` of them.
+
+        With ``world_size > 1`` (one rank of :mod:`fusion.cascade.distributed`), only
+        batches ``rank, rank + world_size, ...`` of the plan are built, and the plan's last
+        ``len % world_size`` batches are left out so every rank yields as many.
+        """
+        plan = self.batch_plan(batch_size, epoch, shuffle)
+        if world_size > 1:
+            plan = plan[:len(plan) - len(plan) % world_size][rank::world_size]
+        for items in plan[:max_steps or None]:
+            yield self._collate([x for i in items
+                                 for x in self.samples(int(self.items[i][0]),
+                                                       int(self.items[i][1]), epoch)])
 
     def fixed(self, epoch: int = VAL_EPOCH) -> ArrayMaps:
         """Every sample of one draw (validation: the same blends for the whole run)."""

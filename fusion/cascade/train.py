@@ -17,7 +17,9 @@ The optimiser is AdamW with a lower learning rate for the pretrained backbone
 (``schedule="cosine"``), all a function of the global step, so a resumed run continues
 exactly as an uninterrupted one (randomness is derived from ``seed`` and the epoch number
 only). On CUDA, mixed precision (``torch.autocast`` fp16 + ``GradScaler``) is on unless
-``amp`` is False; on CPU everything runs in float32.
+``amp`` is False; on CPU everything runs in float32. Under ``torchrun`` the loop runs on
+every rank (:mod:`fusion.cascade.distributed`): each trains on its share of the epoch's
+batches, and rank 0 alone scores val and writes the run folder.
 """
 from __future__ import annotations
 
@@ -34,8 +36,9 @@ from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, 
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
                                    write_json, write_run_config)
 from fusion.cascade.data import StoreMaps, TrainingSet, prefetch, to_model_inputs
+from fusion.cascade.distributed import SINGLE, Ranks, rank_device
 from fusion.cascade.inference import autocast, run_inference
-from fusion.cascade.losses import CascadeLoss
+from fusion.cascade.losses import LOSS_TERMS, CascadeLoss
 from fusion.cascade.model import CascadeModel
 from fusion.metrics import compute_metrics
 
@@ -97,17 +100,22 @@ def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedul
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=print,
-          flags: dict | None = None) -> dict:
+          flags: dict | None = None, ranks: Ranks = SINGLE) -> dict:
     """Train (or resume) a run; returns ``{"best": best.json content, "history": [...]}``.
 
     ``flags`` (``{"command", "flags"}`` of :func:`base.cli.flags_record`) is saved in
     ``config.json`` beside the settings, so that ``--config RUN/config.json`` reruns the run.
+    ``ranks`` (:func:`fusion.cascade.distributed.from_env`): this process's place among
+    torchrun's; every rank returns the same history and best epoch, rank 0 alone logs and
+    writes ``config.out``.
     """
     from stores import open_store
 
-    config = resumed_config(config) if resume else config.validate()
+    config = ranks.on_main(lambda: resumed_config(config) if resume else config.validate())
+    if not ranks.is_main:
+        log, progress = (lambda *a, **k: None), False
     out = Path(config.out)
-    device = resolve_device(config.device)
+    device = rank_device(ranks, resolve_device(config.device))
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     augment = parse_augment(config.augment_names())
@@ -142,7 +150,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                              f"only label {sorted(labels_seen)}; use --sbi online for a store "
                              "of real faces")
         return _train_loop(config, resume, progress, log, device, augment, stores, train_set,
-                           val_set, out, flags)
+                           val_set, out, flags, ranks)
     finally:
         for store in stores:
             store.close()
@@ -160,45 +168,101 @@ def _param_groups(model: CascadeModel, config: TrainConfig) -> list[dict]:
     return [g for g in groups if g["params"]]
 
 
+def _start_or_resume(out: Path, resume: bool, model, opt, scaler, device, log):
+    """``(history, epochs finished, best)``: restored from ``out``'s checkpoint when resuming,
+    else a fresh start (refused when ``out`` holds a run)."""
+    if resume and (out / LAST_JSON).is_file():
+        history, start_epoch, best = load_checkpoint(out, model, opt, scaler, device)
+        log(f"resuming {out} after epoch {start_epoch}")
+        return history, start_epoch, best
+    if (out / LAST_JSON).is_file():
+        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or "
+                         "choose another folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return [], 0, None
+
+
+def _to_cpu(obj):
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_cpu(v) for v in obj)
+    return obj
+
+
+def _share_state(ranks: Ranks, model, opt, scaler):
+    """Rank 0's weights, optimizer and AMP scaler state (a resumed run's) on every rank."""
+    state = ranks.broadcast({"model": _to_cpu(model.state_dict()),
+                             "opt": _to_cpu(opt.state_dict()),
+                             "scaler": scaler.state_dict()} if ranks.is_main else None)
+    if not ranks.is_main:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])  # moves the state to the parameters' device
+        if state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+
+
+def _steps_per_epoch(config, train_set, ranks: Ranks) -> int:
+    """Optimizer steps of one epoch on every rank (the learning-rate schedule's unit)."""
+    per_step = config.batch_size * ranks.world_size
+    steps = max(1, math.ceil(len(train_set) / per_step))
+    if ranks.active:
+        n_batches = len(train_set.batch_plan(config.batch_size, 0))
+        if n_batches < ranks.world_size:
+            raise ValueError(f"--batch-size {config.batch_size}: split train makes {n_batches} "
+                             f"mini-batches, fewer than the {ranks.world_size} ranks; lower "
+                             "--batch-size or --nproc_per_node")
+    return min(steps, config.max_steps) if config.max_steps else steps
+
+
 def _train_loop(config, resume, progress, log, device, augment, stores, train_set, val_set, out,
-                flags=None):
+                flags=None, ranks: Ranks = SINGLE):
     model = build_model(config).to(device)
     criterion = CascadeLoss(config.loss)
     opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
                             weight_decay=config.weight_decay)
     use_amp = config.amp and device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    steps_per_epoch = max(1, math.ceil(len(train_set) / config.batch_size))
-    if config.max_steps:
-        steps_per_epoch = min(steps_per_epoch, config.max_steps)
+    steps_per_epoch = _steps_per_epoch(config, train_set, ranks)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(round(config.warmup_epochs * steps_per_epoch))
-    history, start_epoch, best = [], 0, None
-    if resume and (out / LAST_JSON).is_file():
-        history, start_epoch, best = load_checkpoint(out, model, opt, scaler, device)
-        log(f"resuming {out} after epoch {start_epoch}")
-    elif (out / LAST_JSON).is_file():
-        raise ValueError(f"--out {out} already holds a run; pass --resume to continue it or "
-                         "choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    val_data = val_set.fixed()
-    write_run_config(out, config, {"stride": model.stride, "store_runs": [s.run for s in stores],
-                                   "train_items": train_set.n_items,
-                                   "val_samples": len(val_data), **(flags or {})})
-    log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): "
-        f"{train_set.n_items} train crops -> {len(train_set)} samples per epoch "
-        f"(sbi {config.sbi}), {len(val_data)} val samples, backbone {config.backbone}, "
-        f"size {config.size}, augment {','.join(augment) or 'none'}")
+    history, start_epoch, best = ranks.on_main(
+        lambda: _start_or_resume(out, resume, model, opt, scaler, device, log))
+    if ranks.active and start_epoch:
+        _share_state(ranks, model, opt, scaler)
+    net = model
+    if ranks.active:
+        # a loss weight of 0 leaves its head out of the graph, which DDP must be told
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=len(criterion.active) < len(LOSS_TERMS))
+    val_data = val_set.fixed() if ranks.is_main else None
+    if ranks.is_main:
+        write_run_config(out, config, {"stride": model.stride,
+                                       "store_runs": [s.run for s in stores],
+                                       "train_items": train_set.n_items,
+                                       "val_samples": len(val_data), **(flags or {}),
+                                       **({"world_size": ranks.world_size} if ranks.active
+                                          else {})})
+        log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): "
+            f"{train_set.n_items} train crops -> {len(train_set)} samples per epoch "
+            f"(sbi {config.sbi}), {len(val_data)} val samples, backbone {config.backbone}, "
+            f"size {config.size}, augment {','.join(augment) or 'none'}"
+            + (f"; {ranks.world_size} ranks, {config.batch_size * ranks.world_size} samples "
+               "per step" if ranks.active else ""))
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = config.seed * 100003 + epoch
         torch.manual_seed(epoch_seed)
-        model.train()
+        net.train()
         totals, n_seen, t0 = {}, 0, time.perf_counter()
         # The prior baseline is the mean fake mask of the first epoch's batches, summed
         # as they pass (no second draw of the blends).
         fake_sum, n_fake = np.zeros((config.size, config.size), np.float64), 0
         batches = prefetch(train_set.batches(config.batch_size, epoch, shuffle=True,
-                                             max_steps=steps_per_epoch))
+                                             max_steps=steps_per_epoch, rank=ranks.rank,
+                                             world_size=ranks.world_size))
         if progress:
             from tqdm import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -210,7 +274,7 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
                 g["lr"] = config.lr * g["lr_scale"] * factor
             x = to_model_inputs(b, config.size, device)
             with autocast(device, config.amp):
-                outputs = model(x["rgb"])
+                outputs = net(x["rgb"])
             loss, terms = criterion(outputs, x)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"epoch {epoch + 1} step {step}: loss is {float(loss)}; "
@@ -229,46 +293,66 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
                 totals[k] = totals.get(k, 0.0) + v * n
             n_seen += n
         seconds = time.perf_counter() - t0
-        if epoch == 0:
-            np.save(out / PRIOR_MASK, (fake_sum / max(n_fake, 1)).astype(np.float32))
+        if ranks.active:  # every rank's samples in the epoch's means and the prior mask
+            keys = list(totals)
+            summed = ranks.sum([n_seen, n_fake, *(totals[k] for k in keys)]
+                               + (fake_sum.ravel().tolist() if epoch == 0 else []))
+            n_seen, n_fake = int(summed[0]), int(summed[1])
+            totals = dict(zip(keys, summed[2:2 + len(keys)]))
+            if epoch == 0:
+                fake_sum = np.asarray(summed[2 + len(keys):]).reshape(fake_sum.shape)
         row = {"epoch": epoch + 1, "train": {k: v / max(n_seen, 1) for k, v in totals.items()},
                "samples_per_s": n_seen / max(seconds, 1e-9), "seconds": seconds,
                "lr": config.lr * learning_rate_factor((epoch + 1) * steps_per_epoch - 1,
                                                       total_steps, warmup_steps, config.schedule)}
-        if len(val_data):
-            val = run_inference(model, val_data, config.size, device,
-                                batch_size=max(config.batch_size, 32), amp=config.amp,
-                                criterion=criterion)
-            labels = val_data.labels
-            auc = (compute_metrics(labels, val["scores"], n_boot=0)["auc"]
-                   if len(set(labels.tolist())) == 2 else float("nan"))
-            loc = val["localization"]["all"]
-            val_loss = sum(config.loss.of(k) * v for k, v in val["loss"].items())
-            real_area = (float(val["area"][labels == 0].mean()) if (labels == 0).any()
-                         else float("nan"))
-            row["val"] = {"auc": auc, "iou": loc["iou"], "pixel_auc": loc["pixel_auc"],
-                          "f1": loc["f1"], "real_mask_area": real_area, "loss": val_loss,
-                          **{f"loss_{k}": v for k, v in val["loss"].items()}}
-            score = _selection_score(auc, loc["iou"], val_loss)
-        else:
-            score = -row["train"]["total"]  # no val split: keep the lowest training loss
-            log("warning: no validation samples; the checkpoint is the lowest training loss")
-        row["selection_score"] = score
+        if epoch == 0 and ranks.is_main:
+            np.save(out / PRIOR_MASK, (fake_sum / max(n_fake, 1)).astype(np.float32))
+        row, best = ranks.on_main(lambda: _select_and_save(
+            config, model, criterion, opt, scaler if use_amp else None, device, val_data, out,
+            row, history, best, log))
         history.append(row)
-        improved = best is None or score > best["selection_score"]
-        if improved:
-            best = {"epoch": epoch + 1, "selection_score": score, "val": row.get("val")}
-            save_best(out, model, best)
-        save_checkpoint(out, model, opt, scaler.state_dict() if use_amp else None, epoch + 1,
-                        history, best)
-        write_json(out / "history.json", history)
-        val_txt = (f" val auc {row['val']['auc']:.3f} iou {row['val']['iou']:.3f}"
-                   if "val" in row else "")
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train']['total']:.4f} "
-            + " ".join(f"{k} {v:.4f}" for k, v in row["train"].items() if k != "total")
-            + f"{val_txt} ({row['samples_per_s']:.1f} samples/s){' *' if improved else ''}")
-    plot_history(history, out / "training.png")
+    if ranks.is_main:
+        plot_history(history, out / "training.png")
     return {"best": best, "history": history, "config": config}
+
+
+def _select_and_save(config, model, criterion, opt, scaler, device, val_data, out, row: dict,
+                     history: list, best: dict | None, log) -> tuple[dict, dict]:
+    """Score ``val_data``, keep the best epoch and write the checkpoints and history (rank
+    0's part of an epoch); returns ``(row with val and selection score, best)``."""
+    epoch = row["epoch"] - 1
+    if len(val_data):
+        val = run_inference(model, val_data, config.size, device,
+                            batch_size=max(config.batch_size, 32), amp=config.amp,
+                            criterion=criterion)
+        labels = val_data.labels
+        auc = (compute_metrics(labels, val["scores"], n_boot=0)["auc"]
+               if len(set(labels.tolist())) == 2 else float("nan"))
+        loc = val["localization"]["all"]
+        val_loss = sum(config.loss.of(k) * v for k, v in val["loss"].items())
+        real_area = (float(val["area"][labels == 0].mean()) if (labels == 0).any()
+                     else float("nan"))
+        row["val"] = {"auc": auc, "iou": loc["iou"], "pixel_auc": loc["pixel_auc"],
+                      "f1": loc["f1"], "real_mask_area": real_area, "loss": val_loss,
+                      **{f"loss_{k}": v for k, v in val["loss"].items()}}
+        score = _selection_score(auc, loc["iou"], val_loss)
+    else:
+        score = -row["train"]["total"]  # no val split: keep the lowest training loss
+        log("warning: no validation samples; the checkpoint is the lowest training loss")
+    row["selection_score"] = score
+    improved = best is None or score > best["selection_score"]
+    if improved:
+        best = {"epoch": epoch + 1, "selection_score": score, "val": row.get("val")}
+        save_best(out, model, best)
+    save_checkpoint(out, model, opt, scaler.state_dict() if scaler is not None else None,
+                    epoch + 1, history + [row], best)
+    write_json(out / "history.json", history + [row])
+    val_txt = (f" val auc {row['val']['auc']:.3f} iou {row['val']['iou']:.3f}"
+               if "val" in row else "")
+    log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train']['total']:.4f} "
+        + " ".join(f"{k} {v:.4f}" for k, v in row["train"].items() if k != "total")
+        + f"{val_txt} ({row['samples_per_s']:.1f} samples/s){' *' if improved else ''}")
+    return row, best
 
 
 def plot_history(history: list, path: Path):
