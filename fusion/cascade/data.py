@@ -14,10 +14,17 @@ maps are not needed here (they stay in the store for early fusion).
   self-blend each epoch (:mod:`fusion.cascade.blend`), and the real and its blend go into
   the same batch; ``keep_fakes`` mixes the store's own fakes in. With ``sbi="off"`` it
   trains on the store's labels as they are. Augmentations apply to every sample.
+* :func:`epoch_batches` builds an epoch's mini-batches in worker processes
+  (``--workers N``, a :class:`torch.utils.data.DataLoader` over whole batches), or in this
+  process with a background thread (:func:`prefetch`, ``--workers 0``). A batch is the same
+  arrays whichever process builds it: its items are planned up front
+  (:meth:`TrainingSet.plan`), and every sample's randomness depends only on (seed, epoch,
+  store, row).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import os
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,7 @@ SBI_MODES = ("off", "online")
 VAL_EPOCH = 1_000_000
 
 __all__ = ["StoreMaps", "TrainingSet", "to_model_inputs", "parse_augment", "prefetch",
-           "write_synthetic_store", "synthetic_faces_store", "REQUIRED_MAPS", "SBI_MODES"]
+           "epoch_batches", "default_workers", "write_synthetic_store", "synthetic_faces_store", "REQUIRED_MAPS", "SBI_MODES"]
 
 
 class StoreMaps:
@@ -50,6 +57,9 @@ class StoreMaps:
         mini-batch from the store).
     rows : array of int, optional
         Sorted store rows to use instead of a split.
+
+    Reads in another process (a :func:`epoch_batches` worker, forked or spawned) go through
+    a handle that process opens itself: an HDF5 handle must not cross processes.
     """
 
     def __init__(self, store, split: str | None = None, cache_bytes: int = 1 << 30, rows=None):
@@ -58,7 +68,8 @@ class StoreMaps:
             raise ValueError(f"{store.path}: the cascade model needs the map 'rgb' (and "
                              "optionally 'mask'); extract it with "
                              "`python -m pipelines.extract --features rgb,mask,...`")
-        self.store = store
+        self.store, self.path = store, store.path
+        self._handle, self._pid = store, os.getpid()
         self.rows = (np.asarray(rows, np.int64) if rows is not None
                      else store.select(split=split))
         self.has_mask = "mask" in store.maps
@@ -69,6 +80,7 @@ class StoreMaps:
         # Reals need no mask file: their mask is empty by definition.
         self.mask_valid = self.mask_valid | (self.labels == 0)
         self.landmarks = store.landmarks()[self.rows]
+        self._crop_size = int(store.attrs("rgb")["shape"][0])
         per_row = sum(int(np.prod(store.attrs(m)["shape"])) for m in self._names())
         self._cache = None
         if per_row * len(self.rows) <= cache_bytes:
@@ -79,13 +91,25 @@ class StoreMaps:
 
     @property
     def crop_size(self) -> int:
-        return int(self.store.attrs("rgb")["shape"][0])
+        return self._crop_size
+
+    def __getstate__(self):
+        # a spawned worker gets everything but the handles (it opens its own)
+        return {**self.__dict__, "store": None, "_handle": None, "_pid": None}
+
+    def _store_here(self):
+        """The store handle of this process: opened here on first use in a worker."""
+        if self._pid != os.getpid():
+            from stores import open_store
+            self._handle, self._pid = open_store(self.path), os.getpid()
+        return self._handle
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _read_rows(self, rows: np.ndarray) -> dict:
-        return {name: self.store.read_map(name, index=rows)[0] for name in self._names()}
+        store = self._store_here()
+        return {name: store.read_map(name, index=rows)[0] for name in self._names()}
 
     def batch(self, positions) -> dict:
         """Numpy batch of the samples at ``positions`` (0..len-1), in that order."""
@@ -167,6 +191,71 @@ def prefetch(iterable, depth: int = 2):
             yield item
 
 
+def default_workers() -> int:
+    """Batch-building processes when ``--workers`` is not given: the cores this process may
+    run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+class _PlannedBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a :meth:`TrainingSet.plan` (a dataset of whole mini-batches)."""
+
+    def __init__(self, data: "TrainingSet", plan: list, epoch: int):
+        self.data, self.plan, self.epoch = data, plan, epoch
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data.build(self.plan[i], self.epoch)
+
+
+def _as_built(batch):
+    return batch  # keep the numpy arrays (the DataLoader would make tensors of them)
+
+
+def _one_thread(_worker_id):
+    # N workers already use N cores; OpenCV's own thread pool would oversubscribe them
+    import cv2
+    cv2.setNumThreads(1)
+
+
+def _worker_context():
+    """Workers start from a fresh process, never by forking this one: a fork copies
+    OpenCV's and OpenMP's thread pools in a state the child cannot use (it hangs) and
+    this process's HDF5 handles. The fork server imports this module once, so a new
+    worker starts in milliseconds; where there is none (Windows), spawn."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int = 0,
+                  shuffle: bool = True, max_steps=None):
+    """Iterate the numpy mini-batches of ``epoch`` (those of :meth:`TrainingSet.batches`).
+
+    ``workers`` processes build them (store read, self-blend, augment, resize), each
+    ``workers * 2`` batches ahead at most, and they arrive in plan order; 0 builds them
+    in this process in a background thread (:func:`prefetch`). The arrays do not depend
+    on ``workers``.
+    """
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    if workers == 0:
+        return prefetch(data.batches(batch_size, epoch, shuffle, max_steps))
+    plan = data.plan(batch_size, epoch, shuffle, max_steps)
+    return iter(torch.utils.data.DataLoader(
+        _PlannedBatches(data, plan, epoch), batch_size=None, shuffle=False,
+        num_workers=min(workers, max(len(plan), 1)), collate_fn=_as_built,
+        worker_init_fn=_one_thread, prefetch_factor=2, multiprocessing_context=_worker_context()))
+
+
 class TrainingSet:
     """Training or validation samples drawn from one or more stores.
 
@@ -245,22 +334,34 @@ class TrainingSet:
                 "mask_valid": np.array([x[3] for x in samples], bool),
                 "sbi": np.array([x[4] for x in samples], bool)}
 
-    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None):
-        """Numpy mini-batches of about ``batch_size`` samples (a real and its blend are never
-        split across batches); the order depends only on ``seed`` and ``epoch``."""
+    def plan(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None) -> list:
+        """The items (indices into :attr:`items`) of every mini-batch of ``epoch``, in order.
+
+        A batch closes once it holds at least ``batch_size`` samples (a real and its blend
+        are never split across batches); the order depends only on ``seed`` and ``epoch``.
+        """
         order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
                  if shuffle else np.arange(len(self.items)))
-        pending, steps = [], 0
-        for i in order:
-            s, p = self.items[i]
-            pending += self.samples(int(s), int(p), epoch)
-            if len(pending) >= batch_size:
-                yield self._collate(pending)
-                pending, steps = [], steps + 1
-                if max_steps and steps >= max_steps:
-                    return
-        if pending:
-            yield self._collate(pending)
+        plan, start, n = [], 0, 0
+        for k, i in enumerate(order):
+            n += self._n_out(*self.items[i])
+            if n >= batch_size or k == len(order) - 1:
+                plan.append(order[start:k + 1])
+                start, n = k + 1, 0
+                if max_steps and len(plan) >= max_steps:
+                    break
+        return plan
+
+    def build(self, items, epoch: int) -> dict:
+        """The numpy mini-batch of ``items`` (indices into :attr:`items`) in ``epoch``."""
+        return self._collate([x for i in items
+                              for x in self.samples(int(self.items[i][0]), int(self.items[i][1]),
+                                                    epoch)])
+
+    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None):
+        """Numpy mini-batches of :meth:`plan`, built one after another in this process."""
+        for items in self.plan(batch_size, epoch, shuffle, max_steps):
+            yield self.build(items, epoch)
 
     def fixed(self, epoch: int = VAL_EPOCH) -> ArrayMaps:
         """Every sample of one draw (validation: the same blends for the whole run)."""
