@@ -153,8 +153,7 @@ def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
 def resumed_config(config: TrainConfig) -> TrainConfig:
     """The settings of the run in ``config.out`` when it has a ``config.json`` (a resumed
     run keeps its settings; only the epoch count, device, workers and store paths may
-    change), else
-    ``config``; validated either way."""
+    change), else ``config``; validated either way."""
     config.validate()
     path = Path(config.out) / CONFIG_JSON
     if not path.is_file():

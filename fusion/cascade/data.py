@@ -18,7 +18,7 @@ maps are not needed here (they stay in the store for early fusion).
   (``--workers N``, a :class:`torch.utils.data.DataLoader` over whole batches), or in this
   process with a background thread (:func:`prefetch`, ``--workers 0``). A batch is the same
   arrays whichever process builds it: its items are planned up front
-  (:meth:`TrainingSet.plan`), and every sample's randomness depends only on (seed, epoch,
+  (:meth:`TrainingSet.batch_plan`), and every sample's randomness depends only on (seed, epoch,
   store, row).
 """
 from __future__ import annotations
@@ -41,7 +41,8 @@ SBI_MODES = ("off", "online")
 VAL_EPOCH = 1_000_000
 
 __all__ = ["StoreMaps", "TrainingSet", "to_model_inputs", "parse_augment", "prefetch",
-           "epoch_batches", "default_workers", "write_synthetic_store", "synthetic_faces_store", "REQUIRED_MAPS", "SBI_MODES"]
+           "epoch_batches", "default_workers", "write_synthetic_store", "synthetic_faces_store",
+           "REQUIRED_MAPS", "SBI_MODES"]
 
 
 class StoreMaps:
@@ -201,7 +202,7 @@ def default_workers() -> int:
 
 
 class _PlannedBatches(torch.utils.data.Dataset):
-    """Batch ``i`` of a :meth:`TrainingSet.plan` (a dataset of whole mini-batches)."""
+    """Batch ``i`` of a :meth:`TrainingSet.batch_plan` (a dataset of whole mini-batches)."""
 
     def __init__(self, data: "TrainingSet", plan: list, epoch: int):
         self.data, self.plan, self.epoch = data, plan, epoch
@@ -240,8 +241,8 @@ def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int
                   shuffle: bool = True, max_steps=None):
     """Iterate the numpy mini-batches of ``epoch`` (those of :meth:`TrainingSet.batches`).
 
-    ``workers`` processes build them (store read, self-blend, augment, resize), each
-    ``workers * 2`` batches ahead at most, and they arrive in plan order; 0 builds them
+    ``workers`` processes build them (store read, self-blend, augment, resize), each at
+    most 2 batches ahead, and they arrive in plan order; 0 builds them
     in this process in a background thread (:func:`prefetch`). The arrays do not depend
     on ``workers``.
     """
@@ -249,11 +250,12 @@ def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int
         raise ValueError(f"--workers must be >= 0, got {workers}")
     if workers == 0:
         return prefetch(data.batches(batch_size, epoch, shuffle, max_steps))
-    plan = data.plan(batch_size, epoch, shuffle, max_steps)
+    plan = data.batch_plan(batch_size, epoch, shuffle)[:max_steps or None]
     return iter(torch.utils.data.DataLoader(
         _PlannedBatches(data, plan, epoch), batch_size=None, shuffle=False,
         num_workers=min(workers, max(len(plan), 1)), collate_fn=_as_built,
-        worker_init_fn=_one_thread, prefetch_factor=2, multiprocessing_context=_worker_context()))
+        worker_init_fn=_one_thread, prefetch_factor=2,
+        multiprocessing_context=_worker_context()))
 
 
 class TrainingSet:
@@ -334,22 +336,20 @@ class TrainingSet:
                 "mask_valid": np.array([x[3] for x in samples], bool),
                 "sbi": np.array([x[4] for x in samples], bool)}
 
-    def plan(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None) -> list:
-        """The items (indices into :attr:`items`) of every mini-batch of ``epoch``, in order.
-
-        A batch closes once it holds at least ``batch_size`` samples (a real and its blend
-        are never split across batches); the order depends only on ``seed`` and ``epoch``.
-        """
+    def batch_plan(self, batch_size: int, epoch: int, shuffle: bool = True) -> list:
+        """The epoch's mini-batches as arrays of item indices (into :attr:`items`): about
+        ``batch_size`` samples each, a real and its blend never split, the order a function
+        of ``seed`` and ``epoch`` only. Reads no data."""
         order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
                  if shuffle else np.arange(len(self.items)))
         plan, start, n = [], 0, 0
         for k, i in enumerate(order):
             n += self._n_out(*self.items[i])
-            if n >= batch_size or k == len(order) - 1:
+            if n >= batch_size:
                 plan.append(order[start:k + 1])
                 start, n = k + 1, 0
-                if max_steps and len(plan) >= max_steps:
-                    break
+        if start < len(order):
+            plan.append(order[start:])
         return plan
 
     def build(self, items, epoch: int) -> dict:
@@ -359,8 +359,9 @@ class TrainingSet:
                                                     epoch)])
 
     def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None):
-        """Numpy mini-batches of :meth:`plan`, built one after another in this process."""
-        for items in self.plan(batch_size, epoch, shuffle, max_steps):
+        """Numpy mini-batches of :meth:`batch_plan`, at most ``max_steps`` of them, built one
+        after another in this process."""
+        for items in self.batch_plan(batch_size, epoch, shuffle)[:max_steps or None]:
             yield self.build(items, epoch)
 
     def fixed(self, epoch: int = VAL_EPOCH) -> ArrayMaps:
