@@ -95,7 +95,10 @@ class StoreMaps:
         return self._crop_size
 
     def __getstate__(self):
-        # a spawned worker gets everything but the handles (it opens its own)
+        # A worker gets everything but the handles (it opens its own); the in-memory maps
+        # go as shared-memory tensors, so that starting a worker copies none of them.
+        if self._cache is not None and not isinstance(self._cache, _SharedMaps):
+            self._cache = _SharedMaps(self._cache)
         return {**self.__dict__, "store": None, "_handle": None, "_pid": None}
 
     def _store_here(self):
@@ -136,6 +139,29 @@ class StoreMaps:
                  else np.arange(len(self)))
         for start in range(0, len(order), batch_size):
             yield self.batch(order[start:start + batch_size])
+
+
+class _SharedMaps(dict):
+    """Numpy maps whose memory is a shared-memory tensor's: pickled for a worker process,
+    they pass as a handle to that memory (torch's multiprocessing reductions), not a copy."""
+
+    def __init__(self, maps: dict):
+        tensors = {k: torch.empty(v.shape, dtype=torch.from_numpy(v[:0]).dtype).share_memory_()
+                   for k, v in maps.items()}
+        for k, v in maps.items():
+            tensors[k].numpy()[...] = v
+        super().__init__({k: t.numpy() for k, t in tensors.items()})
+        self._tensors = tensors
+
+    def __reduce__(self):
+        return _SharedMaps._from_tensors, (self._tensors,)
+
+    @classmethod
+    def _from_tensors(cls, tensors: dict) -> "_SharedMaps":
+        maps = dict.__new__(cls)
+        dict.__init__(maps, {k: t.numpy() for k, t in tensors.items()})
+        maps._tensors = tensors
+        return maps
 
 
 def to_model_inputs(batch: dict, size: int, device="cpu") -> dict:
