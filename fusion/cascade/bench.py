@@ -135,8 +135,10 @@ def main(argv=None) -> int:
             workers=args.workers, data_only=args.data_only)
     print(f"cascade training throughput ({r['backbone']}, {r['size']} px, batch {r['batch_size']}, "
           f"{r['torch_threads']} torch threads, {r['workers']} workers)")
-    print(f"  bare forward/backward   {r['bare_samples_per_s']:8.1f} samples/s "
-          f"({r['step_ms_per_sample']:.1f} ms/sample)")
+    timed_model = r["bare_samples_per_s"] == r["bare_samples_per_s"]  # not NaN (--data-only)
+    if timed_model:
+        print(f"  bare forward/backward   {r['bare_samples_per_s']:8.1f} samples/s "
+              f"({r['step_ms_per_sample']:.1f} ms/sample)")
     print(f"  data pipeline alone     {r['data_samples_per_s']:8.1f} samples/s "
           f"({r['data_ms_per_sample']:.1f} ms/sample: read, blend, augment, resize)")
     for n, rate in r["data_samples_per_s_by_workers"].items():
@@ -146,9 +148,10 @@ def main(argv=None) -> int:
     print(f"  1 -> 2 workers: {r['data_scaling_1_to_2_workers']:.2f}x (goal >= 1.8x); "
           f"{per_core:.1f} samples/s per core at {r['size']} px: 16 cores feed about "
           f"{16 * per_core:.0f} samples/s (goal >= 1,000 at 384 px)")
-    print(f"  pipeline + training     {r['pipeline_samples_per_s']:8.1f} samples/s "
-          f"({r['workers']} workers)")
-    print(f"  overhead of the data pipeline: {100 * r['overhead']:+.1f} % (goal <= 20 %)")
+    if timed_model:
+        print(f"  pipeline + training     {r['pipeline_samples_per_s']:8.1f} samples/s "
+              f"({r['workers']} workers)")
+        print(f"  overhead of the data pipeline: {100 * r['overhead']:+.1f} % (goal <= 20 %)")
     if r["load_average"]:
         print("  load average (1, 5, 15 min): "
               + ", ".join(f"{v:.2f}" for v in r["load_average"]))

@@ -94,3 +94,18 @@ def test_negative_workers_stop_before_work(face_store, tmp_path, capsys):
     assert not (tmp_path / "r").exists()
     with pytest.raises(ValueError, match="--workers"):
         TrainConfig(store=str(face_store), out=str(tmp_path / "r"), workers=-1).validate()
+
+
+def test_benchmark_times_the_data_pipeline_with_1_and_2_workers(face_store, capsys):
+    from fusion.cascade import bench
+    r = bench.run([str(face_store)], steps=2, batch_size=8, size=32, backbone="tiny",
+                  workers=3, data_only=True)
+    assert sorted(r["data_samples_per_s_by_workers"]) == [0, 1, 2, 3]
+    assert r["data_scaling_1_to_2_workers"] == pytest.approx(
+        r["data_samples_per_s_by_workers"][2] / r["data_samples_per_s_by_workers"][1])
+    assert np.isnan(r["bare_samples_per_s"])
+    assert bench.main(["--store", str(face_store), "--steps", "1", "--batch-size", "8",
+                       "--size", "32", "--backbone", "tiny", "--workers", "1",
+                       "--data-only"]) == 0
+    out = capsys.readouterr().out
+    assert "1 -> 2 workers" in out and "per core" in out and "bare" not in out
