@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -97,7 +98,8 @@ class StoreMaps:
     def __getstate__(self):
         # A worker gets everything but the handles (it opens its own); the in-memory maps
         # go as shared-memory tensors, so that starting a worker copies none of them.
-        if self._cache is not None and not isinstance(self._cache, _SharedMaps):
+        if (self._cache is not None and not isinstance(self._cache, _SharedMaps)
+                and _fits_shared_memory(sum(v.nbytes for v in self._cache.values()))):
             self._cache = _SharedMaps(self._cache)
         return {**self.__dict__, "store": None, "_handle": None, "_pid": None}
 
@@ -139,6 +141,15 @@ class StoreMaps:
                  else np.arange(len(self)))
         for start in range(0, len(order), batch_size):
             yield self.batch(order[start:start + batch_size])
+
+
+def _fits_shared_memory(nbytes: int) -> bool:
+    """Whether ``/dev/shm`` has room for ``nbytes`` twice over (a container's is often
+    64 MB; the maps are then copied to each worker instead)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free >= 2 * nbytes
+    except OSError:
+        return False
 
 
 class _SharedMaps(dict):
