@@ -118,6 +118,10 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--max-steps", type=at_least(1), default=None, help="cap on steps per epoch (smoke tests)")
     t.add_argument("--cache-mb", type=at_least(0), default=1024,
                    help="keep a split's maps in memory up to this size (default 1024)")
+    t.add_argument("--workers", type=at_least(0), default=None,
+                   help="processes that build the mini-batches (store read, self-blend, "
+                        "augment, resize); 0: in this process, in a background thread "
+                        "(default: the machine's cores). The batches do not depend on it")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
     add_overwrite_flag(t)
     t.add_argument("--threads", type=at_least(0), default=0,
@@ -181,7 +185,8 @@ def _train(args):
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,
                              warmup_epochs=args.warmup_epochs, schedule=args.schedule,
                              amp=not args.no_amp, max_steps=args.max_steps,
-                             cache_mb=args.cache_mb, loss=weights).validate()
+                             cache_mb=args.cache_mb, workers=args.workers,
+                             loss=weights).validate()
         from fusion.cascade.losses import CascadeLoss
         CascadeLoss(weights)
         for path in config.stores:

@@ -1,14 +1,18 @@
 """Training throughput of the cascade model: the whole data pipeline against the bare step.
 
-``python -m fusion.cascade.bench --store REAL.h5 [--store FFPP.h5] [--steps 8]`` times, in
-one run and on the same model and mini-batch size:
+``python -m fusion.cascade.bench --store REAL.h5 [--store FFPP.h5] [--steps 8] [--workers N]``
+times, in one run and on the same model and mini-batch size:
 
 1. **bare**: forward + backward + optimiser step on one fixed, pre-built mini-batch (the
    model's own LBP/DCT streams included, since they are part of its forward pass);
 2. **data**: building mini-batches alone (store read, online self-blend, augmentation,
-   resize), one after another;
-3. **pipeline**: what ``fusion.cascade train`` does -- mini-batches built in the background
-   thread (:func:`fusion.cascade.data.prefetch`) while the model trains.
+   resize): in this process one after another, then in 1 and 2 worker processes (and in
+   ``--workers`` when more), the same batches each time. The 1-worker rate is the
+   samples/s one core makes (goal at 384 px: 16 cores feed at least 1,000 samples/s);
+   2 workers should make at least 1.8x as many;
+3. **pipeline**: what ``fusion.cascade train --workers N`` does -- mini-batches built by
+   ``--workers`` processes (:func:`fusion.cascade.data.epoch_batches`; 0: a background
+   thread) while the model trains.
 
 It prints samples/s of each and the pipeline's overhead over the bare step,
 ``bare / pipeline - 1`` (goal: at most 20 %), and writes them to ``--json`` when given.
@@ -16,6 +20,7 @@ It prints samples/s of each and the pipeline's overhead over the bare step,
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -33,10 +38,24 @@ def _step(model, criterion, opt, x):
     opt.step()
 
 
+def _time_bare_steps(model, criterion, opt, data, batch_size, size, steps):
+    """``(samples, seconds)`` of ``steps`` training steps on one pre-built mini-batch."""
+    from fusion.cascade.data import to_model_inputs
+    x = to_model_inputs(next(iter(data.batches(batch_size, epoch=0))), size)
+    _step(model, criterion, opt, x)  # warm-up (allocations, kernels)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        _step(model, criterion, opt, x)
+    return steps * len(x["label"]), time.perf_counter() - t0
+
+
 def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
-        backbone: str = "efficientnet-lite0", seed: int = 0, threads: int = 0) -> dict:
-    """Samples/s of the bare step, the data pipeline alone, and both together."""
-    from fusion.cascade.data import TrainingSet, prefetch, to_model_inputs
+        backbone: str = "efficientnet-lite0", seed: int = 0, threads: int = 0,
+        workers: int | None = None, data_only: bool = False) -> dict:
+    """Samples/s of the bare step, the data pipeline alone (in this process and with 1, 2
+    and ``workers`` processes; None: the machine's cores), and both together (NaN for the
+    model's rates with ``data_only``)."""
+    from fusion.cascade.data import TrainingSet, default_workers, epoch_batches, to_model_inputs
     from fusion.cascade.blend import parse_augment
     from fusion.cascade.losses import CascadeLoss
     from fusion.cascade.config import TrainConfig, build_model
@@ -45,6 +64,7 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
 
     if threads:
         torch.set_num_threads(threads)
+    workers = default_workers() if workers is None else workers
     config = TrainConfig(store=list(stores), out="", sbi="online", size=size,
                          batch_size=batch_size, backbone=backbone, seed=seed).validate()
     opened = [open_store(p) for p in config.stores]
@@ -55,34 +75,41 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
         model = build_model(config).train()
         criterion = CascadeLoss(config.loss)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        first = next(iter(data.batches(batch_size, epoch=0)))
-        x = to_model_inputs(first, size)
-        _step(model, criterion, opt, x)  # warm-up (allocations, kernels)
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            _step(model, criterion, opt, x)
-        bare_s = time.perf_counter() - t0
-        n_bare = steps * len(x["label"])
+        n_bare = bare_s = n_pipe = pipe_s = float("nan")
+        if not data_only:
+            n_bare, bare_s = _time_bare_steps(model, criterion, opt, data, batch_size, size,
+                                              steps)
+        # start the workers' fork server (it imports torch and OpenCV once) before timing
+        for _ in epoch_batches(data, batch_size, epoch=0, workers=max(workers, 2), max_steps=1):
+            pass
+        by_workers = {}
+        for n in sorted({0, 1, 2, workers}):
+            t0, n_data = time.perf_counter(), 0
+            batches = (data.batches(batch_size, epoch=1, max_steps=steps) if n == 0 else
+                       epoch_batches(data, batch_size, epoch=1, workers=n, max_steps=steps))
+            for b in batches:
+                n_data += len(b["label"])
+            by_workers[n] = n_data / (time.perf_counter() - t0)
 
-        t0, n_data = time.perf_counter(), 0
-        for b in data.batches(batch_size, epoch=1, max_steps=steps):
-            n_data += len(b["label"])
-        data_s = time.perf_counter() - t0
-
-        t0, n_pipe = time.perf_counter(), 0
-        for b in prefetch(data.batches(batch_size, epoch=2, max_steps=steps)):
-            _step(model, criterion, opt, to_model_inputs(b, size))
-            n_pipe += len(b["label"])
-        pipe_s = time.perf_counter() - t0
+        if not data_only:
+            t0, n_pipe = time.perf_counter(), 0
+            for b in epoch_batches(data, batch_size, epoch=2, workers=workers, max_steps=steps):
+                _step(model, criterion, opt, to_model_inputs(b, size))
+                n_pipe += len(b["label"])
+            pipe_s = time.perf_counter() - t0
     finally:
         for s in opened:
             s.close()
-    result = {"bare_samples_per_s": n_bare / bare_s, "data_samples_per_s": n_data / data_s,
+    result = {"bare_samples_per_s": n_bare / bare_s, "data_samples_per_s": by_workers[0],
+              "data_samples_per_s_by_workers": by_workers,
+              "data_scaling_1_to_2_workers": by_workers[2] / by_workers[1],
+              "data_samples_per_s_per_core": by_workers[1],
               "pipeline_samples_per_s": n_pipe / pipe_s,
-              "data_ms_per_sample": 1000 * data_s / n_data,
+              "data_ms_per_sample": 1000 / by_workers[0],
               "step_ms_per_sample": 1000 * bare_s / n_bare,
               "steps": steps, "batch_size": batch_size, "size": size, "backbone": backbone,
-              "torch_threads": torch.get_num_threads()}
+              "torch_threads": torch.get_num_threads(), "workers": workers,
+              "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None}
     result["overhead"] = result["bare_samples_per_s"] / result["pipeline_samples_per_s"] - 1
     return result
 
@@ -95,18 +122,39 @@ def main(argv=None) -> int:
     p.add_argument("--size", type=at_least(16), default=128, help="model input size (default 128)")
     p.add_argument("--backbone", default="efficientnet-lite0", help="default efficientnet-lite0")
     p.add_argument("--threads", type=at_least(0), default=0, help="torch CPU threads (0: torch's choice)")
+    p.add_argument("--workers", type=at_least(0), default=None,
+                   help="batch-building processes of the pipeline measurement, also timed on "
+                        "the data alone beside 1 and 2 (0: a background thread; default: the "
+                        "machine's cores)")
+    p.add_argument("--data-only", action="store_true",
+                   help="time the data pipeline alone (no model steps: quick at 384 px on a CPU)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
     stores = [s.strip() for flag in args.store for s in flag.split(",") if s.strip()]
-    r = run(stores, args.steps, args.batch_size, args.size, args.backbone, threads=args.threads)
+    r = run(stores, args.steps, args.batch_size, args.size, args.backbone, threads=args.threads,
+            workers=args.workers, data_only=args.data_only)
     print(f"cascade training throughput ({r['backbone']}, {r['size']} px, batch {r['batch_size']}, "
-          f"{r['torch_threads']} torch threads)")
-    print(f"  bare forward/backward   {r['bare_samples_per_s']:8.1f} samples/s "
-          f"({r['step_ms_per_sample']:.1f} ms/sample)")
+          f"{r['torch_threads']} torch threads, {r['workers']} workers)")
+    timed_model = r["bare_samples_per_s"] == r["bare_samples_per_s"]  # not NaN (--data-only)
+    if timed_model:
+        print(f"  bare forward/backward   {r['bare_samples_per_s']:8.1f} samples/s "
+              f"({r['step_ms_per_sample']:.1f} ms/sample)")
     print(f"  data pipeline alone     {r['data_samples_per_s']:8.1f} samples/s "
           f"({r['data_ms_per_sample']:.1f} ms/sample: read, blend, augment, resize)")
-    print(f"  pipeline + training     {r['pipeline_samples_per_s']:8.1f} samples/s")
-    print(f"  overhead of the data pipeline: {100 * r['overhead']:+.1f} % (goal <= 20 %)")
+    for n, rate in r["data_samples_per_s_by_workers"].items():
+        if n:
+            print(f"    with {n:2d} worker{'s' if n > 1 else ' '}       {rate:8.1f} samples/s")
+    per_core = r["data_samples_per_s_per_core"]
+    print(f"  1 -> 2 workers: {r['data_scaling_1_to_2_workers']:.2f}x (goal >= 1.8x); "
+          f"{per_core:.1f} samples/s per core at {r['size']} px: 16 cores feed about "
+          f"{16 * per_core:.0f} samples/s (goal >= 1,000 at 384 px)")
+    if timed_model:
+        print(f"  pipeline + training     {r['pipeline_samples_per_s']:8.1f} samples/s "
+              f"({r['workers']} workers)")
+        print(f"  overhead of the data pipeline: {100 * r['overhead']:+.1f} % (goal <= 20 %)")
+    if r["load_average"]:
+        print("  load average (1, 5, 15 min): "
+              + ", ".join(f"{v:.2f}" for v in r["load_average"]))
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(r, fh, indent=2)

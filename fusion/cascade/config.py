@@ -75,6 +75,7 @@ class TrainConfig:
     amp: bool = True
     max_steps: int | None = None  # per epoch; for smoke tests and benchmarks
     cache_mb: int = 1024
+    workers: int | None = None  # batch-building processes; None: the machine's cores
     loss: LossWeights = field(default_factory=LossWeights)
 
     def validate(self):
@@ -82,6 +83,7 @@ class TrainConfig:
         checks = [(self.epochs >= 1, "--epochs must be >= 1"),
                   (self.batch_size >= 1, "--batch-size must be >= 1"),
                   (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
+                  (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
                   (self.lr > 0, "--lr must be > 0"),
                   (self.size >= 16 and self.size % 16 == 0, "--size must be a multiple of 16, >= 16"),
                   (self.sbi in SBI_MODES, f"--sbi must be one of {', '.join(SBI_MODES)}"),
@@ -150,14 +152,15 @@ def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
 
 def resumed_config(config: TrainConfig) -> TrainConfig:
     """The settings of the run in ``config.out`` when it has a ``config.json`` (a resumed
-    run keeps its settings; only the epoch count, device and store paths may change), else
-    ``config``; validated either way."""
+    run keeps its settings; only the epoch count, device, workers and store paths may
+    change), else ``config``; validated either way."""
     config.validate()
     path = Path(config.out) / CONFIG_JSON
     if not path.is_file():
         return config
     saved = TrainConfig.from_json(json.loads(path.read_text())["config"])
     saved.epochs, saved.device, saved.store = config.epochs, config.device, config.store
+    saved.workers = config.workers
     return saved.validate()
 
 

@@ -14,10 +14,18 @@ maps are not needed here (they stay in the store for early fusion).
   self-blend each epoch (:mod:`fusion.cascade.blend`), and the real and its blend go into
   the same batch; ``keep_fakes`` mixes the store's own fakes in. With ``sbi="off"`` it
   trains on the store's labels as they are. Augmentations apply to every sample.
+* :func:`epoch_batches` builds an epoch's mini-batches in worker processes
+  (``--workers N``, a :class:`torch.utils.data.DataLoader` over whole batches), or in this
+  process with a background thread (:func:`prefetch`, ``--workers 0``). A batch is the same
+  arrays whichever process builds it: its items are planned up front
+  (:meth:`TrainingSet.batch_plan`), and every sample's randomness depends only on (seed, epoch,
+  store, row).
 """
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +42,8 @@ SBI_MODES = ("off", "online")
 VAL_EPOCH = 1_000_000
 
 __all__ = ["StoreMaps", "TrainingSet", "to_model_inputs", "parse_augment", "prefetch",
-           "write_synthetic_store", "synthetic_faces_store", "REQUIRED_MAPS", "SBI_MODES"]
+           "epoch_batches", "default_workers", "write_synthetic_store", "synthetic_faces_store",
+           "REQUIRED_MAPS", "SBI_MODES"]
 
 
 class StoreMaps:
@@ -50,6 +59,9 @@ class StoreMaps:
         mini-batch from the store).
     rows : array of int, optional
         Sorted store rows to use instead of a split.
+
+    Reads in another process (a :func:`epoch_batches` worker, forked or spawned) go through
+    a handle that process opens itself: an HDF5 handle must not cross processes.
     """
 
     def __init__(self, store, split: str | None = None, cache_bytes: int = 1 << 30, rows=None):
@@ -58,7 +70,8 @@ class StoreMaps:
             raise ValueError(f"{store.path}: the cascade model needs the map 'rgb' (and "
                              "optionally 'mask'); extract it with "
                              "`python -m pipelines.extract --features rgb,mask,...`")
-        self.store = store
+        self.store, self.path = store, store.path
+        self._handle, self._pid = store, os.getpid()
         self.rows = (np.asarray(rows, np.int64) if rows is not None
                      else store.select(split=split))
         self.has_mask = "mask" in store.maps
@@ -69,6 +82,7 @@ class StoreMaps:
         # Reals need no mask file: their mask is empty by definition.
         self.mask_valid = self.mask_valid | (self.labels == 0)
         self.landmarks = store.landmarks()[self.rows]
+        self._crop_size = int(store.attrs("rgb")["shape"][0])
         per_row = sum(int(np.prod(store.attrs(m)["shape"])) for m in self._names())
         self._cache = None
         if per_row * len(self.rows) <= cache_bytes:
@@ -79,13 +93,29 @@ class StoreMaps:
 
     @property
     def crop_size(self) -> int:
-        return int(self.store.attrs("rgb")["shape"][0])
+        return self._crop_size
+
+    def __getstate__(self):
+        # A worker gets everything but the handles (it opens its own); the in-memory maps
+        # go as shared-memory tensors, so that starting a worker copies none of them.
+        if (self._cache is not None and not isinstance(self._cache, _SharedMaps)
+                and _fits_shared_memory(sum(v.nbytes for v in self._cache.values()))):
+            self._cache = _SharedMaps(self._cache)
+        return {**self.__dict__, "store": None, "_handle": None, "_pid": None}
+
+    def _store_here(self):
+        """The store handle of this process: opened here on first use in a worker."""
+        if self._pid != os.getpid():
+            from stores import open_store
+            self._handle, self._pid = open_store(self.path), os.getpid()
+        return self._handle
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def _read_rows(self, rows: np.ndarray) -> dict:
-        return {name: self.store.read_map(name, index=rows)[0] for name in self._names()}
+        store = self._store_here()
+        return {name: store.read_map(name, index=rows)[0] for name in self._names()}
 
     def batch(self, positions) -> dict:
         """Numpy batch of the samples at ``positions`` (0..len-1), in that order."""
@@ -111,6 +141,38 @@ class StoreMaps:
                  else np.arange(len(self)))
         for start in range(0, len(order), batch_size):
             yield self.batch(order[start:start + batch_size])
+
+
+def _fits_shared_memory(nbytes: int) -> bool:
+    """Whether ``/dev/shm`` has room for ``nbytes`` twice over (a container's is often
+    64 MB; the maps are then copied to each worker instead)."""
+    try:
+        return shutil.disk_usage("/dev/shm").free >= 2 * nbytes
+    except OSError:
+        return False
+
+
+class _SharedMaps(dict):
+    """Numpy maps whose memory is a shared-memory tensor's: pickled for a worker process,
+    they pass as a handle to that memory (torch's multiprocessing reductions), not a copy."""
+
+    def __init__(self, maps: dict):
+        tensors = {k: torch.empty(v.shape, dtype=torch.from_numpy(v[:0]).dtype).share_memory_()
+                   for k, v in maps.items()}
+        for k, v in maps.items():
+            tensors[k].numpy()[...] = v
+        super().__init__({k: t.numpy() for k, t in tensors.items()})
+        self._tensors = tensors
+
+    def __reduce__(self):
+        return _SharedMaps._from_tensors, (self._tensors,)
+
+    @classmethod
+    def _from_tensors(cls, tensors: dict) -> "_SharedMaps":
+        maps = dict.__new__(cls)
+        dict.__init__(maps, {k: t.numpy() for k, t in tensors.items()})
+        maps._tensors = tensors
+        return maps
 
 
 def to_model_inputs(batch: dict, size: int, device="cpu") -> dict:
@@ -165,6 +227,76 @@ def prefetch(iterable, depth: int = 2):
                 return
             pending.append(pool.submit(next, it, None))
             yield item
+
+
+def default_workers() -> int:
+    """Batch-building processes when ``--workers`` is not given: the cores this process may
+    run on, shared among the ranks that torchrun starts on this machine
+    (``LOCAL_WORLD_SIZE``), at least 1."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cores // max(1, local_ranks))
+
+
+class _PlannedBatches(torch.utils.data.Dataset):
+    """Batch ``i`` of a :meth:`TrainingSet.batch_plan` (a dataset of whole mini-batches)."""
+
+    def __init__(self, data: "TrainingSet", plan: list, epoch: int):
+        self.data, self.plan, self.epoch = data, plan, epoch
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+    def __getitem__(self, i: int) -> dict:
+        return self.data.build(self.plan[i], self.epoch)
+
+
+def _as_built(batch):
+    return batch  # keep the numpy arrays (the DataLoader would make tensors of them)
+
+
+def _one_thread(_worker_id):
+    # N workers already use N cores; OpenCV's own thread pool would oversubscribe them
+    import cv2
+    cv2.setNumThreads(1)
+
+
+def _worker_context():
+    """Workers start from a fresh process, never by forking this one: a fork copies
+    OpenCV's and OpenMP's thread pools in a state the child cannot use (it hangs) and
+    this process's HDF5 handles. The fork server imports this module once, so a new
+    worker starts in milliseconds; where there is none (Windows), spawn."""
+    import multiprocessing
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
+    return ctx
+
+
+def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int = 0,
+                  shuffle: bool = True, max_steps=None, rank: int = 0, world_size: int = 1):
+    """Iterate the numpy mini-batches of ``epoch`` (those of :meth:`TrainingSet.batches`;
+    with ``world_size > 1``, this rank's share of them, :meth:`TrainingSet.rank_plan`).
+
+    ``workers`` processes build them (store read, self-blend, augment, resize), each at
+    most 2 batches ahead, and they arrive in plan order; 0 builds them
+    in this process in a background thread (:func:`prefetch`). The arrays do not depend
+    on ``workers``.
+    """
+    if workers < 0:
+        raise ValueError(f"--workers must be >= 0, got {workers}")
+    if workers == 0:
+        return prefetch(data.batches(batch_size, epoch, shuffle, max_steps, rank, world_size))
+    plan = data.rank_plan(batch_size, epoch, shuffle, max_steps, rank, world_size)
+    return iter(torch.utils.data.DataLoader(
+        _PlannedBatches(data, plan, epoch), batch_size=None, shuffle=False,
+        num_workers=min(workers, max(len(plan), 1)), collate_fn=_as_built,
+        worker_init_fn=_one_thread, prefetch_factor=2,
+        multiprocessing_context=_worker_context()))
 
 
 class TrainingSet:
@@ -261,21 +393,30 @@ class TrainingSet:
             plan.append(order[start:])
         return plan
 
-    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None,
-                rank: int = 0, world_size: int = 1):
-        """Numpy mini-batches of :meth:`batch_plan`, at most ``max_steps`` of them.
+    def build(self, items, epoch: int) -> dict:
+        """The numpy mini-batch of ``items`` (indices into :attr:`items`) in ``epoch``."""
+        return self._collate([x for i in items
+                              for x in self.samples(int(self.items[i][0]), int(self.items[i][1]),
+                                                    epoch)])
+
+    def rank_plan(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None,
+                  rank: int = 0, world_size: int = 1) -> list:
+        """The batches of :meth:`batch_plan` this rank builds, at most ``max_steps`` of them.
 
         With ``world_size > 1`` (one rank of :mod:`fusion.cascade.distributed`), only
-        batches ``rank, rank + world_size, ...`` of the plan are built, and the plan's last
+        batches ``rank, rank + world_size, ...`` of the plan, and the plan's last
         ``len % world_size`` batches are left out so every rank yields as many.
         """
         plan = self.batch_plan(batch_size, epoch, shuffle)
         if world_size > 1:
             plan = plan[:len(plan) - len(plan) % world_size][rank::world_size]
-        for items in plan[:max_steps or None]:
-            yield self._collate([x for i in items
-                                 for x in self.samples(int(self.items[i][0]),
-                                                       int(self.items[i][1]), epoch)])
+        return plan[:max_steps or None]
+
+    def batches(self, batch_size: int, epoch: int, shuffle: bool = True, max_steps=None,
+                rank: int = 0, world_size: int = 1):
+        """Numpy mini-batches of :meth:`rank_plan`, built one after another in this process."""
+        for items in self.rank_plan(batch_size, epoch, shuffle, max_steps, rank, world_size):
+            yield self.build(items, epoch)
 
     def fixed(self, epoch: int = VAL_EPOCH) -> ArrayMaps:
         """Every sample of one draw (validation: the same blends for the whole run)."""

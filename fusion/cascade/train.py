@@ -35,7 +35,8 @@ from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, 
                                         save_checkpoint)
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
                                    write_json, write_run_config)
-from fusion.cascade.data import StoreMaps, TrainingSet, prefetch, to_model_inputs
+from fusion.cascade.data import (StoreMaps, TrainingSet, default_workers, epoch_batches,
+                                 to_model_inputs)
 from fusion.cascade.distributed import SINGLE, Ranks, rank_device
 from fusion.cascade.inference import autocast, run_inference
 from fusion.cascade.losses import LOSS_TERMS, CascadeLoss
@@ -260,9 +261,10 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
         # The prior baseline is the mean fake mask of the first epoch's batches, summed
         # as they pass (no second draw of the blends).
         fake_sum, n_fake = np.zeros((config.size, config.size), np.float64), 0
-        batches = prefetch(train_set.batches(config.batch_size, epoch, shuffle=True,
-                                             max_steps=steps_per_epoch, rank=ranks.rank,
-                                             world_size=ranks.world_size))
+        workers = default_workers() if config.workers is None else config.workers
+        batches = epoch_batches(train_set, config.batch_size, epoch, workers, shuffle=True,
+                                max_steps=steps_per_epoch, rank=ranks.rank,
+                                world_size=ranks.world_size)
         if progress:
             from tqdm import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
