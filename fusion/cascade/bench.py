@@ -6,12 +6,13 @@ times, in one run and on the same model and mini-batch size:
 1. **bare**: forward + backward + optimiser step on one fixed, pre-built mini-batch (the
    model's own LBP/DCT streams included, since they are part of its forward pass);
 2. **data**: building mini-batches alone (store read, online self-blend, augmentation,
-   resize): in this process one after another, then in 1 and 2 worker processes (and in
-   ``--workers`` when more), the same batches each time. The 1-worker rate is the
+   resize): in this process, then in 1 and 2 worker processes (and in ``--workers`` when
+   more), the same batches each time, from epoch 1 on: the workers start once per run
+   (as in training) on epoch 0's first batch, untimed. The 1-worker rate is the
    samples/s one core makes (goal at 384 px: 16 cores feed at least 1,000 samples/s);
    2 workers should make at least 1.8x as many;
 3. **pipeline**: what ``fusion.cascade train --workers N`` does -- mini-batches built by
-   ``--workers`` processes (:func:`fusion.cascade.data.epoch_batches`; 0: a background
+   ``--workers`` processes (:class:`fusion.cascade.data.EpochBatches`; 0: a background
    thread) while the model trains.
 
 It prints samples/s of each and the pipeline's overhead over the bare step,
@@ -24,7 +25,6 @@ import os
 import sys
 import time
 
-import numpy as np
 import torch
 
 from base.cli import CLIParser, at_least
@@ -49,13 +49,29 @@ def _time_bare_steps(model, criterion, opt, data, batch_size, size, steps):
     return steps * len(x["label"]), time.perf_counter() - t0
 
 
+def _time_batches(loader, steps: int, use, rate: bool = True):
+    """Samples/s (or ``(samples, seconds)``) of ``steps`` batches of ``loader``, from epoch 1
+    on: epoch 0's first batch starts the workers (once per run, as in training) untimed."""
+    next(iter(loader(0)))
+    t0, n, done, epoch = time.perf_counter(), 0, 0, 1
+    while done < steps:
+        for b in loader(epoch):
+            use(b)
+            n, done = n + len(b["label"]), done + 1
+            if done == steps:
+                break
+        epoch += 1
+    seconds = time.perf_counter() - t0
+    return n / seconds if rate else (n, seconds)
+
+
 def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
         backbone: str = "efficientnet-lite0", seed: int = 0, threads: int = 0,
         workers: int | None = None, data_only: bool = False) -> dict:
     """Samples/s of the bare step, the data pipeline alone (in this process and with 1, 2
     and ``workers`` processes; None: the machine's cores), and both together (NaN for the
     model's rates with ``data_only``)."""
-    from fusion.cascade.data import TrainingSet, default_workers, epoch_batches, to_model_inputs
+    from fusion.cascade.data import EpochBatches, TrainingSet, default_workers, to_model_inputs
     from fusion.cascade.blend import parse_augment
     from fusion.cascade.losses import CascadeLoss
     from fusion.cascade.config import TrainConfig, build_model
@@ -79,24 +95,21 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
         if not data_only:
             n_bare, bare_s = _time_bare_steps(model, criterion, opt, data, batch_size, size,
                                               steps)
-        # start the workers' fork server (it imports torch and OpenCV once) before timing
-        for _ in epoch_batches(data, batch_size, epoch=0, workers=max(workers, 2), max_steps=1):
-            pass
         by_workers = {}
         for n in sorted({0, 1, 2, workers}):
-            t0, n_data = time.perf_counter(), 0
-            batches = (data.batches(batch_size, epoch=1, max_steps=steps) if n == 0 else
-                       epoch_batches(data, batch_size, epoch=1, workers=n, max_steps=steps))
-            for b in batches:
-                n_data += len(b["label"])
-            by_workers[n] = n_data / (time.perf_counter() - t0)
-
+            loader = EpochBatches(data, batch_size, n)
+            try:
+                by_workers[n] = _time_batches(loader, steps, lambda b: None)
+            finally:
+                loader.close()
         if not data_only:
-            t0, n_pipe = time.perf_counter(), 0
-            for b in epoch_batches(data, batch_size, epoch=2, workers=workers, max_steps=steps):
-                _step(model, criterion, opt, to_model_inputs(b, size))
-                n_pipe += len(b["label"])
-            pipe_s = time.perf_counter() - t0
+            loader = EpochBatches(data, batch_size, workers)
+            try:
+                n_pipe, pipe_s = _time_batches(
+                    loader, steps, lambda b: _step(model, criterion, opt, to_model_inputs(b, size)),
+                    rate=False)
+            finally:
+                loader.close()
     finally:
         for s in opened:
             s.close()

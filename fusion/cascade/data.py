@@ -242,16 +242,79 @@ def default_workers() -> int:
 
 
 class _PlannedBatches(torch.utils.data.Dataset):
-    """Batch ``i`` of a :meth:`TrainingSet.batch_plan` (a dataset of whole mini-batches)."""
+    """Batch ``(epoch, i)``: the ``i``-th of that epoch's :meth:`TrainingSet.rank_plan` (a
+    dataset of whole mini-batches; a worker computes an epoch's plan once, from the seed)."""
 
-    def __init__(self, data: "TrainingSet", plan: list, epoch: int):
-        self.data, self.plan, self.epoch = data, plan, epoch
+    def __init__(self, data: "TrainingSet", batch_size: int, shuffle: bool, max_steps,
+                 rank: int, world_size: int):
+        self.data, self.args = data, (batch_size, shuffle, max_steps, rank, world_size)
+        self._plan = (None, [])
+
+    def plan(self, epoch: int) -> list:
+        if self._plan[0] != epoch:
+            batch_size, shuffle, max_steps, rank, world_size = self.args
+            self._plan = (epoch, self.data.rank_plan(batch_size, epoch, shuffle, max_steps,
+                                                     rank, world_size))
+        return self._plan[1]
+
+    def __getitem__(self, key) -> dict:
+        epoch, i = key
+        return self.data.build(self.plan(epoch)[i], epoch)
+
+
+class _EpochSampler(torch.utils.data.Sampler):
+    """The keys of one epoch's batches, in plan order; :class:`EpochBatches` sets ``epoch``
+    and ``n`` in this process before each epoch (a sampler runs in the main process)."""
+
+    def __init__(self):
+        self.epoch, self.n = 0, 0
+
+    def __iter__(self):
+        return iter([(self.epoch, i) for i in range(self.n)])
 
     def __len__(self) -> int:
-        return len(self.plan)
+        return self.n
 
-    def __getitem__(self, i: int) -> dict:
-        return self.data.build(self.plan[i], self.epoch)
+
+class EpochBatches:
+    """The mini-batches of every epoch of one run, built by the same ``workers`` processes
+    from the first epoch to the last (started once, not once per epoch).
+
+    ``EpochBatches(data, batch_size, workers)(epoch)`` iterates that epoch's batches, the
+    same arrays as :meth:`TrainingSet.batches` (with ``world_size > 1``, this rank's share,
+    :meth:`TrainingSet.rank_plan`), in plan order, each worker at most 2 batches ahead;
+    ``workers=0`` builds them in this process in a background thread (:func:`prefetch`).
+    """
+
+    def __init__(self, data: "TrainingSet", batch_size: int, workers: int = 0,
+                 shuffle: bool = True, max_steps=None, rank: int = 0, world_size: int = 1):
+        if workers < 0:
+            raise ValueError(f"--workers must be >= 0, got {workers}")
+        self.data, self.workers = data, int(workers)
+        self.args = (batch_size, shuffle, max_steps, rank, world_size)
+        self._loader = None
+        if self.workers:
+            n_batches = len(data.rank_plan(batch_size, 0, shuffle, max_steps, rank, world_size))
+            self._sampler = _EpochSampler()
+            self._loader = torch.utils.data.DataLoader(
+                _PlannedBatches(data, *self.args), batch_size=None, sampler=self._sampler,
+                num_workers=min(self.workers, max(n_batches, 1)), collate_fn=_as_built,
+                worker_init_fn=_one_thread, prefetch_factor=2, persistent_workers=True,
+                multiprocessing_context=_worker_context())
+
+    def close(self) -> None:
+        """Stop the workers (dropping the loader ends its persistent worker processes)."""
+        self._loader, self.workers = None, 0
+
+    def __call__(self, epoch: int):
+        batch_size, shuffle, max_steps, rank, world_size = self.args
+        if self._loader is None:
+            return prefetch(self.data.batches(batch_size, epoch, shuffle, max_steps, rank,
+                                              world_size))
+        self._sampler.epoch = epoch
+        self._sampler.n = len(self.data.rank_plan(batch_size, epoch, shuffle, max_steps, rank,
+                                                  world_size))
+        return iter(self._loader)
 
 
 def _as_built(batch):
@@ -279,24 +342,9 @@ def _worker_context():
 
 def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int = 0,
                   shuffle: bool = True, max_steps=None, rank: int = 0, world_size: int = 1):
-    """Iterate the numpy mini-batches of ``epoch`` (those of :meth:`TrainingSet.batches`;
-    with ``world_size > 1``, this rank's share of them, :meth:`TrainingSet.rank_plan`).
-
-    ``workers`` processes build them (store read, self-blend, augment, resize), each at
-    most 2 batches ahead, and they arrive in plan order; 0 builds them
-    in this process in a background thread (:func:`prefetch`). The arrays do not depend
-    on ``workers``.
-    """
-    if workers < 0:
-        raise ValueError(f"--workers must be >= 0, got {workers}")
-    if workers == 0:
-        return prefetch(data.batches(batch_size, epoch, shuffle, max_steps, rank, world_size))
-    plan = data.rank_plan(batch_size, epoch, shuffle, max_steps, rank, world_size)
-    return iter(torch.utils.data.DataLoader(
-        _PlannedBatches(data, plan, epoch), batch_size=None, shuffle=False,
-        num_workers=min(workers, max(len(plan), 1)), collate_fn=_as_built,
-        worker_init_fn=_one_thread, prefetch_factor=2,
-        multiprocessing_context=_worker_context()))
+    """Iterate the numpy mini-batches of one ``epoch`` with :class:`EpochBatches` (its
+    workers then last for that epoch only; a run keeps one :class:`EpochBatches`)."""
+    return EpochBatches(data, batch_size, workers, shuffle, max_steps, rank, world_size)(epoch)
 
 
 class TrainingSet:

@@ -35,7 +35,7 @@ from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, 
                                         save_checkpoint)
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
                                    write_json, write_run_config)
-from fusion.cascade.data import (StoreMaps, TrainingSet, default_workers, epoch_batches,
+from fusion.cascade.data import (EpochBatches, StoreMaps, TrainingSet, default_workers,
                                  to_model_inputs)
 from fusion.cascade.distributed import SINGLE, Ranks, rank_device
 from fusion.cascade.inference import autocast, run_inference
@@ -253,6 +253,11 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
             f"size {config.size}, augment {','.join(augment) or 'none'}"
             + (f"; {ranks.world_size} ranks, {config.batch_size * ranks.world_size} samples "
                "per step" if ranks.active else ""))
+    # the same --workers processes build every epoch's batches (started once)
+    epoch_loader = EpochBatches(train_set, config.batch_size,
+                                default_workers() if config.workers is None else config.workers,
+                                shuffle=True, max_steps=steps_per_epoch, rank=ranks.rank,
+                                world_size=ranks.world_size)
     for epoch in range(start_epoch, config.epochs):
         epoch_seed = config.seed * 100003 + epoch
         torch.manual_seed(epoch_seed)
@@ -261,10 +266,7 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
         # The prior baseline is the mean fake mask of the first epoch's batches, summed
         # as they pass (no second draw of the blends).
         fake_sum, n_fake = np.zeros((config.size, config.size), np.float64), 0
-        workers = default_workers() if config.workers is None else config.workers
-        batches = epoch_batches(train_set, config.batch_size, epoch, workers, shuffle=True,
-                                max_steps=steps_per_epoch, rank=ranks.rank,
-                                world_size=ranks.world_size)
+        batches = epoch_loader(epoch)
         if progress:
             from tqdm import tqdm
             batches = tqdm(batches, total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}",
@@ -313,6 +315,7 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
             config, model, criterion, opt, scaler if use_amp else None, device, val_data, out,
             row, history, best, log))
         history.append(row)
+    epoch_loader.close()
     if ranks.is_main:
         plot_history(history, out / "training.png")
     return {"best": best, "history": history, "config": config}

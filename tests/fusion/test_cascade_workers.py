@@ -10,7 +10,8 @@ from fusion.cascade.__main__ import main
 from fusion.cascade.blend import parse_augment
 from fusion.cascade.checkpoints import LAST_WEIGHTS
 from fusion.cascade.config import TrainConfig
-from fusion.cascade.data import StoreMaps, TrainingSet, epoch_batches, synthetic_faces_store
+from fusion.cascade.data import (EpochBatches, StoreMaps, TrainingSet, epoch_batches,
+                                 synthetic_faces_store)
 from fusion.cascade.train import train
 from stores import open_store
 
@@ -45,6 +46,28 @@ def test_batches_are_the_same_arrays_for_0_1_and_2_workers(face_store, cache_byt
             for key in want:
                 assert isinstance(got[key], np.ndarray)
                 np.testing.assert_array_equal(got[key], want[key], err_msg=f"{n} workers: {key}")
+
+
+def test_workers_kept_across_epochs_build_each_epochs_own_batches(face_store):
+    # one EpochBatches for a run: the same worker processes serve every epoch (and an epoch
+    # left half-read), and each epoch's batches are that epoch's, as built in-process
+    with open_store(face_store) as store:
+        data = _training_set(store, 1 << 30)
+        loader = EpochBatches(data, 6, workers=2, max_steps=4)
+        try:
+            next(iter(loader(0)))  # epoch 0 left after one batch
+            pids = {w.pid for w in loader._loader._iterator._workers}
+            got = {e: list(loader(e)) for e in (1, 2, 1)}
+            assert {w.pid for w in loader._loader._iterator._workers} == pids  # not restarted
+        finally:
+            loader.close()
+        for epoch, batches in got.items():
+            want = list(data.batches(6, epoch=epoch, max_steps=4))
+            assert len(batches) == len(want) == 4
+            for b, w in zip(batches, want):
+                for key in w:
+                    np.testing.assert_array_equal(b[key], w[key], err_msg=f"epoch {epoch}: {key}")
+        assert not np.array_equal(got[1][0]["rgb"], got[2][0]["rgb"])  # fresh blends per epoch
 
 
 def test_plan_keeps_a_real_with_its_blend_and_fills_each_batch(face_store):
