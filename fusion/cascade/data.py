@@ -259,7 +259,10 @@ class _PlannedBatches(torch.utils.data.Dataset):
 
     def __getitem__(self, key) -> dict:
         epoch, i = key
-        return self.data.build(self.plan(epoch)[i], epoch)
+        # as tensors: the DataLoader hands them over in shared memory, where numpy arrays
+        # would be pickled through a pipe (which the receiving process pays for)
+        return {k: torch.from_numpy(v) for k, v in self.data.build(self.plan(epoch)[i],
+                                                                   epoch).items()}
 
 
 class _EpochSampler(torch.utils.data.Sampler):
@@ -314,7 +317,7 @@ class EpochBatches:
         self._sampler.epoch = epoch
         self._sampler.n = len(self.data.rank_plan(batch_size, epoch, shuffle, max_steps, rank,
                                                   world_size))
-        return iter(self._loader)
+        return ({k: v.numpy() for k, v in b.items()} for b in self._loader)
 
 
 def _as_built(batch):
