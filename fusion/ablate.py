@@ -396,8 +396,6 @@ def _ablate(parser, args, argv):
         raise UsageError(f"--stages: unknown {', '.join(bad) or '(empty)'}; choose from {', '.join(STAGES)}")
     if not fusions:
         raise UsageError("--fusions: give at least one fusion")
-    if args.bootstrap < 0:
-        raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
     known = [f for f in fusions if f in heads.FUSIONS]
     if args.head is not None and known and not any(heads.FUSIONS[f].uses_head for f in known):
         train.resolve_head(known[0], args.head)  # the same one-line usage error as fusion.train

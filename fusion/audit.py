@@ -173,8 +173,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def work():
-        if args.bootstrap < 0:
-            raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
         claim = (nullcontext() if args.out is None else
                  claim_output_dir(args.out, overwrite=args.overwrite,
                                   inputs=[args.store, *args.test_store]))

@@ -220,8 +220,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     def prepare():
-        if args.frames is not None and args.frames < 1:
-            raise UsageError(f"--frames must be at least 1, got {args.frames}")
         for f in args.files:
             problem = not_a_file(f)
             if problem:

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from base.cli import at_least, next_line
+from base.cli import at_least, next_line, not_a_file
 from base.errors import UsageError
 from fusion import heads, metrics, plots
 from stores.schema import code_version
@@ -138,10 +138,11 @@ def open_store_or_usage(path, flag="--store"):
     import stores
     if path is None:
         raise UsageError(f"{flag}: give the feature store (.h5) to read")
-    if Path(path).is_dir():
-        raise UsageError(f"{flag} {path}: is a directory, expected a file")
-    if not Path(path).is_file():
+    problem = not_a_file(path)
+    if problem == "no such file":
         raise UsageError(f"{flag}: store file not found: {path}")
+    if problem:
+        raise UsageError(f"{flag} {path}: {problem}")
     try:
         return stores.open_store(path)
     except (stores.StoreError, OSError) as e:  # a bad file is a bad flag value here

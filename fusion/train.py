@@ -315,8 +315,6 @@ def main(argv=None) -> int:
     def work():
         features = [f.strip() for f in args.features.split(",") if f.strip()]
         params = parse_params(args.param)
-        if args.bootstrap < 0:
-            raise UsageError(f"--bootstrap: must be >= 0, got {args.bootstrap}")
         with claim_output_dir(args.out, overwrite=args.overwrite,
                               inputs=[args.store, *args.test_store]):
             train_run(args.store, features, args.fusion, args.head, args.out,
