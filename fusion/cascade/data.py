@@ -14,8 +14,8 @@ maps are not needed here (they stay in the store for early fusion).
   self-blend each epoch (:mod:`fusion.cascade.blend`), and the real and its blend go into
   the same batch; ``keep_fakes`` mixes the store's own fakes in. With ``sbi="off"`` it
   trains on the store's labels as they are. Augmentations apply to every sample.
-* :func:`epoch_batches` builds an epoch's mini-batches in worker processes
-  (``--workers N``, a :class:`torch.utils.data.DataLoader` over whole batches), or in this
+* :class:`EpochBatches` builds each epoch's mini-batches in worker processes kept for the
+  run (``--workers N``, a :class:`torch.utils.data.DataLoader` over whole batches), or in this
   process with a background thread (:func:`prefetch`, ``--workers 0``). A batch is the same
   arrays whichever process builds it: its items are planned up front
   (:meth:`TrainingSet.batch_plan`), and every sample's randomness depends only on (seed, epoch,
@@ -42,7 +42,7 @@ SBI_MODES = ("off", "online")
 VAL_EPOCH = 1_000_000
 
 __all__ = ["StoreMaps", "TrainingSet", "to_model_inputs", "parse_augment", "prefetch",
-           "epoch_batches", "default_workers", "write_synthetic_store", "synthetic_faces_store",
+           "EpochBatches", "default_workers", "write_synthetic_store", "synthetic_faces_store",
            "REQUIRED_MAPS", "SBI_MODES"]
 
 
@@ -60,7 +60,7 @@ class StoreMaps:
     rows : array of int, optional
         Sorted store rows to use instead of a split.
 
-    Reads in another process (a :func:`epoch_batches` worker, forked or spawned) go through
+    Reads in another process (an :class:`EpochBatches` worker, forked or spawned) go through
     a handle that process opens itself: an HDF5 handle must not cross processes.
     """
 
@@ -341,13 +341,6 @@ def _worker_context():
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([__name__])
     return ctx
-
-
-def epoch_batches(data: "TrainingSet", batch_size: int, epoch: int, workers: int = 0,
-                  shuffle: bool = True, max_steps=None, rank: int = 0, world_size: int = 1):
-    """Iterate the numpy mini-batches of one ``epoch`` with :class:`EpochBatches` (its
-    workers then last for that epoch only; a run keeps one :class:`EpochBatches`)."""
-    return EpochBatches(data, batch_size, workers, shuffle, max_steps, rank, world_size)(epoch)
 
 
 class TrainingSet:

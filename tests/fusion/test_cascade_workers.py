@@ -10,8 +10,7 @@ from fusion.cascade.__main__ import main
 from fusion.cascade.blend import parse_augment
 from fusion.cascade.checkpoints import LAST_WEIGHTS
 from fusion.cascade.config import TrainConfig
-from fusion.cascade.data import (EpochBatches, StoreMaps, TrainingSet, epoch_batches,
-                                 synthetic_faces_store)
+from fusion.cascade.data import EpochBatches, StoreMaps, TrainingSet, synthetic_faces_store
 from fusion.cascade.train import train
 from stores import open_store
 
@@ -35,8 +34,13 @@ def _training_set(store, cache_bytes):
 def test_batches_are_the_same_arrays_for_0_1_and_2_workers(face_store, cache_bytes):
     with open_store(face_store) as store:
         data = _training_set(store, cache_bytes)
-        runs = {n: list(epoch_batches(data, 6, epoch=3, workers=n, max_steps=5))
-                for n in (0, 1, 2)}
+        runs = {}
+        for n in (0, 1, 2):
+            loader = EpochBatches(data, 6, workers=n, max_steps=5)
+            try:
+                runs[n] = list(loader(3))
+            finally:
+                loader.close()
         in_order = list(data.batches(6, epoch=3, max_steps=5))
     assert len(in_order) == 5
     for n, batches in runs.items():
