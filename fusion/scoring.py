@@ -218,10 +218,16 @@ def run_warnings(result: dict) -> list[str]:
         + [(f"test@{k}", v) for k, v in result.get("robustness", {}).items()] \
         + [(f"cross {k}", v) for k, v in result.get("cross", {}).items()]
     for name, m in sets:
-        out += chance_warnings(name, m) + [f"{name}: {w}" for w in m.get("warnings", [])]
+        out += set_warnings(name, m)
     for where, counts in (result.get("nonfinite") or {}).items():
         out += nonfinite_warnings(counts, where)
     return out
+
+
+def set_warnings(name: str, m: dict) -> list[str]:
+    """The warnings of evaluated set ``name`` (metrics ``m``): below chance first, then the
+    metrics' own, each prefixed by the set's name."""
+    return chance_warnings(name, m) + [f"{name}: {w}" for w in m.get("warnings", [])]
 
 
 def chance_warnings(name: str, m: dict) -> list[str]:

@@ -199,7 +199,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
         c = metrics["classification"]
-        metrics["warnings"] = scoring.chance_warnings(split, c) + [f"{split}: {w}" for w in c.get("warnings", [])]
+        metrics["warnings"] = scoring.set_warnings(split, c)
         metrics["provenance"] = scoring.provenance(
             [store_path], getattr(config, "seed", None),
             {"run": str(run_dir), "store": str(store_path), "split": split, "overlays": overlays,
