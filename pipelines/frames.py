@@ -139,10 +139,10 @@ def _open_video(path) -> cv2.VideoCapture:
     if image:
         raise SampleError("wrong_format", path, f"the file holds {image}, not a video; "
                           "give it its image extension")
-    if not head:
-        raise SampleError("corrupt_video", path, _content_problem(head))
-    if _is_text(head):
-        raise SampleError("wrong_format", path, "the file holds text, not a video")
+    problem = _content_problem(head)
+    if problem:  # empty: a video that is not there yet; text: another kind of file
+        raise SampleError("corrupt_video" if not head else "wrong_format", path,
+                          problem if not head else f"{problem}, not a video")
     # one decoding thread: a worker is one core, and FFmpeg's frame threads cost ~15% more
     # CPU per frame than they save in wall time (measured on the FF++ sample)
     cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG, [cv2.CAP_PROP_N_THREADS, 1])
