@@ -9,6 +9,10 @@ downward. It holds
   blended with a colour-, frequency- and affine-transformed copy of itself over a deformed,
   blurred landmark hull) and :func:`xray` (Face X-ray-style blend, Li et al., CVPR 2020: a
   donor face warped onto the target's landmarks, colour-corrected, blended the same way);
+  each is a draw of its random choices (:func:`draw_source_params`, :func:`draw_hull_params`,
+  :func:`draw_blend_params`) then their application (:func:`sbi_source`,
+  :func:`deformed_hull`, :func:`blend_region`), so that :mod:`pipelines.synthesis_temporal`
+  can vary the choices from frame to frame of a clip;
 - the part regions: the iBUG 68-point landmark groups (:data:`JAW`, :data:`MOUTH`, ...),
   :data:`PART_POINTS`, :func:`part_region`, :func:`anchor_region` and the landmark hulls
   (:func:`face_hull_mask`);
@@ -44,7 +48,8 @@ __all__ = ["DIFFICULTIES", "difficulty_value", "sbi", "xray", "face_hull_mask", 
            "anchor_region", "PART_POINTS", "feather_alpha", "alpha_blend", "color_transfer",
            "warp_donor", "finish_edit", "check_face", "check_donor", "record_choices",
            "face_width", "JAW", "BROWS", "NOSE", "RIGHT_EYE", "LEFT_EYE", "MOUTH",
-           "RIGHT_BROW", "LEFT_BROW"]
+           "RIGHT_BROW", "LEFT_BROW", "draw_source_params", "sbi_source", "draw_hull_params",
+           "deformed_hull", "draw_blend_params", "blend_region", "FREQUENCY_OPS"]
 
 #: Named difficulty levels and their value in [0, 1] (0 = large, strong, hard-edged).
 DIFFICULTIES = {"easy": 0.0, "mid": 0.5, "hard": 1.0}
@@ -156,13 +161,29 @@ def part_region(part: str, lm: np.ndarray, shape) -> np.ndarray:
     return region
 
 
-def _deformed_hull(lm: np.ndarray, shape, rng, d: float, info=None) -> np.ndarray:
-    """The landmark hull with a random smooth elastic outline and a random dilate/erode.
+def draw_hull_params(rng, d: float, fw: float) -> dict:
+    """The random choices of :func:`deformed_hull` at difficulty ``d`` for a face ``fw`` px
+    wide: ``amp`` (radial scale of the outline noise, 0.3-1 x (0.10 - 0.05 d)), ``phases``
+    and ``weights`` (3 each: the noise's sinusoids), ``morph`` (dilate/erode/none) and
+    ``morph_px`` (its radius, 0 to 4 % of ``fw``)."""
+    amp = (0.10 - 0.05 * d) * rng.uniform(0.3, 1.0)
+    phases = rng.uniform(0, 2 * np.pi, 3)
+    weights = rng.uniform(-1, 1, 3)
+    k = int(rng.integers(0, max(1, int(0.04 * fw)) + 1))
+    op = str(rng.choice(["dilate", "erode", "none"]))
+    return {"amp": amp, "phases": phases, "weights": weights, "morph": op, "morph_px": k}
 
-    Returns H x W uint8 {0, 1}. The outline is resampled to 48 points whose distance to the
-    centroid is scaled by a smooth random factor (up to +-10 % at difficulty 0, +-5 % at 1).
+
+def deformed_hull(lm: np.ndarray, shape, params: dict, points=None, info=None) -> np.ndarray:
+    """The landmark hull with a smooth elastic outline and a dilate/erode (:func:`draw_hull_params`).
+
+    Returns H x W uint8 {0, 1}. The outline of the hull of ``points`` (default: all 68
+    landmarks ``lm``) is resampled to 48 points whose distance to the centroid is scaled by
+    ``1 + amp * noise`` (``noise`` a sum of three sinusoids, peak 1); then it is dilated or
+    eroded by a disk of radius ``morph_px`` (unless that empties it).
     """
-    hull = cv2.convexHull(np.round(lm).astype(np.float32)).reshape(-1, 2).astype(np.float64)
+    pts = lm if points is None else np.asarray(points, np.float64)
+    hull = cv2.convexHull(np.round(pts).astype(np.float32)).reshape(-1, 2).astype(np.float64)
     closed = np.vstack([hull, hull[:1]])
     seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     t = np.concatenate([[0], np.cumsum(seg)])
@@ -170,18 +191,14 @@ def _deformed_hull(lm: np.ndarray, shape, rng, d: float, info=None) -> np.ndarra
     outline = np.stack([np.interp(s, t, closed[:, 0]), np.interp(s, t, closed[:, 1])], axis=1)
     centre = outline.mean(0)
     # Smooth radial noise: a few low-frequency sinusoids around the outline.
-    amp = (0.10 - 0.05 * d) * rng.uniform(0.3, 1.0)
-    phases = rng.uniform(0, 2 * np.pi, 3)
-    weights = rng.uniform(-1, 1, 3)
+    amp, phases, weights = params["amp"], params["phases"], params["weights"]
     angle = np.linspace(0, 2 * np.pi, 48, endpoint=False)
     noise = sum(w * np.sin((k + 2) * angle + p) for k, (w, p) in enumerate(zip(weights, phases)))
     noise = noise / max(np.abs(noise).max(), 1e-6)
     outline = centre + (outline - centre) * (1 + amp * noise)[:, None]
     region = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(region, [np.round(outline).astype(np.int32)], 1)
-    fw = face_width(lm)
-    k = int(rng.integers(0, max(1, int(0.04 * fw)) + 1))
-    op = str(rng.choice(["dilate", "erode", "none"]))
+    k, op = int(params["morph_px"]), params["morph"]
     if k > 0 and op != "none":
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
         morphed = cv2.dilate(region, kernel) if op == "dilate" else cv2.erode(region, kernel)
@@ -267,39 +284,62 @@ def warp_donor(donor: np.ndarray, dlm: np.ndarray, lm: np.ndarray, idx, shape) -
 
 # ---------------------------------------------------------------------------- SBI / X-ray
 
-def _sbi_source(target: np.ndarray, lm: np.ndarray, rng, d: float, info=None) -> np.ndarray:
-    """The SBI pseudo-source: colour, frequency and small affine transforms of the target."""
+FREQUENCY_OPS = ("blur", "sharpen", "downup", "none")
+
+
+def draw_source_params(rng, d: float, fw: float) -> dict:
+    """The random choices of :func:`sbi_source` at difficulty ``d`` (``strength = 1 - 0.6 d``)
+    for a face ``fw`` px wide: ``hue`` (OpenCV units, 0-180 wrap; +-6 strength),
+    ``saturation`` and ``value`` (factors, 1 +-0.25 / 0.2 strength), ``contrast`` (1 +-0.15
+    strength), ``brightness`` (grey levels, +-15 strength), ``frequency`` (one of
+    :data:`FREQUENCY_OPS`) with ``frequency_value`` (blur sigma 0.5-1.5 px, sharpen amount
+    0.3-1 x strength, down-up scale 0.35-0.75), ``shift_px`` (2, +-3 % of ``fw`` x strength)
+    and ``scale`` (1 +-0.05 strength)."""
     strength = 1.0 - 0.6 * d
-    h, w = target.shape[:2]
-    hsv = cv2.cvtColor(target, cv2.COLOR_RGB2HSV).astype(np.float32)
     hue = rng.uniform(-6, 6) * strength              # OpenCV hue: 0-180
     sat = 1 + rng.uniform(-0.25, 0.25) * strength
     val = 1 + rng.uniform(-0.2, 0.2) * strength
+    contrast = 1 + rng.uniform(-0.15, 0.15) * strength
+    brightness = rng.uniform(-15, 15) * strength
+    freq = str(rng.choice(list(FREQUENCY_OPS)))
+    freq_value = 0.0
+    if freq == "blur":
+        freq_value = rng.uniform(0.5, 1.5)
+    elif freq == "sharpen":
+        freq_value = rng.uniform(0.3, 1.0) * strength
+    elif freq == "downup":
+        freq_value = rng.uniform(0.35, 0.75)
+    shift = rng.uniform(-0.03, 0.03, 2) * fw * strength
+    scale = 1 + rng.uniform(-0.05, 0.05) * strength
+    return {"hue": hue, "saturation": sat, "value": val, "contrast": contrast,
+            "brightness": brightness, "frequency": freq, "frequency_value": freq_value,
+            "shift_px": shift, "scale": scale}
+
+
+def sbi_source(target: np.ndarray, lm: np.ndarray, params: dict, info=None) -> np.ndarray:
+    """The SBI pseudo-source: the colour, frequency and small affine transforms of
+    ``params`` (:func:`draw_source_params`) applied to the target. uint8 H x W x 3."""
+    h, w = target.shape[:2]
+    hue, sat, val = params["hue"], params["saturation"], params["value"]
+    hsv = cv2.cvtColor(target, cv2.COLOR_RGB2HSV).astype(np.float32)
     hsv[..., 0] = np.mod(hsv[..., 0] + hue, 180)
     hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 255)
     hsv[..., 2] = np.clip(hsv[..., 2] * val, 0, 255)
     src = cv2.cvtColor(np.rint(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
-    contrast = 1 + rng.uniform(-0.15, 0.15) * strength
-    brightness = rng.uniform(-15, 15) * strength
+    contrast, brightness = params["contrast"], params["brightness"]
     src = np.clip((src - 128) * contrast + 128 + brightness, 0, 255)
 
-    freq = str(rng.choice(["blur", "sharpen", "downup", "none"]))
-    freq_value = 0.0
+    freq, freq_value = params["frequency"], params["frequency_value"]
     if freq == "blur":
-        freq_value = rng.uniform(0.5, 1.5)
         src = cv2.GaussianBlur(src, (0, 0), freq_value)
     elif freq == "sharpen":
-        freq_value = rng.uniform(0.3, 1.0) * strength
         src = np.clip(src + freq_value * (src - cv2.GaussianBlur(src, (0, 0), 1.0)), 0, 255)
     elif freq == "downup":
-        freq_value = rng.uniform(0.35, 0.75)
         small = cv2.resize(src, (max(8, round(w * freq_value)), max(8, round(h * freq_value))),
                            interpolation=cv2.INTER_AREA)
         src = cv2.resize(small, (w, h), interpolation=cv2.INTER_LINEAR)
 
-    fw = face_width(lm)
-    shift = rng.uniform(-0.03, 0.03, 2) * fw * strength
-    scale = 1 + rng.uniform(-0.05, 0.05) * strength
+    shift, scale = params["shift_px"], params["scale"]
     cx, cy = lm.mean(0)
     m = np.array([[scale, 0, (1 - scale) * cx + shift[0]],
                   [0, scale, (1 - scale) * cy + shift[1]]])
@@ -311,16 +351,30 @@ def _sbi_source(target: np.ndarray, lm: np.ndarray, rng, d: float, info=None) ->
     return np.clip(np.rint(src), 0, 255).astype(np.uint8)
 
 
-def _blend_over_hull(target, source, lm, rng, d, info):
-    region = _deformed_hull(lm, target.shape, rng, d, info)
-    fw = face_width(lm)
-    sigma = fw * rng.uniform(0.01, 0.03 + 0.05 * d)
-    # Blend ratio as in SBI (mostly 1, sometimes partial); lower on harder levels.
+def draw_blend_params(rng, d: float) -> dict:
+    """The random choices of :func:`blend_region` at difficulty ``d``: ``sigma_fw`` (mask
+    blur sigma as a fraction of the face width, 0.01 to 0.03 + 0.05 d) and ``ratio`` (blend
+    ratio in [0.25, 1]: as in SBI mostly 1, sometimes partial; lower on harder levels)."""
+    sigma_fw = rng.uniform(0.01, 0.03 + 0.05 * d)
     ratio = float(rng.choice([0.25, 0.5, 0.75, 1.0, 1.0, 1.0])) * (1 - 0.3 * d) + 0.3 * d * \
         rng.uniform(0.5, 1.0)
+    return {"sigma_fw": sigma_fw, "ratio": ratio}
+
+
+def blend_region(target, source, region, fw: float, params: dict, info=None):
+    """``source`` blended into ``target`` over ``region`` blurred by ``params["sigma_fw"] *
+    fw`` px and scaled by ``params["ratio"]``: ``(edited, exact mask)`` (:func:`finish_edit`)."""
+    sigma = fw * params["sigma_fw"]
+    ratio = params["ratio"]
     alpha = cv2.GaussianBlur(region.astype(np.float32), (0, 0), sigma) * ratio
     record_choices(info, mask_sigma_px=sigma, blend_ratio=ratio)
     return finish_edit(target, alpha_blend(target, source, alpha), region)
+
+
+def _blend_over_hull(target, source, lm, rng, d, info):
+    fw = face_width(lm)
+    region = deformed_hull(lm, target.shape, draw_hull_params(rng, d, fw), info=info)
+    return blend_region(target, source, region, fw, draw_blend_params(rng, d), info)
 
 
 def sbi(target, landmarks, rng, difficulty="mid", donor=None, donor_landmarks=None, info=None):
@@ -334,7 +388,7 @@ def sbi(target, landmarks, rng, difficulty="mid", donor=None, donor_landmarks=No
     """
     target, lm = check_face(target, landmarks, "target")
     rng, d = np.random.default_rng(rng), difficulty_value(difficulty)
-    source = _sbi_source(target, lm, rng, d, info)
+    source = sbi_source(target, lm, draw_source_params(rng, d, face_width(lm)), info)
     return _blend_over_hull(target, source, lm, rng, d, info)
 
 
