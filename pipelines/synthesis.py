@@ -175,7 +175,7 @@ def draw_hull_params(rng, d: float, fw: float) -> dict:
 
 
 def deformed_hull(lm: np.ndarray, shape, params: dict, points=None, info=None) -> np.ndarray:
-    """The landmark hull with a smooth elastic outline and a dilate/erode (:func:`draw_hull_params`).
+    """The landmark hull, its outline deformed and dilated/eroded (:func:`draw_hull_params`).
 
     Returns H x W uint8 {0, 1}. The outline of the hull of ``points`` (default: all 68
     landmarks ``lm``) is resampled to 48 points whose distance to the centroid is scaled by

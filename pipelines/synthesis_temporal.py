@@ -68,8 +68,8 @@ def drift_bounds(difficulty, frequency: str, face_width_px: float) -> dict:
     contrast 1 +-0.15 strength, brightness +-15 strength (grey levels), shift +-0.03
     strength (face widths), scale 1 +-0.05 strength, elastic amplitude 0.3-1 x
     (0.10 - 0.05 d), sinusoid weights +-1, dilate/erode radius 0 to 4 % of
-    ``face_width_px`` (px; the first frame's), mask blur 0.01 to 0.03 + 0.05 d face widths, blend ratio
-    0.25 (1 - 0.3 d) + 0.15 d to 1; ``frequency_value`` as drawn for ``frequency`` (blur
+    ``face_width_px`` (px; the clip's first frame), mask blur 0.01 to 0.03 + 0.05 d face
+    widths, blend ratio 0.25 (1 - 0.3 d) + 0.15 d to 1; ``frequency_value`` as drawn for ``frequency`` (blur
     sigma 0.5-1.5 px, sharpen 0.3-1 x strength, down-up scale 0.35-0.75, none 0).
     """
     d = difficulty_value(difficulty)
