@@ -1,4 +1,4 @@
-"""``python -m fusion.cascade train|eval|predict``: the cascaded localization model's CLI.
+"""``python -m fusion.cascade train|train-video|eval|predict``: the cascaded localization model's CLI.
 
 Examples
 --------
@@ -16,6 +16,11 @@ On 4 GPUs of one node (DDP; one step sees 4 x --batch-size samples; rank 0 write
 folder; see fusion/cascade/distributed.py)::
 
     torchrun --nproc_per_node 4 -m fusion.cascade train --store ffpp.h5 --out runs/ddp
+
+Train a video-level head over the run's per-frame embeddings, from real clips and their
+temporal self-blends (see fusion/cascade/video.py); eval then also scores whole videos::
+
+    python -m fusion.cascade train-video --run runs/sbi --store realvideos.h5 --clip-len 4
 
 Evaluate the best checkpoint on the test split; predict scores and mask overlays::
 
@@ -138,6 +143,8 @@ def _parser() -> argparse.ArgumentParser:
         t.add_argument(f"--{name}", type=at_least(0.0, float), default=default,
                        help=f"weight of {doc}; 0 switches it off (default {default:g})")
     add_config_flag(t)
+    from fusion.cascade.video_train import add_parser as add_video_parser
+    add_video_parser(sub)
     for name, helptext in (("eval", "metrics.json (classification + localization), plots and "
                                     "report.html on a split"),
                            ("predict", "scores (predictions.csv) and mask overlay PNGs")):
@@ -245,6 +252,8 @@ def _summary(metrics: dict) -> str:
                  f"{fmt(loc_all.get('real_flagged_area'))}  fakes {fmt(loc_all.get('fake_flagged_area'))}")
     for method, m in loc_all["by_method"].items():
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
+    from fusion.cascade.video import video_head_lines
+    lines += video_head_lines(metrics)
     return "\n".join(lines)
 
 
@@ -258,6 +267,9 @@ def _run(args, typed: str) -> int:
     if args.command == "train":
         _train(args)
         return 0
+    if args.command == "train-video":
+        from fusion.cascade.video_train import run_command
+        return run_command(args, PROG)
     from fusion.cascade.config import resolve_device
     try:
         resolve_device(args.device)

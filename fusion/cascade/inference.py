@@ -21,6 +21,7 @@ from fusion.cascade.data import StoreMaps, to_model_inputs
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
+from fusion.cascade.video import video_head_metrics
 from fusion.metrics import compute_metrics
 
 
@@ -198,6 +199,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
+        metrics.update(video_head_metrics(run_dir, model, config, data, dev, batch_size, n_boot, out_dir))
         c = metrics["classification"]
         metrics["warnings"] = scoring.set_warnings(split, c)
         metrics["provenance"] = scoring.provenance(

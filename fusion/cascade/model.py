@@ -358,7 +358,9 @@ class CascadeModel(nn.Module):
 
     ``forward(rgb)`` returns a dict: ``logits`` (N x 2), ``mask_logits``
     (N x 1 x S x S), ``logits_in``/``logits_out`` (region heads, N x 2), ``embed_global``,
-    ``embed_in``, ``embed_out`` (N x hidden) and ``area`` (N, mean predicted mask).
+    ``embed_in``, ``embed_out`` (N x hidden), ``area`` (N, mean predicted mask) and
+    ``pooled`` (N x 3 dim: the fused map's mean, inside and outside the mask, which the
+    global head classifies; the video head's per-frame input, :mod:`fusion.cascade.video`).
     """
 
     def __init__(self, backbone: str = "tiny", dim: int = 128, heads: int = 4,
@@ -431,7 +433,8 @@ class CascadeModel(nn.Module):
         f_mean = fused.mean((2, 3))
         logits_in, embed_in = self.region_head(f_in)
         logits_out, embed_out = self.region_head(f_out)
-        logits, embed_global = self.global_head(torch.cat([f_mean, f_in, f_out], 1))
+        pooled = torch.cat([f_mean, f_in, f_out], 1)
+        logits, embed_global = self.global_head(pooled)
         return {"logits": logits, "mask_logits": mask_logits, "logits_in": logits_in,
                 "logits_out": logits_out, "embed_global": embed_global, "embed_in": embed_in,
-                "embed_out": embed_out, "area": m.float().mean((1, 2, 3))}
+                "embed_out": embed_out, "area": m.float().mean((1, 2, 3)), "pooled": pooled}
