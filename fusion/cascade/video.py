@@ -147,7 +147,6 @@ def frame_features(model, crops: np.ndarray, size: int, device, batch_size: int 
     the frame's fake probability). Crops are resized to ``size`` as in training.
     """
     from fusion.cascade.data import to_model_inputs
-    from fusion.cascade.inference import autocast
     model.eval()
     device = torch.device(device)
     pooled, logit = [], []
@@ -156,7 +155,9 @@ def frame_features(model, crops: np.ndarray, size: int, device, batch_size: int 
         batch = {"rgb": rgb, "mask": np.zeros(rgb.shape[:3], np.uint8),
                  "label": np.zeros(len(rgb), np.int64), "mask_valid": np.zeros(len(rgb), bool)}
         x = to_model_inputs(batch, size, device)
-        with autocast(device, amp):
+        # fp16 on CUDA with amp, as fusion.cascade.inference.autocast (which imports this module)
+        with torch.autocast(device_type=device.type, dtype=torch.float16,
+                            enabled=amp and device.type == "cuda"):
             out = model(x["rgb"])
         logits = out["logits"].float()
         pooled.append(out["pooled"].float().cpu().numpy())
