@@ -3,7 +3,9 @@
 End to end for a practitioner: each file is decoded, its faces are detected and aligned
 exactly as the training store's were (the model records that configuration), the model's
 features are extracted with the recorded parameters, and the trained fusion head scores
-every face. Prints one line per file; ``--out FILE`` writes JSON with a score per face and
+every face (a ``fusion.cascade`` run scores the aligned crops itself and, when it has a
+video head, adds ``video_head_score`` to each video: :mod:`fusion.cascade.predict_files`).
+Prints one line per file; ``--out FILE`` writes JSON with a score per face and
 per video (the mean of its face scores), and ``--json`` prints that JSON alone on stdout
 (the per-file lines then go to stderr); ``--overlay DIR`` also saves a strip of each file's
 scored faces, each with its score, verdict and frame index, under the decision threshold.
@@ -103,6 +105,8 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     """Score one image or video; returns its per-face and per-video result."""
     from extract.registry import FaceBatch
     from fusion.heads import FusionData
+    if hasattr(head, "score_file"):  # a cascade run (fusion.cascade.predict_files)
+        return head.score_file(path, _source(Path(path)), ingest)
     from pipelines.ingest import load_source
     source = _source(Path(path))
     crops = load_source(source, ingest)
@@ -206,7 +210,9 @@ def save_overlay(result: dict, folder: Path, threshold: float, threshold_probabi
 
 def main(argv=None) -> int:
     parser = CLIParser(prog="python -m fusion.predict", description=__doc__)
-    parser.add_argument("--model", required=True, help="run folder written by fusion.train")
+    parser.add_argument("--model", required=True,
+                        help="run folder written by fusion.train or by fusion.cascade train "
+                             "(then a video also gets the run's video head score, if it has one)")
     parser.add_argument("files", nargs="+", help="images or videos to score")
     parser.add_argument("--out", help="write the JSON result to this file (an existing one is "
                                       "refused unless --overwrite)")
@@ -238,6 +244,14 @@ def main(argv=None) -> int:
             raise
 
     def load():
+        from fusion.modelio import run_kind
+        if run_kind(args.model) == "fusion.cascade":
+            from fusion.cascade.predict_files import CascadeFileScorer
+            try:
+                scorer = CascadeFileScorer(args.model)
+            except (ValueError, FileNotFoundError) as exc:
+                raise UsageError(f"--model {args.model}: {exc}") from None
+            return scorer, scorer.config, {}, ingest_config(scorer.config, args.frames)
         try:  # a wrong format version or an unknown extractor in the model's config
             head, config = load_model_dir(args.model)
         except ValueError as exc:
@@ -297,8 +311,10 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
             continue
         scored += 1
         causes = sorted({e["cause"] for e in result["errors"]})
+        head_text = (f"; video head score {result['video_head_score']:.3f}"
+                     if "video_head_score" in result else "")
         print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
-              f"over {len(result['faces'])} face(s); {where_from}"
+              f"over {len(result['faces'])} face(s){head_text}; {where_from}"
               + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),

@@ -281,3 +281,55 @@ def test_too_long_clips_are_refused_with_the_flag(video_run, tmp_path, capsys):
     assert main(["train-video", "--run", str(run), "--store", str(store), "--clip-len", "9",
                  "--device", "cpu"]) == 2
     assert "--clip-len" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------ fusion.predict
+
+def _face_video(path, n_frames=8):
+    """An mp4 of a real face (skimage's astronaut) moving by a pixel or two per frame."""
+    import cv2
+    from skimage import data
+    image = np.ascontiguousarray(data.astronaut()[:320, 60:380])
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10,
+                             (image.shape[1], image.shape[0]))
+    for t in range(n_frames):
+        moved = np.roll(image, (t % 3, t % 2), axis=(0, 1))
+        writer.write(cv2.cvtColor(moved, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.mark.slow
+def test_predict_gives_a_cascade_run_video_its_head_score(video_run, tmp_path, capsys):
+    import shutil
+
+    from fusion.predict import main as predict_main
+    _, store, run = video_run
+    run = shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns(HEAD_DIR))
+    video = _face_video(tmp_path / "face.mp4")
+    # without a head: frame scores and their mean, no video head score
+    assert predict_main(["--model", str(run), str(video), "--out", str(tmp_path / "a.json")]) == 0
+    plain = json.loads((tmp_path / "a.json").read_text())["results"][0]
+    assert plain["faces"] and "video_head_score" not in plain
+    assert plain["logit"] == pytest.approx(np.mean([f["logit"] for f in plain["faces"]]))
+    assert main(["train-video", "--run", str(run), "--store", str(store), "--clip-len", "4",
+                 "--blends", "1", "--hidden", "16", "--epochs", "1", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert predict_main(["--model", str(run), str(video), "--out", str(tmp_path / "b.json")]) == 0
+    assert "video head score" in capsys.readouterr().out
+    result = json.loads((tmp_path / "b.json").read_text())["results"][0]
+    assert [f["score"] for f in result["faces"]] == [f["score"] for f in plain["faces"]]
+    # the head's score, recomputed from the file's crops through the same functions
+    from fusion.cascade.predict_files import CascadeFileScorer
+    from fusion.predict import _source, ingest_config
+    from pathlib import Path
+    scorer = CascadeFileScorer(run, "cpu")
+    again = scorer.score_file(video, _source(Path(video)), ingest_config(scorer.config))
+    model, config, _ = load_run(run)
+    head, record = load_video_head(run)
+    pooled, logit = frame_features(model, again["_crops"], config.size, "cpu")
+    order = np.argsort([f["frame_index"] for f in again["faces"]], kind="stable")
+    z = video_logits(head, pooled, logit, [("v", order)], record["clip_len"])[0]
+    assert result["video_head_logit"] == pytest.approx(z, abs=1e-5)
+    assert result["video_head_score"] == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-6)
+    assert logit.tolist() == pytest.approx([f["logit"] for f in result["faces"]], abs=1e-5)
