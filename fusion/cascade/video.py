@@ -240,8 +240,10 @@ def video_head_metrics(run_dir, model, config, data, device, batch_size: int, n_
     if loaded is None:
         return {}
     head, record = loaded
-    crops = np.concatenate([b["rgb"] for b in data.batches(batch_size)]) if len(data) else None
-    pooled, frame_logit = frame_features(model, crops, config.size, device, batch_size, config.amp)
+    parts = [frame_features(model, b["rgb"], config.size, device, batch_size, config.amp)
+             for b in data.batches(batch_size)]  # batch by batch: crops never all in memory
+    pooled = np.concatenate([p for p, _ in parts])
+    frame_logit = np.concatenate([z for _, z in parts])
     groups = video_groups(data.meta)
     clip_len = int(record["clip_len"])
     head_logit = video_logits(head, pooled, frame_logit, groups, clip_len)
