@@ -142,6 +142,8 @@ def score_file(path, head, config, extractors, ingest) -> dict:
 def threshold_text(threshold_probability: float, run: dict) -> str:
     """``threshold 0.399 (EER on val)``: the cut a verdict was judged against, and its origin."""
     source = run.get("threshold_from")
+    if run.get("threshold_note"):  # a cascade run: a fixed threshold
+        return f"threshold {threshold_probability:.3f} ({run['threshold_note']})"
     return f"threshold {threshold_probability:.3f} " + (f"(EER on {source})" if source else
                                                         "(its origin not recorded)")
 
@@ -206,7 +208,10 @@ def save_overlay(result: dict, folder: Path, threshold: float, threshold_probabi
 
 def main(argv=None) -> int:
     parser = CLIParser(prog="python -m fusion.predict", description=__doc__)
-    parser.add_argument("--model", required=True, help="run folder written by fusion.train")
+    parser.add_argument("--model", required=True,
+                        help="run folder written by fusion.train, or by fusion.cascade train "
+                             "(then each face also gets its part verdict, e.g. "
+                             "'mouth 0.91, eyes 0.08')")
     parser.add_argument("files", nargs="+", help="images or videos to score")
     parser.add_argument("--out", help="write the JSON result to this file (an existing one is "
                                       "refused unless --overwrite)")
@@ -238,6 +243,14 @@ def main(argv=None) -> int:
             raise
 
     def load():
+        from fusion.modelio import run_kind
+        if run_kind(args.model) == "fusion.cascade":
+            from fusion.cascade.files import load_file_scorer
+            try:
+                scorer, config = load_file_scorer(args.model)
+            except ValueError as exc:
+                raise UsageError(f"--model {args.model}: {exc}") from None
+            return scorer, config, None, ingest_config(config, args.frames)
         try:  # a wrong format version or an unknown extractor in the model's config
             head, config = load_model_dir(args.model)
         except ValueError as exc:
@@ -284,7 +297,8 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
     where_from = threshold_text(threshold_probability, config.get("run", {}))
     scored = 0
     for path in args.files:
-        result = score_file(path, head, config, extractors, ingest)
+        result = (head.score_file(path, _source(Path(path)), ingest) if extractors is None  # cascade
+                  else score_file(path, head, config, extractors, ingest))
         if args.overlay and result["faces"]:
             result["overlay"] = str(save_overlay(result, Path(args.overlay), threshold,
                                                  threshold_probability))
@@ -299,6 +313,7 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
         causes = sorted({e["cause"] for e in result["errors"]})
         print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
               f"over {len(result['faces'])} face(s); {where_from}"
+              + (f"; parts: {result['verdict']}" if result.get("verdict") else "")
               + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),

@@ -174,6 +174,14 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
     their pixels at or above the 0.5 threshold (the binary mask IoU scores).
 
+    ``per_edit_localization`` and ``localization_headline``
+    (:func:`fusion.cascade.edit_table.edit_localization`): per method, the model's pixel
+    AUC, IoU and F1 beside the prior's and the hull's on the same fakes and the frame AUC;
+    the headline is the IoU gain over the better baseline, for whole-face and local edits
+    apart. ``part_verdicts`` (:func:`fusion.cascade.parts.part_verdict_report`): per face
+    part, the AUC of its mean mask probability for "was this part changed?";
+    ``predictions.csv`` gets the ``part_<name>`` means and a ``parts`` verdict text.
+
     ``overlays`` reals with the largest flagged area also get an overlay, in
     ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
     classification's warnings (and one when its AUC is below chance); ``provenance`` the
@@ -230,7 +238,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
 
 def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",
             batch_size: int = 64, overlays: int = 16) -> pd.DataFrame:
-    """Scores (``predictions.csv``) and mask overlays of every sample (or of ``split``)."""
+    """Scores (``predictions.csv``, with the part verdicts: ``part_<name>`` and ``parts``)
+    and mask overlays of every sample (or of ``split``)."""
     from stores import open_store
 
     dev = resolve_device(device)
