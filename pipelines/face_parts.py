@@ -62,7 +62,7 @@ import numpy as np
 from pipelines.synthesis import (BROWS, LEFT_BROW, LEFT_EYE, MOUTH, NOSE, RIGHT_BROW,
                                  RIGHT_EYE, _sbi_source, alpha_blend, anchor_region, check_face,
                                  difficulty_value, face_hull_mask, face_width, finish_edit,
-                                 record_choices)
+                                 random_morph, record_choices)
 
 __all__ = ["BLEND_PARTS", "VERDICT_PARTS", "BLEND_KINDS", "CHANGED_FRACTION", "PART_WARP",
            "PART_MORPH", "PART_SIGMA_MAX", "part_mask", "verdict_regions", "verdict_regions_batch",
@@ -228,13 +228,7 @@ def _deform(region: np.ndarray, lm: np.ndarray, rng, d: float, info=None) -> np.
                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     if moved.any():
         region = moved
-    k = int(rng.integers(0, max(1, int(PART_MORPH * fw)) + 1))
-    op = str(rng.choice(["dilate", "erode", "none"]))
-    if k > 0 and op != "none":
-        kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
-        morphed = cv2.dilate(region, kernel) if op == "dilate" else cv2.erode(region, kernel)
-        if morphed.any():
-            region = morphed
+    region, op, k = random_morph(region, int(PART_MORPH * fw), rng)
     record_choices(info, part_warp_px=amp, part_morph=op, part_morph_px=k)
     return region
 

@@ -179,16 +179,23 @@ def _deformed_hull(lm: np.ndarray, shape, rng, d: float, info=None) -> np.ndarra
     outline = centre + (outline - centre) * (1 + amp * noise)[:, None]
     region = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(region, [np.round(outline).astype(np.int32)], 1)
-    fw = face_width(lm)
-    k = int(rng.integers(0, max(1, int(0.04 * fw)) + 1))
+    region, op, k = random_morph(region, int(0.04 * face_width(lm)), rng)
+    record_choices(info, hull_elastic_amp=amp, hull_morph=op, hull_morph_px=k)
+    return region
+
+
+def random_morph(region: np.ndarray, max_px: int, rng):
+    """``(region, op, k)``: ``region`` dilated, eroded or left (``op``, drawn uniformly) by
+    an elliptic kernel of radius ``k`` px drawn in [0, max(1, max_px)]; a morph that would
+    empty the region is not applied."""
+    k = int(rng.integers(0, max(1, max_px) + 1))
     op = str(rng.choice(["dilate", "erode", "none"]))
     if k > 0 and op != "none":
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
         morphed = cv2.dilate(region, kernel) if op == "dilate" else cv2.erode(region, kernel)
         if morphed.any():
             region = morphed
-    record_choices(info, hull_elastic_amp=amp, hull_morph=op, hull_morph_px=k)
-    return region
+    return region, op, k
 
 
 def feather_alpha(region: np.ndarray, sigma: float) -> np.ndarray:
