@@ -18,6 +18,12 @@ an extractor gives NaN or inf for is scored with the train mean in its place (as
 Each verdict line names the threshold it was judged against and where it came from
 (``threshold 0.399 (EER on val)``).
 
+``--model`` may also be a ``fusion.cascade train`` run folder (:mod:`fusion.cascade.files`):
+faces are cropped as its first training store's were, scored by its best checkpoint at
+fake probability 0.5, and each face and file also gets its part verdict (``parts``: the
+mean predicted mask probability per face part; ``verdict``: ``"mouth 0.91, eyes 0.08,
+nose 0.05"``, also on the printed line).
+
 A file with no face to score (empty, text, an image too small to hold a face, no face
 found, a video that does not decode) gets one line on stderr, ``FILE: not scored: CAUSE``,
 and stays in the JSON with ``score`` null and its ``errors``. Exit status: 0 when at least
