@@ -3,9 +3,7 @@
 End to end for a practitioner: each file is decoded, its faces are detected and aligned
 exactly as the training store's were (the model records that configuration), the model's
 features are extracted with the recorded parameters, and the trained fusion head scores
-every face (a ``fusion.cascade`` run scores the aligned crops itself and, when it has a
-video head, adds ``video_head_score`` to each video: :mod:`fusion.cascade.predict_files`).
-Prints one line per file; ``--out FILE`` writes JSON with a score per face and
+every face. Prints one line per file; ``--out FILE`` writes JSON with a score per face and
 per video (the mean of its face scores), and ``--json`` prints that JSON alone on stdout
 (the per-file lines then go to stderr); ``--overlay DIR`` also saves a strip of each file's
 scored faces, each with its score, verdict and frame index, under the decision threshold.
@@ -19,6 +17,13 @@ an extractor gives NaN or inf for is scored with the train mean in its place (as
 :mod:`fusion.train`), counted in its result's ``nonfinite`` and warned about on stderr.
 Each verdict line names the threshold it was judged against and where it came from
 (``threshold 0.399 (EER on val)``).
+
+``--model`` may also be a ``fusion.cascade train`` run folder (:mod:`fusion.cascade.files`):
+faces are cropped as its first training store's were, scored by its best checkpoint at
+fake probability 0.5, and each face and file also gets its part verdict (``parts``: the
+mean predicted mask probability per face part; ``verdict``: ``"mouth 0.91, eyes 0.08,
+nose 0.05"``, also on the printed line); when the run has a video head, a video also gets
+its ``video_head_score``.
 
 A file with no face to score (empty, text, an image too small to hold a face, no face
 found, a video that does not decode) gets one line on stderr, ``FILE: not scored: CAUSE``,
@@ -103,10 +108,10 @@ def _source(path: Path):
 
 def score_file(path, head, config, extractors, ingest) -> dict:
     """Score one image or video; returns its per-face and per-video result."""
+    if extractors is None:  # a cascade run scores the crops itself (fusion.cascade.files)
+        return head.score_file(path, _source(Path(path)), ingest)
     from extract.registry import FaceBatch
     from fusion.heads import FusionData
-    if hasattr(head, "score_file"):  # a cascade run (fusion.cascade.predict_files)
-        return head.score_file(path, _source(Path(path)), ingest)
     from pipelines.ingest import load_source
     source = _source(Path(path))
     crops = load_source(source, ingest)
@@ -146,6 +151,8 @@ def score_file(path, head, config, extractors, ingest) -> dict:
 def threshold_text(threshold_probability: float, run: dict) -> str:
     """``threshold 0.399 (EER on val)``: the cut a verdict was judged against, and its origin."""
     source = run.get("threshold_from")
+    if run.get("threshold_note"):  # a cascade run: a fixed threshold
+        return f"threshold {threshold_probability:.3f} ({run['threshold_note']})"
     return f"threshold {threshold_probability:.3f} " + (f"(EER on {source})" if source else
                                                         "(its origin not recorded)")
 
@@ -211,8 +218,10 @@ def save_overlay(result: dict, folder: Path, threshold: float, threshold_probabi
 def main(argv=None) -> int:
     parser = CLIParser(prog="python -m fusion.predict", description=__doc__)
     parser.add_argument("--model", required=True,
-                        help="run folder written by fusion.train or by fusion.cascade train "
-                             "(then a video also gets the run's video head score, if it has one)")
+                        help="run folder written by fusion.train, or by fusion.cascade train "
+                             "(then each face also gets its part verdict, e.g. "
+                             "'mouth 0.91, eyes 0.08', and a video the run's video head "
+                             "score if it has one)")
     parser.add_argument("files", nargs="+", help="images or videos to score")
     parser.add_argument("--out", help="write the JSON result to this file (an existing one is "
                                       "refused unless --overwrite)")
@@ -246,12 +255,12 @@ def main(argv=None) -> int:
     def load():
         from fusion.modelio import run_kind
         if run_kind(args.model) == "fusion.cascade":
-            from fusion.cascade.predict_files import CascadeFileScorer
+            from fusion.cascade.files import load_file_scorer
             try:
-                scorer = CascadeFileScorer(args.model)
-            except (ValueError, FileNotFoundError) as exc:
+                scorer, config = load_file_scorer(args.model)
+            except ValueError as exc:
                 raise UsageError(f"--model {args.model}: {exc}") from None
-            return scorer, scorer.config, {}, ingest_config(scorer.config, args.frames)
+            return scorer, config, None, ingest_config(config, args.frames)
         try:  # a wrong format version or an unknown extractor in the model's config
             head, config = load_model_dir(args.model)
         except ValueError as exc:
@@ -315,6 +324,7 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
                      if "video_head_score" in result else "")
         print(f"{path}: {'FAKE' if result['fake'] else 'real'}  score {result['score']:.3f} "
               f"over {len(result['faces'])} face(s){head_text}; {where_from}"
+              + (f"; parts: {result['verdict']}" if result.get("verdict") else "")
               + (f"  [{', '.join(causes)}]" if causes else ""), file=text)
     report = {"model": str(args.model), "threshold": config.get("run", {}).get("threshold"),
               "threshold_units": config.get("run", {}).get("threshold_units", "probability"),

@@ -319,6 +319,45 @@ def _ablation_page(folder: Path, a: dict, command):
     return title, body
 
 
+def _per_edit_section(m: dict) -> str:
+    """The cascade's localization per edit beside the prior and the hull, its headline, and
+    the part verdicts' AUCs (``per_edit_localization``, ``localization_headline``,
+    ``part_verdicts`` of ``metrics.json``)."""
+    rows = m.get("per_edit_localization") or []
+    html_out = ""
+    if rows:
+        cells = [[_esc(r["method"]), _esc(r["group"]), str(r["n"]), _num(r["frame_auc"], 3),
+                  _num(r["pixel_auc"], 3), _num(r["iou"], 3), _num(r["f1"], 3),
+                  _num(r["prior_iou"], 3), _num(r["prior_f1"], 3), _num(r["hull_iou"], 3),
+                  _num(r["hull_f1"], 3), _esc(r["best_baseline"] or "n/a"),
+                  "n/a" if r["gain_iou"] is None else f"{r['gain_iou']:+.3f}"] for r in rows]
+        losing = [i for i, r in enumerate(rows) if r["gain_iou"] is not None and r["gain_iou"] < 0]
+        heads = "".join(
+            f"<li>{_esc(g)} edits ({_esc(', '.join(h['methods']))}): model IoU {_num(h['iou'], 3)}, "
+            f"better baseline {_num(h['best_baseline_iou'], 3)}, gain "
+            f"{'n/a' if h['gain_iou'] is None else format(h['gain_iou'], '+.3f')}; frame AUC "
+            f"{_num(h['frame_auc'], 3)}</li>"
+            for g, h in (m.get("localization_headline") or {}).items())
+        html_out += ("<h2>Localization per edit, beside the baselines</h2><p class=\"sub\">Each "
+                     "edit's fakes: the model's pixel AUC, IoU and F1, the prior's and the hull's "
+                     "on the same fakes, and the frame AUC of those fakes against all reals. Gain: "
+                     "the model's IoU minus the better baseline's (rows where it loses are "
+                     "marked).</p>"
+                     + _table(["edit", "group", "fakes", "frame AUC", "pixel AUC", "IoU", "F1",
+                               "prior IoU", "prior F1", "hull IoU", "hull F1", "better baseline",
+                               "IoU gain"], rows=cells, left=2, bad_rows=losing)
+                     + (f"<ul>{heads}</ul>" if heads else ""))
+    parts = (m.get("part_verdicts") or {}).get("by_part") or {}
+    if any(v.get("auc") is not None for v in parts.values()):
+        cells = [[_esc(p), _num(v.get("auc"), 3), str(v.get("n_changed", 0)),
+                  str(v.get("n_unchanged", 0)), _num(v.get("mean_changed"), 3),
+                  _num(v.get("mean_unchanged"), 3)] for p, v in parts.items()]
+        html_out += (f"<h2>Part verdicts</h2><p class=\"sub\">{_esc(m['part_verdicts']['rule'])}."
+                     "</p>" + _table(["part", "AUC", "changed", "unchanged",
+                                      "mean p (changed)", "mean p (unchanged)"], cells))
+    return html_out
+
+
 def _cascade_page(folder: Path, m: dict, command):
     c, loc = m.get("classification", {}), m.get("localization", {})
     title = f"fusion.cascade eval: {Path(str(m.get('store', ''))).name}, split {m.get('split')}"
@@ -362,6 +401,7 @@ def _cascade_page(folder: Path, m: dict, command):
     body = [_warnings(m.get("warnings", c.get("warnings", []))),
             _metrics_section([(str(m.get("split")), c)], threshold),
             _by_method_section(c, f"{m.get('split')} by method"), localization,
+            _per_edit_section(m),
             _plots_section(folder, ["roc.png", "det.png", "scores.png"]), overlay_html, training,
             _provenance_section(prov, command, config)]
     return title, body

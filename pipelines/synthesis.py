@@ -198,14 +198,29 @@ def deformed_hull(lm: np.ndarray, shape, params: dict, points=None, info=None) -
     outline = centre + (outline - centre) * (1 + amp * noise)[:, None]
     region = np.zeros(shape[:2], np.uint8)
     cv2.fillPoly(region, [np.round(outline).astype(np.int32)], 1)
-    k, op = int(params["morph_px"]), params["morph"]
+    region = apply_morph(region, params["morph"], int(params["morph_px"]))
+    record_choices(info, hull_elastic_amp=amp, hull_morph=params["morph"],
+                   hull_morph_px=int(params["morph_px"]))
+    return region
+
+
+def apply_morph(region: np.ndarray, op: str, k: int) -> np.ndarray:
+    """``region`` dilated or eroded (``op``; ``"none"`` leaves it) by an elliptic kernel of
+    radius ``k`` px; a morph that would empty the region is not applied."""
     if k > 0 and op != "none":
         kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * k + 1, 2 * k + 1))
         morphed = cv2.dilate(region, kernel) if op == "dilate" else cv2.erode(region, kernel)
         if morphed.any():
             region = morphed
-    record_choices(info, hull_elastic_amp=amp, hull_morph=op, hull_morph_px=k)
     return region
+
+
+def random_morph(region: np.ndarray, max_px: int, rng):
+    """``(region, op, k)``: ``region`` dilated, eroded or left (``op``, drawn uniformly) by
+    an elliptic kernel of radius ``k`` px drawn in [0, max(1, max_px)] (:func:`apply_morph`)."""
+    k = int(rng.integers(0, max(1, max_px) + 1))
+    op = str(rng.choice(["dilate", "erode", "none"]))
+    return apply_morph(region, op, k), op, k
 
 
 def feather_alpha(region: np.ndarray, sigma: float) -> np.ndarray:

@@ -107,6 +107,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="online: train from the stores' real crops, each with a fresh "
                         "self-blend per epoch (landmark hull, the blend's changed pixels as the "
                         "mask target); off: the stores' own labels and masks (default off)")
+    t.add_argument("--part-blend", type=float, default=0.5, metavar="P",
+                   help="with --sbi online, the probability that a blend is a local one "
+                        "(eyes, brows, nose, mouth, one cheek, jaw, forehead, a union of 2-3 of "
+                        "them, or landmark-anchored blobs) instead of the whole face; val blends "
+                        "use the same mix (default 0.5, a placeholder until chosen on val; 0: "
+                        "whole-face blends only, as before)")
     t.add_argument("--keep-fakes", action="store_true",
                    help="with --sbi online, also train on the stores' fakes")
     t.add_argument("--val-folders", default="",
@@ -189,6 +195,7 @@ def _train(args):
                              backbone_size=args.backbone_size,
                              device=args.device, seed=args.seed,
                              augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
+                             part_blend=args.part_blend,
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,
                              warmup_epochs=args.warmup_epochs, schedule=args.schedule,
                              amp=not args.no_amp, max_steps=args.max_steps,
@@ -254,6 +261,8 @@ def _summary(metrics: dict) -> str:
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
     from fusion.cascade.video import video_head_lines
     lines += video_head_lines(metrics)
+    from fusion.cascade.edit_table import edit_table_lines, part_verdict_lines
+    lines += edit_table_lines(metrics) + part_verdict_lines(metrics)
     return "\n".join(lines)
 
 

@@ -6,7 +6,10 @@ landmarks, by the same blend as the benchmark's ``sbi`` edit
 (:func:`pipelines.synthesis.sbi`): the source is the same face, colour-jittered, blurred,
 sharpened or down-up sampled, and shifted/scaled by a few percent; it is blended over the
 landmark convex hull, elastically deformed, eroded or dilated, and blurred with a random
-kernel, at a random blend ratio. The blend's mask -- exactly the pixels it changed -- is the
+kernel, at a random blend ratio. With ``--part-blend P``, a share P of the blends are
+local instead (:mod:`pipelines.face_parts`): the same transformed copy blended over one face
+part, a union of parts or landmark-anchored blobs, so the mask head cannot answer "the
+face" whatever was changed. The blend's mask -- exactly the pixels it changed -- is the
 mask head's target. The real and its blend go into the same mini-batch.
 
 Augmentations (:data:`AUGMENTATIONS`, the plan's "data process optimisation") are then
@@ -33,6 +36,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from pipelines.face_parts import part_blend
 from pipelines.synthesis import sbi
 
 #: Augmentations in application order, with their probability per crop.
@@ -70,14 +74,22 @@ def has_landmarks(landmarks: np.ndarray) -> np.ndarray:
     return np.isfinite(lm.reshape(len(lm), lm[0].size if len(lm) else 0)).all(1)
 
 
-def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator):
+def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generator,
+                 part_probability: float = 0.0):
     """A fresh self-blend of one real crop: ``(blended uint8 H x W x 3, mask uint8 H x W)``.
 
     The difficulty (size of the elastic deformation, blur of the mask, strength of the
-    source transforms; see :mod:`pipelines.synthesis`) is drawn uniformly in [0, 1]. The mask
-    is exactly the changed pixels, never empty.
+    source transforms; see :mod:`pipelines.synthesis`) is drawn uniformly in [0, 1]. With
+    probability ``part_probability`` the blend is a local one over a face part, a union of
+    parts or landmark-anchored blobs (:func:`pipelines.face_parts.part_blend`, the same
+    source transforms), else over the whole landmark hull (:func:`pipelines.synthesis.sbi`).
+    The mask is exactly the changed pixels, never empty. ``part_probability`` 0 draws
+    exactly what it drew before part blends existed.
     """
-    return sbi(crop, landmarks, rng, difficulty=float(rng.uniform(0.0, 1.0)))
+    difficulty = float(rng.uniform(0.0, 1.0))
+    if part_probability > 0 and rng.random() < part_probability:
+        return part_blend(crop, landmarks, rng, difficulty)
+    return sbi(crop, landmarks, rng, difficulty=difficulty)
 
 
 def augment_crop(image: np.ndarray, mask: np.ndarray, augment, rng: np.random.Generator):

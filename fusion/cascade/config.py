@@ -68,6 +68,8 @@ class TrainConfig:
     augment: str | None = None  # None: "all" with sbi online, none otherwise
     sbi: str = "off"
     keep_fakes: bool = False
+    # share of self-blends over face parts instead of the whole face; to be chosen on val
+    part_blend: float = 0.5
     val_folders: str = ""
     backbone_lr: float = 0.1
     warmup_epochs: float = 1.0
@@ -88,6 +90,7 @@ class TrainConfig:
                   (self.size >= 16 and self.size % 16 == 0, "--size must be a multiple of 16, >= 16"),
                   (self.sbi in SBI_MODES, f"--sbi must be one of {', '.join(SBI_MODES)}"),
                   (not self.keep_fakes or self.sbi == "online", "--keep-fakes needs --sbi online"),
+                  (0.0 <= self.part_blend <= 1.0, "--part-blend must be in [0, 1]"),
                   (self.backbone_lr > 0, "--backbone-lr must be > 0"),
                   (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
                   (self.schedule in ("cosine", "constant"), "--schedule must be cosine or constant"),
@@ -127,6 +130,8 @@ class TrainConfig:
         d["loss"] = LossWeights(**d.get("loss", {}))
         # runs saved before the U-Net decoder existed were trained with the plain one
         d.setdefault("decoder", "plain")
+        # runs saved before part blends blended the whole face only
+        d.setdefault("part_blend", 0.0)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

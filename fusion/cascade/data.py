@@ -360,12 +360,18 @@ class TrainingSet:
     size : int
         Model input size.
     seed : int
+    part_blend : float
+        Probability that a self-blend is a local one over face parts
+        (:func:`fusion.cascade.blend.online_blend`); 0 (default) blends the whole face only.
     """
 
     def __init__(self, sources, sbi: str = "online", keep_fakes: bool = False, augment=(),
-                 size: int = 128, seed: int = 0):
+                 size: int = 128, seed: int = 0, part_blend: float = 0.0):
         if sbi not in SBI_MODES:
             raise ValueError(f"--sbi must be one of {', '.join(SBI_MODES)}, got {sbi!r}")
+        if not 0.0 <= part_blend <= 1.0:
+            raise ValueError(f"--part-blend must be in [0, 1], got {part_blend}")
+        self.part_blend = float(part_blend)
         self.sources, self.sbi, self.augment = list(sources), sbi, tuple(augment)
         self.size, self.seed = int(size), int(seed)
         items, self.skipped_no_landmarks = [], 0
@@ -405,7 +411,7 @@ class TrainingSet:
         rng = sample_rng(self.seed, epoch, s, data.rows[p])
         out = [(crop, mask, label, valid, False)]
         if self._is_blended(s, p):
-            blended, blend_mask = online_blend(crop, data.landmarks[p], rng)
+            blended, blend_mask = online_blend(crop, data.landmarks[p], rng, self.part_blend)
             out.append((blended, blend_mask, 1, True, True))
         result = []
         for img, m, lab, val, blended in out:

@@ -18,10 +18,12 @@ import torch
 from fusion.cascade.checkpoints import load_run
 from fusion.cascade.config import resolve_device, write_json
 from fusion.cascade.data import StoreMaps, to_model_inputs
+from fusion.cascade.edit_table import edit_localization
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
 from fusion.cascade.video import video_head_metrics
+from fusion.cascade.parts import PartVerdicts, add_part_columns, part_verdict_report
 from fusion.metrics import compute_metrics
 
 
@@ -34,7 +36,8 @@ def autocast(device: torch.device, amp: bool):
 @torch.no_grad()
 def run_inference(model, data, size: int, device, batch_size: int = 64,
                   amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
-                  progress: bool = False, baselines: dict | None = None, keep_reals: int = 0):
+                  progress: bool = False, baselines: dict | None = None, keep_reals: int = 0,
+                  parts: bool = False):
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
@@ -48,6 +51,8 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     masks as the model, under ``baselines`` in the result. ``keep_reals`` adds
     ``real_examples`` (same layout as ``examples``): the real samples with the largest
     flagged area (then mean mask probability), largest first -- the false-positive masks.
+    ``parts`` (a :class:`StoreMaps` with landmarks) adds ``parts``: the part verdicts of
+    :class:`fusion.cascade.parts.PartVerdicts` (else ``parts`` is None).
     """
     import heapq
     model.eval()
@@ -59,6 +64,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     totals, seen = {}, 0
     examples = {"fakes": [], "others": []}
     top_reals = []  # min-heap of ((flagged, area), position, example)
+    verdicts = PartVerdicts(len(data)) if parts else None
     batches = data.batches(batch_size)
     if progress:
         from tqdm import tqdm
@@ -77,6 +83,9 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
             for k, v in terms.items():
                 totals[k] = totals.get(k, 0.0) + v * len(pos)
         seen += len(pos)
+        if verdicts is not None:
+            verdicts.update_from_landmarks(pos, prob[:, 0].cpu().numpy(), x["mask"][:, 0].cpu().numpy(),
+                                           b["mask_valid"], data.landmarks[pos], data.crop_size)
         sel = (b["label"] == 1) & b["mask_valid"]
         if sel.any():
             methods = data.meta["method"].to_numpy()[pos[sel]]
@@ -105,7 +114,8 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     return {"scores": scores, "area": areas, "flagged_area": flagged, "localization": acc.result(),
             "real_examples": {key: [c[j] for c in reals] for j, key in enumerate(fields)},
             "baselines": {name: a.result() for name, a in baseline_acc.items()},
-            "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples}
+            "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples,
+            "parts": verdicts.result() if verdicts is not None else None}
 
 
 def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
@@ -113,7 +123,7 @@ def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
     frame["score"] = result["scores"]
     frame["mask_area"] = result["area"]
     frame["flagged_area"] = result["flagged_area"]
-    return frame
+    return add_part_columns(frame, result.get("parts"))
 
 
 def hull_masks(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
@@ -165,6 +175,14 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
     their pixels at or above the 0.5 threshold (the binary mask IoU scores).
 
+    ``per_edit_localization`` and ``localization_headline``
+    (:func:`fusion.cascade.edit_table.edit_localization`): per method, the model's pixel
+    AUC, IoU and F1 beside the prior's and the hull's on the same fakes and the frame AUC;
+    the headline is the IoU gain over the better baseline, for whole-face and local edits
+    apart. ``part_verdicts`` (:func:`fusion.cascade.parts.part_verdict_report`): per face
+    part, the AUC of its mean mask probability for "was this part changed?";
+    ``predictions.csv`` gets the ``part_<name>`` means and a ``parts`` verdict text.
+
     ``overlays`` reals with the largest flagged area also get an overlay, in
     ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
     classification's warnings (and one when its AUC is below chance); ``provenance`` the
@@ -188,7 +206,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
         result = run_inference(model, data, config.size, dev, batch_size, config.amp,
                                keep_masks=overlays, progress=True, baselines=baselines,
-                               keep_reals=overlays)
+                               keep_reals=overlays, parts=True)
         meta = data.meta
         metrics = {
             "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
@@ -200,6 +218,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
         metrics.update(video_head_metrics(run_dir, model, config, data, dev, batch_size, n_boot, out_dir))
+        metrics["part_verdicts"] = part_verdict_report(result["parts"])
+        metrics.update(edit_localization(metrics))
         c = metrics["classification"]
         metrics["warnings"] = scoring.set_warnings(split, c)
         metrics["provenance"] = scoring.provenance(
@@ -220,7 +240,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
 
 def predict(run_dir, store_path, out_dir, split: str | None = None, device: str = "auto",
             batch_size: int = 64, overlays: int = 16) -> pd.DataFrame:
-    """Scores (``predictions.csv``) and mask overlays of every sample (or of ``split``)."""
+    """Scores (``predictions.csv``, with the part verdicts: ``part_<name>`` and ``parts``)
+    and mask overlays of every sample (or of ``split``)."""
     from stores import open_store
 
     dev = resolve_device(device)
@@ -229,7 +250,7 @@ def predict(run_dir, store_path, out_dir, split: str | None = None, device: str 
     with open_store(store_path) as store:
         data = StoreMaps(store, split, cache_bytes=0)
         result = run_inference(model, data, config.size, dev, batch_size,
-                               config.amp, keep_masks=overlays, progress=True)
+                               config.amp, keep_masks=overlays, progress=True, parts=True)
         frame = _predictions_frame(data, result)
         out_dir.mkdir(parents=True, exist_ok=True)
         frame.to_csv(out_dir / "predictions.csv", index=False)

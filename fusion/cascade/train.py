@@ -124,9 +124,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
     try:
         train_sources, val_sources = open_training_sources(config, stores)
         train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
-                                config.size, config.seed)
+                                config.size, config.seed, part_blend=config.part_blend)
+        # val: the same mix of whole-face and part blends, one fixed draw for the run
         val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
-                              config.seed)
+                              config.seed, part_blend=config.part_blend)
         n_reals = sum(int((s.labels == 0).sum()) for s in train_sources)
         if config.sbi == "online" and n_reals == 0:
             n_fakes = sum(len(s.labels) for s in train_sources)

@@ -320,11 +320,11 @@ def test_predict_gives_a_cascade_run_video_its_head_score(video_run, tmp_path, c
     result = json.loads((tmp_path / "b.json").read_text())["results"][0]
     assert [f["score"] for f in result["faces"]] == [f["score"] for f in plain["faces"]]
     # the head's score, recomputed from the file's crops through the same functions
-    from fusion.cascade.predict_files import CascadeFileScorer
+    from fusion.cascade.files import load_file_scorer
     from fusion.predict import _source, ingest_config
     from pathlib import Path
-    scorer = CascadeFileScorer(run, "cpu")
-    again = scorer.score_file(video, _source(Path(video)), ingest_config(scorer.config))
+    scorer, record = load_file_scorer(run, "cpu")
+    again = scorer.score_file(video, _source(Path(video)), ingest_config(record))
     model, config, _ = load_run(run)
     head, record = load_video_head(run)
     pooled, logit = frame_features(model, again["_crops"], config.size, "cpu")
