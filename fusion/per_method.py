@@ -33,23 +33,15 @@ from sklearn.metrics import roc_auc_score
 from fusion.metrics import bootstrap_ci, video_scores
 
 __all__ = ["MIN_METHOD_VIDEOS", "per_method_table", "per_method_warnings", "per_method_lines",
-           "add_per_method", "fake_logits"]
+           "add_per_method", "auc_or_nan"]
 
 #: A method with fewer fake videos than this earns a warning.
 MIN_METHOD_VIDEOS = 3
 
 
-def fake_logits(probabilities) -> np.ndarray:
-    """Fake-minus-real logits ``log(p / (1 - p))`` of fake probabilities (float64).
-
-    For callers that kept only the probabilities; a probability of exactly 0 or 1 (a float32
-    softmax saturates past a margin of about 17) is clipped to 1e-12 from the bound first.
-    """
-    p = np.clip(np.asarray(probabilities, np.float64), 1e-12, 1 - 1e-12)
-    return np.log(p) - np.log1p(-p)
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float:
+def auc_or_nan(labels, scores) -> float:
+    """scikit-learn's ROC AUC of ``scores`` against 0/1 ``labels``; NaN with one class."""
+    labels = np.asarray(labels)
     return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
@@ -96,17 +88,17 @@ def per_method_table(labels, logits, methods, video_ids, n_boot: int = 1000, see
         row = {"method": method, "n_videos": n_videos,
                "n_frames": int(((labels == 1) & (methods == method)).sum()),
                "n_real_videos": int(v_real.sum()), "n_real_frames": int(real.sum()),
-               "frame_auc": _auc(labels[frames], logits[frames]),
+               "frame_auc": auc_or_nan(labels[frames], logits[frames]),
                "frame_auc_ci": [frame_ci["auc"][0], frame_ci["auc"][1]] if n_boot else [None, None],
-               "video_auc": _auc(v_labels[videos], v_scores[videos]),
+               "video_auc": auc_or_nan(v_labels[videos], v_scores[videos]),
                "video_auc_ci": [video_ci["auc"][0], video_ci["auc"][1]] if n_boot else [None, None],
                "warning": None}
         if n_videos == 1:
-            row["warning"] = (f"method {method!r}: one fake video: its AUCs rest on a single "
-                              "video and have no CI")
+            row["warning"] = (f"method {method!r} has one fake video: a single video decides "
+                              "its AUCs (no CI)")
         elif n_videos < MIN_METHOD_VIDEOS:
-            row["warning"] = (f"method {method!r}: {n_videos} fake videos (< {MIN_METHOD_VIDEOS}): "
-                              "its AUCs rest on too few videos to compare methods")
+            row["warning"] = (f"method {method!r} has {n_videos} fake videos (< {MIN_METHOD_VIDEOS} "
+                              "per method): its AUCs rest on too few videos to compare methods")
         rows.append(row)
     return rows
 
@@ -130,6 +122,7 @@ def per_method_lines(table: list[dict]) -> list[str]:
         lines.append(f"    {r['method']}: {r['n_videos']} videos / {r['n_frames']} frames vs "
                      f"{r['n_real_videos']} real videos: frame AUC {fmt(r['frame_auc'], r['frame_auc_ci'])}"
                      f"  video AUC {fmt(r['video_auc'], r['video_auc_ci'])}"
+                     + ("  (below chance)" if r["frame_auc"] < 0.5 else "")
                      + ("  (!) few videos" if r["warning"] else ""))
     return lines
 

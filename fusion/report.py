@@ -47,7 +47,9 @@ PLOT_CAPTIONS = {
     "scores.png": "Scores per method, in sample counts, with the decision threshold.",
     "ablation.png": "Ablation: val AUC per configuration (what chose the pick); the dashed line is chance.",
     "robustness.png": "Robustness: test metrics under each stored perturbation; the star is the clean test set.",
-    "training.png": "Training: loss terms per epoch (left) and validation AUC / IoU (right), which chose the checkpoint.",
+    "training.png": ("Training: loss terms per epoch (left) and validation AUC / IoU (right; with "
+                     "--select-store also its frame and video AUC and the selection score), which "
+                     "chose the checkpoint."),
 }
 
 CSS = """

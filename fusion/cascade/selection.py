@@ -49,7 +49,7 @@ from fusion.cascade.config import SELECT_SPLITS
 from fusion.cascade.data import StoreMaps
 from fusion.cascade.inference import run_inference
 from fusion.metrics import video_scores
-from fusion.per_method import per_method_table
+from fusion.per_method import auc_or_nan, per_method_table
 
 #: How the selection score is made of its parts (recorded in history.json).
 RULE = "mean of the self-blend val score and the select stores' frame AUC"
@@ -83,11 +83,6 @@ def selection_score(val_score: float | None, select_frame_auc: float) -> float:
     and IoU) and ``select_frame_auc``; the latter alone when ``val_score`` is None or NaN."""
     parts = [v for v in (val_score, select_frame_auc) if v is not None and math.isfinite(v)]
     return float(np.mean(parts)) if parts else float("nan")
-
-
-def _auc(labels, scores) -> float:
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else float("nan")
 
 
 class SelectionSet:
@@ -160,7 +155,8 @@ class SelectionSet:
             v_labels, v_scores, _, _ = video_scores(data.labels, logits, methods, videos)
             table = per_method_table(data.labels, logits, methods, videos, n_boot=0)
             per_store[str(data.path)] = {
-                "frame_auc": _auc(data.labels, logits), "video_auc": _auc(v_labels, v_scores),
+                "frame_auc": auc_or_nan(data.labels, logits),
+                "video_auc": auc_or_nan(v_labels, v_scores),
                 "n_frames": len(data), "n_videos": int(v_labels.size),
                 "by_method": {r["method"]: {"frame_auc": r["frame_auc"], "video_auc": r["video_auc"],
                                             "n_videos": r["n_videos"]} for r in table}}
@@ -189,7 +185,8 @@ class SelectionSet:
 
 
 def select_text(row: dict) -> str:
-    """`` select frame AUC 0.612 video AUC 0.590`` for an epoch's log line ("" without)."""
+    """`` select frame auc F video auc V`` (3 decimals) for an epoch's log line; "" for an
+    epoch without a select record."""
     if "select" not in row:
         return ""
     s = row["select"]
@@ -197,13 +194,16 @@ def select_text(row: dict) -> str:
 
 
 def recipe_line(best: dict | None) -> str:
-    """One line with the chosen epoch's numbers, printed at the end of training::
-
-        best epoch 9: val 0.828 (auc 0.833, iou 0.823), select 0.612 (frame AUC 0.612, video AUC 0.590), score 0.720
+    """One line with the chosen epoch's numbers, printed at the end of training.
 
     ``val``: the self-blend val score (the mean of its AUC and IoU); ``select``: the select
     stores' frame AUC, the part the score uses; ``score``: the selection score. The same
     numbers are in ``best.json`` and the epoch's row of ``history.json``.
+
+    >>> recipe_line({"epoch": 3, "selection_score": 0.65, "val": {"auc": 0.75, "iou": 0.65},
+    ...              "select": {"frame_auc": 0.6, "video_auc": 0.5},
+    ...              "selection": {"val_score": 0.7}})
+    'best epoch 3: val 0.700 (auc 0.750, iou 0.650), select 0.600 (frame AUC 0.600, video AUC 0.500), score 0.650'
     """
     if not best:
         return "best epoch: none (no epoch finished)"

@@ -177,3 +177,21 @@ def test_cli_select_flags(stores, tmp_path, capsys):
     assert saved["flags"]["select_store"] == [str(stores["select"])]  # --config reruns it
     assert saved["config"]["select_store"] == str(stores["select"])
     assert (tmp_path / "ok" / "training.png").is_file()
+
+
+@pytest.mark.slow
+def test_torchrun_two_ranks_choose_on_the_select_store(stores, tmp_path):
+    """Under DDP rank 0 alone scores the select store; the run finishes with its record."""
+    from tests.fusion.test_cascade_distributed import TINY as DDP_TINY
+    from tests.fusion.test_cascade_distributed import _finish, _torchrun
+    run = tmp_path / "ddp"
+    proc = _torchrun(["--store", str(stores["faces"]), "--out", str(run), "--epochs", "2",
+                      "--sbi", "online", "--random-init", "--select-store", str(stores["select"]),
+                      *DDP_TINY], tmp_path / "ddp.log")
+    text = _finish(proc, tmp_path / "ddp.log")
+    assert proc.returncode == 0, text
+    history = json.loads((run / "history.json").read_text())
+    assert [r["epoch"] for r in history] == [1, 2]
+    assert all(r["selection_score"] == pytest.approx(
+        (r["selection"]["val_score"] + r["select"]["frame_auc"]) / 2) for r in history)
+    assert text.count("(frame AUC ") == 1  # the recipe line, from rank 0 only

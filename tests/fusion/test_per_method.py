@@ -11,8 +11,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from fusion.per_method import (MIN_METHOD_VIDEOS, fake_logits, per_method_lines,
-                               per_method_table, per_method_warnings)
+from fusion.per_method import (MIN_METHOD_VIDEOS, per_method_lines, per_method_table,
+                               per_method_warnings)
 
 torch.set_num_threads(1)
 
@@ -88,7 +88,7 @@ def test_table_equals_sklearn_by_hand():
     for method, n in (("real", 5), ("a", 4), ("b", 2), ("c", 1)):
         for v in range(n):
             for _ in range(int(rng.integers(2, 6))):
-                shift = {"real": 0.0, "a": 1.0, "b": 0.3, "c": -0.5}[method]
+                shift = {"real": 0.0, "a": 1.0, "b": 0.3, "c": -2.0}[method]
                 rows.append((int(method != "real"), shift + rng.normal(), method, f"{v:03d}"))
     labels, logits, methods, videos = (np.array(c) for c in zip(*rows))
     table = per_method_table(labels, logits, methods, videos, n_boot=200, seed=1)
@@ -106,14 +106,18 @@ def test_table_equals_sklearn_by_hand():
     assert a["video_auc_ci"][0] <= a["video_auc"] <= a["video_auc_ci"][1]
     assert a["frame_auc_ci"][1] - a["frame_auc_ci"][0] > 0.01  # videos resampled, not zero-width
     assert a["warning"] is None
-    assert "2 fake videos (< 3)" in table[1]["warning"]
-    assert "one fake video" in table[2]["warning"]
+    assert "has 2 fake videos (< 3 per method)" in table[1]["warning"]
+    assert "has one fake video: a single video decides" in table[2]["warning"]
+    from fusion.warning_groups import kind_of
+    assert [kind_of(r["warning"]) for r in table[1:]] == ["too few videos", "one video decides"]
     assert all(v != v for v in table[2]["video_auc_ci"] + table[2]["frame_auc_ci"])  # NaN: no CI
     assert per_method_warnings(table, "test") == [f"test: {table[1]['warning']}",
                                                   f"test: {table[2]['warning']}"]
     lines = per_method_lines(table)
     assert len(lines) == 3 and lines[0].strip().startswith("a: 4 videos")
     assert "(!) few videos" in lines[1] and "(!)" not in lines[0]
+    assert table[2]["frame_auc"] < 0.5 and "(below chance)" in lines[2]
+    assert "(below chance)" not in lines[0]
     assert MIN_METHOD_VIDEOS == 3
 
 
@@ -126,7 +130,6 @@ def test_video_level_is_the_mean_frame_logit_not_the_mean_probability():
     assert table[0]["video_auc"] == 1.0
     p = 1 / (1 + np.exp(-logits))
     assert p[2:].mean() < p[:2].mean()
-    np.testing.assert_allclose(fake_logits(p), logits, rtol=1e-9)
 
 
 def test_cascade_eval_writes_the_table_summary_and_report(tmp_path, capsys):
@@ -166,9 +169,10 @@ def test_cascade_eval_writes_the_table_summary_and_report(tmp_path, capsys):
     for r in table:
         f = pred[(pred.label == 0) | (pred.method == r["method"])]
         assert r["frame_auc"] == pytest.approx(roc_auc_score(f.label, f.score), abs=1e-9)
-    assert "test: method 'lonely': one fake video" in " ".join(metrics["warnings"])
-    assert "test: method 'splice_texture': 2 fake videos (< 3)" in " ".join(metrics["warnings"])
+    assert "test: method 'lonely' has one fake video" in " ".join(metrics["warnings"])
+    assert "test: method 'splice_texture' has 2 fake videos (< 3" in " ".join(metrics["warnings"])
     assert "per kind of fake" in printed and "splice_color: 3 videos / 9 frames vs 4 real videos" in printed
     page = (out / "report.html").read_text()
     assert "test per kind of fake" in page and "video AUC [95% CI]" in page
-    assert page.index("lonely") < page.index("splice_texture")
+    section = page[page.index("test per kind of fake</h2>"):]
+    assert section.index("lonely") < section.index("splice_color") < section.index("splice_texture")
