@@ -47,7 +47,9 @@ PLOT_CAPTIONS = {
     "scores.png": "Scores per method, in sample counts, with the decision threshold.",
     "ablation.png": "Ablation: val AUC per configuration (what chose the pick); the dashed line is chance.",
     "robustness.png": "Robustness: test metrics under each stored perturbation; the star is the clean test set.",
-    "training.png": "Training: loss terms per epoch (left) and validation AUC / IoU (right), which chose the checkpoint.",
+    "training.png": ("Training: loss terms per epoch (left) and validation AUC / IoU (right; with "
+                     "--select-store also its frame and video AUC and the selection score), which "
+                     "chose the checkpoint."),
 }
 
 CSS = """
@@ -187,6 +189,25 @@ def _by_method_section(m: dict, title: str) -> str:
              _num(v.get("eer")), _num(v.get("ap"))] for k, v in per.items()]
     return (f"<h2>{_esc(title)}</h2>"
             + _table(["method (fakes vs all reals)", "reals", "fakes", "AUC", "EER", "AP"], rows))
+
+
+def _per_method_section(rows, title: str) -> str:
+    """The ``per_method`` table of a cascade evaluation: frame and video AUC of each kind of
+    fake against all reals, CIs by video; rows with few videos flagged, below chance in red."""
+    if not rows:
+        return ""
+    body, bad = [], []
+    for i, r in enumerate(rows):
+        if any(_below_chance({"auc": r.get(k)}) for k in ("frame_auc", "video_auc")):
+            bad.append(i)
+        body.append([_esc(r.get("method")), str(r.get("n_videos")), str(r.get("n_frames")),
+                     str(r.get("n_real_videos")), _with_ci(r.get("frame_auc"), r.get("frame_auc_ci")),
+                     _with_ci(r.get("video_auc"), r.get("video_auc_ci")), _esc(r.get("warning") or "")])
+    return (f"<h2>{_esc(title)}</h2><p class=\"sub\">Each kind of fake against all reals. Video "
+            "AUC: the mean frame logit per video. 95% CIs: bootstrap over videos, each class "
+            "resampled on its own. Sorted by name.</p>"
+            + _table(["method (fakes vs all reals)", "fake videos", "fake frames", "real videos",
+                      "frame AUC [95% CI]", "video AUC [95% CI]", "warning"], body, bad_rows=bad))
 
 
 def _provenance_section(prov: dict | None, command: str | None, extra_config=None) -> str:
@@ -400,8 +421,9 @@ def _cascade_page(folder: Path, m: dict, command):
     prov = m.get("provenance") or {"stores": [{"path": m.get("store"), "sha256": "not recorded"}]}
     body = [_warnings(m.get("warnings", c.get("warnings", []))),
             _metrics_section([(str(m.get("split")), c)], threshold),
-            _by_method_section(c, f"{m.get('split')} by method"), localization,
-            _per_edit_section(m),
+            _by_method_section(c, f"{m.get('split')} by method"),
+            _per_method_section(m.get("per_method"), f"{m.get('split')} per kind of fake"),
+            localization, _per_edit_section(m),
             _plots_section(folder, ["roc.png", "det.png", "scores.png"]), overlay_html, training,
             _provenance_section(prov, command, config)]
     return title, body

@@ -28,7 +28,7 @@ KINDS = (
     ("non-finite features", re.compile(r"NaN or infinite")),
     ("one class only", re.compile(r"one class only")),
     ("threshold from train", re.compile(r"threshold taken from train")),
-    ("too few videos", re.compile(r"\(< \d+ per class\)")),
+    ("too few videos", re.compile(r"\(< \d+ per (class|method)\)")),
     ("one video decides", re.compile(r"a single video decides it|per-method AUC of .* from")),
     ("unresolvable rate targets", re.compile(r"not resolvable")),
 )

@@ -22,6 +22,11 @@ temporal self-blends (see fusion/cascade/video.py); eval then also scores whole 
 
     python -m fusion.cascade train-video --run runs/sbi --store realvideos.h5 --clip-len 4
 
+Choose the checkpoint on real fakes that never train (wildval: only chooses)::
+
+    python -m fusion.cascade train --store realfaces.h5,ffpp.h5 --sbi online \
+        --select-store wildval.h5 --out runs/sbi_wild
+
 Evaluate the best checkpoint on the test split; predict scores and mask overlays::
 
     python -m fusion.cascade eval --run runs/cascade --store ffpp.h5 --split test --out runs/cascade/test
@@ -40,7 +45,7 @@ from base.cli import (CLIParser, add_config_flag, at_least, command_line, flags_
 from base.errors import UsageError
 from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion.cascade.blend import AUGMENTATION_HELP, AUGMENTATIONS
-from fusion.cascade.config import PRESETS
+from fusion.cascade.config import PRESETS, SELECT_SPLITS
 from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import BackboneWeightsError
@@ -120,6 +125,17 @@ def _parser() -> argparse.ArgumentParser:
                         "videos/SadTalker,photos/GeneFace): their samples form the validation "
                         "set instead of split val, so validation identities differ from "
                         "training ones (default: split val)")
+    t.add_argument("--select-store", action="append", default=None,
+                   help="store(s) of real fakes that only CHOOSE the checkpoint, never train "
+                        "(e.g. wildval.h5; repeat or give a comma list): after every epoch their "
+                        "crops are scored as they are (eval mode, no gradient, no blend or "
+                        "augmentation) and the selection score becomes the mean of the val score "
+                        "and their frame AUC; frame and video AUC go to history.json "
+                        "(default: none, the val score alone chooses)")
+    t.add_argument("--select-split", default="auto", choices=SELECT_SPLITS,
+                   help="samples of each --select-store to score: auto (its val split when it "
+                        "has one, else every sample; a store with test but no val samples is "
+                        "refused), all, train, val or test (default auto)")
     t.add_argument("--augment", default=None,
                    help="comma list, all or none; applied to reals and blends alike: "
                         + "; ".join(f"{k} (p {AUGMENTATIONS[k]:g}: {v})".replace("%", "%%")
@@ -197,16 +213,19 @@ def _train(args):
                              augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
                              part_blend=args.part_blend,
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,
+                             select_store=",".join(args.select_store or []),
+                             select_split=args.select_split,
                              warmup_epochs=args.warmup_epochs, schedule=args.schedule,
                              amp=not args.no_amp, max_steps=args.max_steps,
                              cache_mb=args.cache_mb, workers=args.workers,
                              loss=weights).validate()
         from fusion.cascade.losses import CascadeLoss
         CascadeLoss(weights)
-        for path in config.stores:
-            problem = not_a_file(path)
-            if problem:
-                raise ValueError(f"--store {path}: {problem}")
+        for flag, paths in (("--store", config.stores), ("--select-store", config.select_stores)):
+            for path in paths:
+                problem = not_a_file(path)
+                if problem:
+                    raise ValueError(f"{flag} {path}: {problem}")
         from fusion.cascade.config import resolve_device
         resolve_device(args.device)
         if args.resume and args.overwrite:
@@ -219,7 +238,8 @@ def _train(args):
     try:
         # rank 0 alone claims --out; the others wait and stop with its refusal, if any
         claim = ranks.on_main(lambda: claim_output_dir(
-            config.out, overwrite=args.overwrite, keep=args.resume, inputs=config.stores,
+            config.out, overwrite=args.overwrite, keep=args.resume,
+            inputs=config.stores + config.select_stores,
             hint=", --resume to continue it"), "rank 0 (claiming --out)", share=False)
         with claim if ranks.is_main else contextlib.nullcontext():
             result = train(config, resume=args.resume, ranks=ranks,
@@ -259,6 +279,10 @@ def _summary(metrics: dict) -> str:
                  f"{fmt(loc_all.get('real_flagged_area'))}  fakes {fmt(loc_all.get('fake_flagged_area'))}")
     for method, m in loc_all["by_method"].items():
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
+    if metrics.get("per_method"):
+        from fusion.per_method import per_method_lines
+        lines += ["  per kind of fake, against all reals (CIs by video):",
+                  *per_method_lines(metrics["per_method"])]
     from fusion.cascade.video import video_head_lines
     lines += video_head_lines(metrics)
     from fusion.cascade.edit_table import edit_table_lines, part_verdict_lines

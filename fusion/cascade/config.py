@@ -31,6 +31,8 @@ from fusion.cascade.model import DECODERS, CascadeModel
 from fusion.metrics import to_jsonable
 
 CONFIG_JSON = "config.json"
+#: Values of ``--select-split`` (:mod:`fusion.cascade.selection`).
+SELECT_SPLITS = ("auto", "all", "train", "val", "test")
 #: Version of the run folder's contents. 2: LBP/DCT computed inside the model from the RGB
 #: input (version-1 runs read stored lbp/dct maps and cannot be evaluated the same way).
 RUN_FORMAT = 2
@@ -71,6 +73,8 @@ class TrainConfig:
     # share of self-blends over face parts instead of the whole face; to be chosen on val
     part_blend: float = 0.5
     val_folders: str = ""
+    select_store: str = ""  # comma list; "" (and older config.json): choose on val alone
+    select_split: str = "auto"
     backbone_lr: float = 0.1
     warmup_epochs: float = 1.0
     schedule: str = "cosine"
@@ -100,7 +104,9 @@ class TrainConfig:
                   (self.backbone_size is None or (16 <= self.backbone_size <= self.size
                                                   and self.backbone_size % 16 == 0),
                    "--backbone-size must be a multiple of 16, >= 16 and at most --size"),
-                  (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda")]
+                  (self.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+                  (self.select_split in SELECT_SPLITS,
+                   f"--select-split must be one of {', '.join(SELECT_SPLITS)}")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
@@ -115,6 +121,13 @@ class TrainConfig:
         if isinstance(self.store, (list, tuple)):
             return [str(p) for p in self.store]
         return [p.strip() for p in str(self.store).split(",") if p.strip()]
+
+    @property
+    def select_stores(self) -> list[str]:
+        """The ``--select-store`` files (a comma list or a list; empty without the flag)."""
+        if isinstance(self.select_store, (list, tuple)):
+            return [str(p) for p in self.select_store]
+        return [p.strip() for p in str(self.select_store or "").split(",") if p.strip()]
 
     def augment_names(self) -> str:
         if self.augment is None:
@@ -157,8 +170,8 @@ def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
 
 def resumed_config(config: TrainConfig) -> TrainConfig:
     """The settings of the run in ``config.out`` when it has a ``config.json`` (a resumed
-    run keeps its settings; only the epoch count, device, workers and store paths may
-    change), else ``config``; validated either way."""
+    run keeps its settings; only the epoch count, device, workers and store paths -- the
+    select stores' too, when given -- may change), else ``config``; validated either way."""
     config.validate()
     path = Path(config.out) / CONFIG_JSON
     if not path.is_file():
@@ -166,6 +179,8 @@ def resumed_config(config: TrainConfig) -> TrainConfig:
     saved = TrainConfig.from_json(json.loads(path.read_text())["config"])
     saved.epochs, saved.device, saved.store = config.epochs, config.device, config.store
     saved.workers = config.workers
+    if config.select_stores:  # moved files; omitted on resume: the run's own select stores
+        saved.select_store = config.select_store
     return saved.validate()
 
 

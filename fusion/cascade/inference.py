@@ -25,6 +25,7 @@ from fusion.cascade.overlays import write_overlays
 from fusion.cascade.video import video_head_metrics
 from fusion.cascade.parts import PartVerdicts, add_part_columns, part_verdict_report
 from fusion.metrics import compute_metrics
+from fusion.per_method import add_per_method
 
 
 def autocast(device: torch.device, amp: bool):
@@ -41,7 +42,8 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
-    Returns a dict: ``scores`` (N fake probabilities), ``area`` (N mean predicted mask
+    Returns a dict: ``scores`` (N fake probabilities), ``logits`` (N fake-minus-real logits,
+    float32: the same ranking without the softmax's saturation), ``area`` (N mean predicted mask
     probability), ``flagged_area`` (N fraction of pixels at or above the IoU threshold 0.5),
     ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
     ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
@@ -57,6 +59,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     import heapq
     model.eval()
     scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
+    logits = np.zeros(len(data), np.float32)
     flagged = np.zeros(len(data), np.float32)
     acc = LocalizationAccumulator()
     baselines = baselines or {}
@@ -76,6 +79,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
         prob = torch.sigmoid(out["mask_logits"].float())
         pos = b["positions"]
         scores[pos] = torch.softmax(out["logits"].float(), 1)[:, 1].cpu().numpy()
+        logits[pos] = (out["logits"][:, 1].float() - out["logits"][:, 0].float()).cpu().numpy()
         areas[pos] = prob.mean((1, 2, 3)).cpu().numpy()
         flagged[pos] = (prob >= acc.threshold).float().mean((1, 2, 3)).cpu().numpy()
         if criterion is not None:
@@ -111,7 +115,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     chosen = (examples["fakes"] + examples["others"])[:keep_masks]
     examples = {key: [c[j] for c in chosen] for j, key in enumerate(fields)}
     reals = [item[2] for item in sorted(top_reals, key=lambda t: (t[0], -t[1]), reverse=True)]
-    return {"scores": scores, "area": areas, "flagged_area": flagged, "localization": acc.result(),
+    return {"scores": scores, "logits": logits, "area": areas, "flagged_area": flagged, "localization": acc.result(),
             "real_examples": {key: [c[j] for c in reals] for j, key in enumerate(fields)},
             "baselines": {name: a.result() for name, a in baseline_acc.items()},
             "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples,
@@ -185,7 +189,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
 
     ``overlays`` reals with the largest flagged area also get an overlay, in
     ``overlays/reals/`` (false-positive masks to inspect). ``warnings`` holds the
-    classification's warnings (and one when its AUC is below chance); ``provenance`` the
+    classification's warnings (and one when its AUC is below chance, or a method has few
+    videos); ``per_method`` the frame and video AUC of every kind of fake against all reals
+    with CIs by video (:func:`fusion.per_method.per_method_table`); ``provenance`` the
     command line (``command``), code version, git commit, store SHA-256 and the training
     run's configuration, as :func:`fusion.scoring.provenance` records them.
     """
@@ -222,6 +228,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
         metrics.update(edit_localization(metrics))
         c = metrics["classification"]
         metrics["warnings"] = scoring.set_warnings(split, c)
+        add_per_method(metrics, meta, result["logits"], n_boot)  # per kind of fake, by video
         metrics["provenance"] = scoring.provenance(
             [store_path], getattr(config, "seed", None),
             {"run": str(run_dir), "store": str(store_path), "split": split, "overlays": overlays,

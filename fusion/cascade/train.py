@@ -11,6 +11,9 @@ when neither is); the test split is never read. With ``sbi="online"`` the traini
 are the real rows and a fresh self-blend of each per epoch, and validation is a fixed draw
 of self-blends of the *validation* reals (other videos, or other folders with
 ``val_folders``), so the checkpoint is chosen on identities the model did not train on.
+With ``select_store`` (``--select-store``) the score also counts stores of real fakes that
+never train (:mod:`fusion.cascade.selection`); the end of training logs the chosen epoch's
+numbers in one line (:func:`fusion.cascade.selection.recipe_line`).
 
 The optimiser is AdamW with a lower learning rate for the pretrained backbone
 (``lr * backbone_lr``), a linear warm-up over ``warmup_epochs`` and a cosine decay to 0
@@ -41,6 +44,7 @@ from fusion.cascade.distributed import SINGLE, Ranks, rank_device
 from fusion.cascade.inference import autocast, run_inference
 from fusion.cascade.losses import LOSS_TERMS, CascadeLoss
 from fusion.cascade.model import CascadeModel
+from fusion.cascade.selection import SelectionSet, recipe_line, select_text
 from fusion.metrics import compute_metrics
 
 
@@ -121,8 +125,13 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
     np.random.seed(config.seed)
     augment = parse_augment(config.augment_names())
     stores = [open_store(p) for p in config.stores]
+    select = None
     try:
         train_sources, val_sources = open_training_sources(config, stores)
+        if config.select_stores:  # rank 0 alone scores them (never a gradient: selection.py)
+            select = ranks.on_main(lambda: SelectionSet(
+                config.select_stores, config.select_split, config.cache_mb << 20,
+                {Path(s.path).resolve(): s.rows for s in train_sources}), share=False)
         train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
                                 config.size, config.seed, part_blend=config.part_blend)
         # val: the same mix of whole-face and part blends, one fixed draw for the run
@@ -152,10 +161,12 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                              f"only label {sorted(labels_seen)}; use --sbi online for a store "
                              "of real faces")
         return _train_loop(config, resume, progress, log, device, augment, stores, train_set,
-                           val_set, out, flags, ranks)
+                           val_set, out, flags, ranks, select)
     finally:
         for store in stores:
             store.close()
+        if select is not None:
+            select.close()
 
 
 def _param_groups(model: CascadeModel, config: TrainConfig) -> list[dict]:
@@ -220,7 +231,7 @@ def _steps_per_epoch(config, train_set, ranks: Ranks) -> int:
 
 
 def _train_loop(config, resume, progress, log, device, augment, stores, train_set, val_set, out,
-                flags=None, ranks: Ranks = SINGLE):
+                flags=None, ranks: Ranks = SINGLE, select: SelectionSet | None = None):
     model = build_model(config).to(device)
     criterion = CascadeLoss(config.loss)
     opt = torch.optim.AdamW(_param_groups(model, config), lr=config.lr,
@@ -246,12 +257,14 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
                                        "store_runs": [s.run for s in stores],
                                        "train_items": train_set.n_items,
                                        "val_samples": len(val_data), **(flags or {}),
+                                       **({"select": select.describe()} if select else {}),
                                        **({"world_size": ranks.world_size} if ranks.active
                                           else {})})
         log(f"training on {device} ({'AMP fp16' if use_amp else 'float32'}): "
             f"{train_set.n_items} train crops -> {len(train_set)} samples per epoch "
             f"(sbi {config.sbi}), {len(val_data)} val samples, backbone {config.backbone}, "
             f"size {config.size}, augment {','.join(augment) or 'none'}"
+            + (f"; choosing on {select.n_samples} select samples too" if select else "")
             + (f"; {ranks.world_size} ranks, {config.batch_size * ranks.world_size} samples "
                "per step" if ranks.active else ""))
     # the same --workers processes build every epoch's batches (started once)
@@ -314,18 +327,22 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
             np.save(out / PRIOR_MASK, (fake_sum / max(n_fake, 1)).astype(np.float32))
         row, best = ranks.on_main(lambda: _select_and_save(
             config, model, criterion, opt, scaler if use_amp else None, device, val_data, out,
-            row, history, best, log))
+            row, history, best, log, select))
         history.append(row)
     epoch_loader.close()
     if ranks.is_main:
         plot_history(history, out / "training.png")
+        log(recipe_line(best))
     return {"best": best, "history": history, "config": config}
 
 
 def _select_and_save(config, model, criterion, opt, scaler, device, val_data, out, row: dict,
-                     history: list, best: dict | None, log) -> tuple[dict, dict]:
-    """Score ``val_data``, keep the best epoch and write the checkpoints and history (rank
-    0's part of an epoch); returns ``(row with val and selection score, best)``."""
+                     history: list, best: dict | None, log,
+                     select: SelectionSet | None = None) -> tuple[dict, dict]:
+    """Score ``val_data`` (and the ``select`` stores: the score becomes
+    :func:`fusion.cascade.selection.selection_score`), keep the best epoch and write the
+    checkpoints and history (rank 0's part of an epoch); returns ``(row with val and
+    selection score, best)``."""
     epoch = row["epoch"] - 1
     if len(val_data):
         val = run_inference(model, val_data, config.size, device,
@@ -345,10 +362,14 @@ def _select_and_save(config, model, criterion, opt, scaler, device, val_data, ou
     else:
         score = -row["train"]["total"]  # no val split: keep the lowest training loss
         log("warning: no validation samples; the checkpoint is the lowest training loss")
+    if select is not None:
+        score = select.record(row, score, model, config.size, device,
+                              max(config.batch_size, 32), config.amp)
     row["selection_score"] = score
     improved = best is None or score > best["selection_score"]
     if improved:
-        best = {"epoch": epoch + 1, "selection_score": score, "val": row.get("val")}
+        best = {"epoch": epoch + 1, "selection_score": score, "val": row.get("val"),
+                **{k: row[k] for k in ("select", "selection") if k in row}}
         save_best(out, model, best)
     save_checkpoint(out, model, opt, scaler.state_dict() if scaler is not None else None,
                     epoch + 1, history + [row], best)
@@ -357,7 +378,8 @@ def _select_and_save(config, model, criterion, opt, scaler, device, val_data, ou
                if "val" in row else "")
     log(f"epoch {epoch + 1}/{config.epochs}: loss {row['train']['total']:.4f} "
         + " ".join(f"{k} {v:.4f}" for k, v in row["train"].items() if k != "total")
-        + f"{val_txt} ({row['samples_per_s']:.1f} samples/s){' *' if improved else ''}")
+        + f"{val_txt}{select_text(row)} ({row['samples_per_s']:.1f} samples/s)"
+        + f"{' *' if improved else ''}")
     return row, best
 
 
@@ -374,7 +396,8 @@ def plot_history(history: list, path: Path):
 
 
 def history_figure(history: list):
-    """Loss terms (left) and validation AUC / IoU (right) per epoch, every epoch a marker
+    """Loss terms (left) and validation AUC / IoU (right; with ``--select-store`` also the
+    select stores' frame and video AUC and the selection score) per epoch, every epoch a marker
     (a one-epoch run is one point per line, which a line alone does not show)."""
     import matplotlib
     matplotlib.use("Agg")
@@ -393,8 +416,16 @@ def history_figure(history: list):
                               for r in history], marker="o", label=f"val {key}")
         ax2.set_ylim(0, 1)
         ax2.legend(fontsize=7)
+    if any("select" in r for r in history):  # --select-store: its AUCs and the chosen score
+        for key, style in (("frame_auc", "s--"), ("video_auc", "^--")):
+            ax2.plot(epochs, [r.get("select", {}).get(key, np.nan) for r in history], style,
+                     label=f"select {key.replace('_', ' ')}")
+        ax2.plot(epochs, [r["selection_score"] if "select" in r else np.nan for r in history],
+                 "k:", marker="o", label="selection score")
+        ax2.set_ylim(0, 1)
+        ax2.legend(fontsize=7)
     ax2.set_xlabel("epoch")
-    ax2.set_title("validation")
+    ax2.set_title("validation" + (" and selection" if any("select" in r for r in history) else ""))
     from matplotlib.ticker import MaxNLocator
     for ax in (ax1, ax2):  # whole epochs, also for one (not 0.96 ... 1.04)
         ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
