@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion.cascade.blend import parse_augment
+from fusion.cascade.blend import parse_augment, parse_augment_p
 from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, save_best,
                                         save_checkpoint)
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
@@ -124,7 +124,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
     try:
         train_sources, val_sources = open_training_sources(config, stores)
         train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
-                                config.size, config.seed)
+                                config.size, config.seed, parse_augment_p(config.augment_p),
+                                config.epoch_reals)
         val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
                               config.seed)
         n_reals = sum(int((s.labels == 0).sum()) for s in train_sources)
