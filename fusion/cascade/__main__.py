@@ -121,9 +121,10 @@ def _parser() -> argparse.ArgumentParser:
                         "e.g. h264=0.8,jpeg=0.2 (default: none, the probabilities above)")
     t.add_argument("--epoch-reals", type=at_least(1), default=None,
                    help="train each epoch on N training reals (and their blends), drawn "
-                        "uniformly over all training rows of every store, without replacement, "
-                        "afresh each epoch from --seed and the epoch; fakes (--keep-fakes, "
-                        "--sbi off) are all kept (default: every training real)")
+                        "uniformly over the real training rows of all stores, without "
+                        "replacement, afresh each epoch from --seed and the epoch (N at or above "
+                        "their number: all of them); fakes (--keep-fakes, --sbi off) are all "
+                        "kept (default: every training real, every epoch)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
     t.add_argument("--max-steps", type=at_least(1), default=None, help="cap on steps per epoch (smoke tests)")
     t.add_argument("--cache-mb", type=at_least(0), default=1024,

@@ -378,7 +378,7 @@ class TrainingSet:
         self.sources, self.sbi, self.augment = list(sources), sbi, tuple(augment)
         self.size, self.seed = int(size), int(seed)
         self.augment_p, self.epoch_reals = dict(augment_p or {}), epoch_reals
-        items, self.skipped_no_landmarks = [], 0
+        items, is_real, self.skipped_no_landmarks = [], [], 0
         for s, data in enumerate(self.sources):
             labels = data.labels
             if sbi == "online":
@@ -389,8 +389,9 @@ class TrainingSet:
             else:
                 keep = np.ones(len(labels), bool)
             items += [(s, int(p)) for p in np.flatnonzero(keep)]
+            is_real.append(labels[keep] == 0)
         self.items = np.array(items, np.int64).reshape(-1, 2)
-        self._is_real = np.array([self.sources[s].labels[p] == 0 for s, p in self.items], bool)
+        self._is_real = np.concatenate(is_real) if is_real else np.zeros(0, bool)
 
     def __len__(self) -> int:
         """Samples per epoch (a real and its blend count as two; with ``epoch_reals``, the
@@ -457,11 +458,11 @@ class TrainingSet:
 
         Every item, in a permutation drawn from ``(seed, epoch)`` (``shuffle``) or in store
         order. With ``epoch_reals = N``, only the first N real items of that permutation
-        and every fake item: N reals drawn uniformly over all training reals (every store
-        and video alike, in proportion to its rows), without replacement, afresh each epoch,
-        as a function of ``(seed, epoch)`` alone (not of the workers or the ranks, which
-        split the plan made from it). N at or above the number of reals: every item, the
-        same order as without it.
+        and every fake item: N reals drawn uniformly over the training reals' rows (so a
+        store or a video contributes in proportion to its rows), without replacement, afresh
+        each epoch, as a function of ``(seed, epoch)`` alone (not of the workers or the
+        ranks, which split the plan made from it). N at or above the number of reals: every
+        item, in the same order as without it.
         """
         perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
         if self.epoch_reals is not None and self.epoch_reals < self._is_real.sum():

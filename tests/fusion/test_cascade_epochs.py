@@ -133,3 +133,37 @@ def test_epoch_reals_is_a_setting_that_old_configs_lack(tmp_path):
     assert TrainConfig.from_json(old).augment_names() == "jpeg,flip"
     old["augment"], old["sbi"] = None, "off"
     assert TrainConfig.from_json(old).augment_names() == ""
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--epoch-reals", "0"], "--epoch-reals"),
+    (["--augment-p", "h264=2"], "--augment-p: 'h264=2': expected NAME=P with P in [0, 1]"),
+    (["--augment-p", "rotate=0.5"], "--augment-p: unknown augmentation 'rotate'"),
+])
+def test_cli_refuses_bad_epoch_and_probability_flags_before_work(tmp_path, capsys, argv, message):
+    from fusion.cascade.__main__ import main
+    try:  # argparse's range checks exit, the settings' checks return 2
+        code = main(["train", "--store", str(tmp_path / "none.h5"), "--out", str(tmp_path / "run"),
+                     "--sbi", "online", *argv])
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_trains_on_n_reals_per_epoch_with_the_codec_augmentations(stores, tmp_path):
+    import torch
+
+    from fusion.cascade.train import train
+    torch.set_num_threads(1)
+    lines = []
+    config = TrainConfig(store=str(stores[0]), out=str(tmp_path / "run"), epochs=1, batch_size=4,
+                         size=32, backbone="tiny", dim=16, heads=4, sbi="online", epoch_reals=6,
+                         augment="h264,rescale,flip", augment_p="h264=0.9", workers=0,
+                         device="cpu", seed=0)
+    result = train(config, progress=False, log=lines.append)
+    assert "-> 12 samples per epoch" in " ".join(lines)  # 6 reals and their 6 blends
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert saved["epoch_reals"] == 6 and saved["augment_p"] == "h264=0.9"
+    assert np.isfinite(result["history"][0]["train"]["total"])
