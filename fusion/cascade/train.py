@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fusion.cascade.blend import parse_augment
+from fusion.cascade.blend import parse_augment, parse_augment_p
 from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, save_best,
                                         save_checkpoint)
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
@@ -133,7 +133,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                 config.select_stores, config.select_split, config.cache_mb << 20,
                 {Path(s.path).resolve(): s.rows for s in train_sources}), share=False)
         train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
-                                config.size, config.seed, part_blend=config.part_blend)
+                                config.size, config.seed, parse_augment_p(config.augment_p),
+                                config.epoch_reals, part_blend=config.part_blend)
         # val: the same mix of whole-face and part blends, one fixed draw for the run
         val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
                               config.seed, part_blend=config.part_blend)

