@@ -2,7 +2,7 @@
 
 Input: ``rgb``, the aligned crop as an N x 3 x S x S float tensor in [0, 1] (prepared by
 :mod:`fusion.cascade.data`). The other two streams are computed from it inside the model
-(:func:`fusion.cascade.streams.stream_inputs`), on its device:
+(:func:`extract.cascade_net.streams.stream_inputs`), on its device:
 
 * ``lbp``: one-hot uniform P8R1 LBP codes of the grey crop (10 channels);
 * ``dct``: the whole-crop log-DCT map, standardised per sample (1 channel).
@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from fusion.cascade.streams import LBP_CODES, stream_inputs
+from extract.cascade_net.streams import LBP_CODES, stream_inputs
 
 EFFICIENTNET_LITE0 = "efficientnet-lite0"
 DECODERS = ("unet", "plain")
