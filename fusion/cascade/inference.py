@@ -21,7 +21,7 @@ from fusion.cascade.data import StoreMaps, to_model_inputs
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
-from fusion.metrics import compute_metrics
+from fusion.metrics import compute_metrics, identity_clusters
 
 
 def autocast(device: torch.device, amp: bool):
@@ -194,7 +194,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "checkpoint_epoch": info.get("epoch"),
             "classification": compute_metrics(meta["label"].to_numpy(), result["scores"],
                                               meta["method"].to_numpy(), meta["video_id"].to_numpy(),
-                                              threshold=0.5, n_boot=n_boot),
+                                              threshold=0.5, n_boot=n_boot,
+                                              identities=identity_clusters(meta["identity"],
+                                                                           meta["video_id"])),
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
