@@ -26,7 +26,8 @@ CASCADE_RUN_ENV = "CLMF_CASCADE_RUN"
 #: Mask probability at or above which a pixel counts as flagged (the IoU threshold of
 #: ``fusion.cascade eval``).
 FLAG_THRESHOLD = 0.5
-MASK_COLUMNS = ("logit", "mask_mean", "mask_flagged", "mask_max", "mask_hull_mean")
+MASK_COLUMNS = ("cascade_logit", "cascade_mask_mean", "cascade_mask_flagged", "cascade_mask_max",
+                "cascade_mask_hull_mean")
 
 _RUNS: dict = {}
 
@@ -76,13 +77,14 @@ class CascadeExtractor(TorchExtractor):
     (:func:`resize_crop`), scaled to [0, 1] and passed through the run's model (fp16 autocast
     on CUDA when the run trained with it, as its evaluation does). The vector holds, in order:
 
-    * ``global_<i>``, ``in_<i>``, ``out_<i>`` (``hidden`` each, half the run's ``dim``): the
-      embeddings of its global head (pooled fused features: mean, inside and outside the
+    * ``cascade_global_<i>``, ``cascade_in_<i>``, ``cascade_out_<i>`` (``hidden`` each, half
+      the run's ``dim``): the embeddings of its global head (pooled fused features: mean, inside and outside the
       predicted mask) and of its region head inside and outside the mask;
-    * ``logit``: the fake log-odds, ``logits[1] - logits[0]``; ``sigmoid(logit)`` is the
+    * ``cascade_logit``: the fake log-odds, ``logits[1] - logits[0]``; ``sigmoid(logit)`` is the
       ``score`` of ``fusion.cascade predict``;
-    * ``mask_mean`` (mean mask probability, ``mask_area`` there), ``mask_flagged`` (fraction
-      of pixels at p >= 0.5, ``flagged_area`` there), ``mask_max`` and ``mask_hull_mean``
+    * ``cascade_mask_mean`` (mean mask probability, ``mask_area`` there),
+      ``cascade_mask_flagged`` (fraction of pixels at p >= 0.5, ``flagged_area`` there),
+      ``cascade_mask_max`` and ``cascade_mask_hull_mean``
       (mean probability inside the convex hull of the landmarks; over the whole crop where
       they are unknown), all at the model's input size.
 
@@ -124,7 +126,7 @@ class CascadeExtractor(TorchExtractor):
 
     def columns(self) -> tuple:
         h = self._run.hidden
-        return tuple(f"{part}_{i}" for part in ("global", "in", "out") for i in range(h)) + MASK_COLUMNS
+        return tuple(f"cascade_{part}_{i}" for part in ("global", "in", "out") for i in range(h)) + MASK_COLUMNS
 
     def outputs(self, size: int) -> dict[str, OutputSpec]:
         cols = self.columns()

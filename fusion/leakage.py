@@ -86,9 +86,9 @@ def overlap(meta: pd.DataFrame, excluded: set) -> np.ndarray:
     """N bool: the rows of ``meta`` whose ``sample_id`` or ``identity`` is in ``excluded``."""
     if not excluded or not len(meta):
         return np.zeros(len(meta), bool)
-    hit = meta["sample_id"].astype(str).isin(excluded).to_numpy()
+    hit = np.array(meta["sample_id"].astype(str).isin(excluded), bool)
     if "identity" in meta:
-        hit |= meta["identity"].astype(str).isin(excluded).to_numpy()
+        hit |= np.array(meta["identity"].astype(str).isin(excluded), bool)
     return hit
 
 

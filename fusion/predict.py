@@ -126,7 +126,7 @@ def score_file(path, head, config, extractors, ingest) -> dict:
         out = extractor.extract(batch)
         kind = "map" if config.get("inputs") == "map" else "vector"
         blocks[feature] = np.asarray(out[kind], np.float32)
-        if extractor.name == "cascade" and "map" in out:  # its predicted mask, for the overlay
+        if getattr(extractor, "name", None) == "cascade" and "map" in out:  # its mask, for the overlay
             masks = np.asarray(out["map"], np.float32)[..., 0]
     import pandas as pd
     meta = pd.DataFrame(crops.records)

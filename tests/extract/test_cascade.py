@@ -48,18 +48,18 @@ def test_same_values_as_fusion_cascade_predict(trained, tmp_path):
     v = out["vector"]
     frame = predict(run, store, tmp_path / "pred", device="cpu", overlays=0)
     assert frame["sample_id"].tolist() == meta["sample_id"].tolist()
-    np.testing.assert_allclose(1 / (1 + np.exp(-v[:, cols.index("logit")].astype(np.float64))),
+    np.testing.assert_allclose(1 / (1 + np.exp(-v[:, cols.index("cascade_logit")].astype(np.float64))),
                                frame["score"], atol=1e-6)
-    np.testing.assert_allclose(v[:, cols.index("mask_mean")], frame["mask_area"], atol=1e-6)
-    np.testing.assert_allclose(v[:, cols.index("mask_flagged")], frame["flagged_area"], atol=1e-6)
+    np.testing.assert_allclose(v[:, cols.index("cascade_mask_mean")], frame["mask_area"], atol=1e-6)
+    np.testing.assert_allclose(v[:, cols.index("cascade_mask_flagged")], frame["flagged_area"], atol=1e-6)
     # by hand from the mask map (crops are at the run's 32 px: no resampling)
     prob = out["map"][..., 0]
     hull = np.stack([face_hull_mask(lm, (32, 32)) for lm in batch.landmarks]).astype(bool)
-    np.testing.assert_allclose(v[:, cols.index("mask_max")], prob.max((1, 2)), atol=1e-6)
-    np.testing.assert_allclose(v[:, cols.index("mask_hull_mean")],
+    np.testing.assert_allclose(v[:, cols.index("cascade_mask_max")], prob.max((1, 2)), atol=1e-6)
+    np.testing.assert_allclose(v[:, cols.index("cascade_mask_hull_mean")],
                                [p[h].mean() for p, h in zip(prob, hull)], atol=1e-5)
     hidden = (len(cols) - 5) // 3
-    assert hidden == 16 and cols[:2] == ["global_0", "global_1"] and cols[2 * hidden] == "out_0"
+    assert hidden == 16 and cols[:2] == ["cascade_global_0", "cascade_global_1"] and cols[2 * hidden] == "cascade_out_0"
 
 
 def test_unknown_landmarks_take_the_whole_crop(trained):
@@ -68,8 +68,8 @@ def test_unknown_landmarks_take_the_whole_crop(trained):
     extractor = create_extractor("cascade", run=str(run), device="cpu")
     out = extractor.extract(FaceBatch(batch.images[:4]))  # NaN landmarks
     cols = list(extractor.columns())
-    np.testing.assert_allclose(out["vector"][:, cols.index("mask_hull_mean")],
-                               out["vector"][:, cols.index("mask_mean")], atol=1e-6)
+    np.testing.assert_allclose(out["vector"][:, cols.index("cascade_mask_hull_mean")],
+                               out["vector"][:, cols.index("cascade_mask_mean")], atol=1e-6)
 
 
 def test_records_the_run_identity(trained):
