@@ -52,6 +52,14 @@ NaN and +-inf are treated alike, as in the CLIs (see :mod:`fusion.train`): a mis
 the head replaces with its train-column mean. ``fit`` and the predicting methods say so with
 a :class:`NonFiniteFeatureWarning` naming each block and how many rows hold such a value.
 
+Stacked features
+----------------
+A feature that is itself a trained model (``cascade``) must not be fitted on the rows that
+model was trained or selected on. ``store.read(..., as_frame=True)`` marks such blocks in
+``X.attrs``; ``fit(X, y, meta=meta)`` (``meta`` from the same ``store.read``) checks the rows
+and raises a ValueError naming the feature and the overlapping rows
+(:mod:`fusion.leakage`); ``allow_overlap=True`` fits anyway with a :class:`LeakageWarning`.
+
 Not wrapped: the map fusions (``early``, ``early-spatial``) and ``sequence``, which needs
 each row's video and frame index; use ``python -m fusion.train`` for those.
 
