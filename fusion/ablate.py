@@ -14,6 +14,8 @@ Stages (``--stages``, default all four):
 * ``fusions`` - every ``--fusions`` strategy on the full feature set and on the greedy
   pick (the full set only when ``greedy`` is not run).
 
+A stacked feature (``cascade``) trained or selected on rows of train or val is refused
+(:mod:`fusion.leakage`) unless ``--allow-overlap``, whose warning ``ablation.json`` keeps.
 The first three stages use the first of ``--fusions``. Every configuration is fitted on
 train, its hyper-parameters and EER threshold chosen on val (on train, with a warning, when
 val lacks a class), and reported on test and on each ``--test-store`` (its test split, or
@@ -365,6 +367,9 @@ def build_parser():
                    help="bootstrap resamples per row (default 200)")
     p.add_argument("--min-gain", type=float, default=1e-3, help="greedy stops below this val-AUC gain")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE", help="fusion hyper-parameter")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="ablate even when a stacked feature (cascade) was trained or selected on "
+                        "rows of train or val; ablation.json keeps the warning (default: refused)")
     p.add_argument("--perturb", default=None, metavar="SPECS|all",
                    help="add test AUC under perturbations stored by the extract CLI's --perturb, "
                         "e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
@@ -416,6 +421,10 @@ def _ablate(parser, args, argv):
         train.validate_run(store, features, fusion, head if heads.FUSIONS.get(fusion) and
                            heads.FUSIONS[fusion].uses_head else None, list(others.values()), params=params)
     specs = robustness.resolve_perturbations(store, features, args.perturb)
+    from fusion import leakage  # a stacked feature (cascade) never meets its own rows
+    meta = store.meta
+    leaks = leakage.guard(store, features, {s: meta[meta["split"] == s] for s in ("train", "val", "test")},
+                          args.allow_overlap)
     write_flags(Path(args.out) / "config.json", parser.prog, args, drop=("overwrite",))
     t0 = time.time()
     table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,
@@ -425,12 +434,15 @@ def _ablate(parser, args, argv):
                                        args.seed, args.bootstrap)
     config = {"store": str(store_path), "features": features, "fusions": fusions, "head": head,
               "stages": stages, "test_stores": args.test_store, "perturbations": specs,
-              "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params}
+              "seed": args.seed, "bootstrap": args.bootstrap, "min_gain": args.min_gain, "params": params,
+              "allow_overlap": args.allow_overlap}
     out = write_outputs(table, path, args.out, {
-        **config, "baselines": {"metadata": baseline},
+        **config, "baselines": {"metadata": baseline}, "leakage": leaks,
         "provenance": scoring.provenance([store_path, *args.test_store], args.seed, config,
                                        command_line("python -m fusion.ablate", argv)),
         "seconds": round(time.time() - t0, 2)})
+    for line in scoring.warning_lines(leaks):
+        print(line)
     return table, path, baseline, store_path, t0, out
 
 
@@ -461,6 +473,8 @@ def pick_command(top, store_path, args, out) -> str:
     if args.head is not None and heads.FUSIONS[top["fusion"]].uses_head:
         extra += ["--head", args.head]
     extra += [x for p in args.param for x in ("--param", p)]
+    if args.allow_overlap:
+        extra += ["--allow-overlap"]
     if args.seed:
         extra += ["--seed", args.seed]
     return next_line("python -m fusion.train", "--store", store_path, "--features", top["features"],

@@ -556,6 +556,29 @@ def reliability_warnings(m: dict, min_clusters: int = MIN_CLUSTERS_PER_CLASS) ->
     return out
 
 
+def identity_clusters(identities, video_ids):
+    """``identities`` as the bootstrap's clusters when they say more than the videos do (some
+    identity spans several videos: an FF++ target and its fakes, the edits of one source
+    photo), else None, and the videos are resampled. Stores written before identities were
+    recorded read ``identity = video_id``; they keep video clusters.
+
+    >>> identity_clusters(["a", "a", "b"], ["v1", "v2", "v3"]).tolist()
+    ['a', 'a', 'b']
+    >>> identity_clusters(["v1", "v2"], ["v1", "v2"]) is None
+    True
+    """
+    if identities is None:
+        return None
+    identities = np.asarray(identities, dtype=object).astype(str)
+    if video_ids is None:
+        return identities
+    videos = np.asarray(video_ids, dtype=object).astype(str)
+    if identities.shape != videos.shape:
+        raise ValueError(f"identities must have one id per sample, got {identities.size} for {videos.size}")
+    pairs = np.unique(np.char.add(np.char.add(identities.astype(str), "\x00"), videos.astype(str)))
+    return identities if pairs.size > np.unique(identities).size else None
+
+
 def compute_metrics(labels, scores, methods=None, video_ids=None, threshold: float = 0.5,
                     n_boot: int = 1000, seed: int = 0, identities=None, ci_method: str = "weighted") -> dict:
     """All metrics for one evaluation set.

@@ -91,6 +91,11 @@ def extractors_for(config: dict) -> dict:
             raise UsageError(f"--model: feature {feature!r} was extracted with {name} version "
                              f"{attrs['version']}, this installation has version "
                              f"{extractor.version}; retrain the model")
+        want = attrs.get("weights_sha256")
+        if want and extractor.attributes().get("weights_sha256") != want:
+            raise UsageError(f"--model: feature {feature!r} was extracted with weights of SHA-256 "
+                             f"{want[:12]}..., but {params.get('run') or params.get('weights')} now "
+                             "holds other weights; retrain the model or restore the run")
         out[feature] = extractor
     return out
 
@@ -125,11 +130,13 @@ def score_file(path, head, config, extractors, ingest) -> dict:
                       np.zeros(len(crops.crops), bool),
                       np.asarray([r["video_id"] for r in crops.records]),
                       np.asarray([r["frame_index"] for r in crops.records], np.int64))
-    blocks = {}
+    blocks, masks = {}, None
     for feature, extractor in extractors.items():
         out = extractor.extract(batch)
         kind = "map" if config.get("inputs") == "map" else "vector"
         blocks[feature] = np.asarray(out[kind], np.float32)
+        if getattr(extractor, "name", None) == "cascade" and "map" in out:  # its mask, for the overlay
+            masks = np.asarray(out["map"], np.float32)[..., 0]
     import pandas as pd
     meta = pd.DataFrame(crops.records)
     from fusion.scoring import nonfinite_counts, nonfinite_warnings, saved_threshold
@@ -145,6 +152,8 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     result["score"] = float(head.probability(np.array([result["logit"]]))[0])
     result["fake"] = bool(result["logit"] >= threshold)
     result["_crops"] = batch.images
+    if masks is not None:
+        result["_masks"] = masks
     return result
 
 
@@ -181,12 +190,18 @@ def tile_caption(face: dict) -> list[str]:
 
 def overlay_strip(result: dict, threshold: float, threshold_probability: float) -> np.ndarray:
     """RGB strip of the scored faces (at most 16): a header with the decision threshold,
-    then each face framed red (fake) or green (real) above :func:`tile_caption`."""
+    then each face framed red (fake) or green (real) above :func:`tile_caption`. When the
+    model includes the ``cascade`` feature, the pixels its predicted mask flags (p >= 0.5)
+    are tinted red (half opacity)."""
     import cv2
     tiles = []
-    for crop, face in zip(result["_crops"][:16], result["faces"][:16]):
+    masks = result.get("_masks")
+    for i, (crop, face) in enumerate(zip(result["_crops"][:16], result["faces"][:16])):
         colour = (220, 0, 0) if face["fake"] else (0, 150, 0)
         tile = np.asarray(crop, np.uint8).copy()
+        if masks is not None:
+            flagged = masks[i] >= 0.5
+            tile[flagged] = (0.5 * tile[flagged] + 0.5 * np.array([255, 0, 0])).astype(np.uint8)
         cv2.rectangle(tile, (0, 0), (tile.shape[1] - 1, tile.shape[0] - 1), colour, 4)
         caption = np.full((TILE_CAPTION, tile.shape[1], 3), 255, np.uint8)
         scale = float(np.clip(tile.shape[1] / 250, 0.35, 0.6))  # the caption fits the tile
@@ -312,6 +327,7 @@ def _score_files(args, head, config, extractors, ingest, prog) -> int:
             result["overlay"] = str(save_overlay(result, Path(args.overlay), threshold,
                                                  threshold_probability))
         result.pop("_crops", None)
+        result.pop("_masks", None)
         results.append(result)
         for w in result.get("warnings", []):
             print(f"warning: {w}", file=sys.stderr)

@@ -33,7 +33,7 @@ from base.errors import UsageError
 from fusion import heads, metrics, plots
 from stores.schema import code_version
 
-SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "score", "logit"]
+SCORE_COLUMNS = ["sample_id", "split", "label", "method", "video_id", "identity", "score", "logit"]
 #: The scores.csv column that metrics rank and thresholds cut: the decision value.
 RANK_COLUMN = "logit"
 COMPARED_ATTRS = ("extractor", "version", "params", "shape")
@@ -102,6 +102,8 @@ def feature_attrs(store, features) -> dict:
         a = store.attrs(f)
         out[f] = {"extractor": a.get("extractor"), "version": a.get("version"), "params": a.get("params"),
                   "shape": list(a.get("shape", ())), "code_version": a.get("code_version")}
+        if a.get("trained_on"):  # a stacked model (cascade): predict checks it reloads these weights
+            out[f]["weights_sha256"] = a.get("weights_sha256")
     return out
 
 
@@ -156,7 +158,9 @@ def scores_frame(data: heads.FusionData, scores, logits=None) -> pd.DataFrame:
         "sample_id": meta["sample_id"].astype(str).to_numpy(),
         "split": meta["split"].astype(str).to_numpy(),
         "label": np.asarray(data.y, np.int64), "method": meta["method"].astype(str).to_numpy(),
-        "video_id": meta["video_id"].astype(str).to_numpy(), "score": np.asarray(scores, np.float64),
+        "video_id": meta["video_id"].astype(str).to_numpy(),
+        "identity": (meta["identity"] if "identity" in meta else meta["video_id"]).astype(str).to_numpy(),
+        "score": np.asarray(scores, np.float64),
         "logit": np.asarray(scores if logits is None else logits, np.float64)})
     return df[SCORE_COLUMNS]
 
@@ -172,14 +176,16 @@ def model_scores(model, data: heads.FusionData) -> pd.DataFrame:
 def evaluate_scores(frame: pd.DataFrame, threshold: float, n_boot: int, seed: int) -> dict:
     """metrics.compute_metrics on the decision values of a scores frame; an empty one gives a note.
 
-    The CI resamples videos, or identities when the frame has an ``identity`` column.
+    The CI resamples videos, or identities when the frame's ``identity`` column groups
+    several videos under one (:func:`fusion.metrics.identity_clusters`).
     """
     if frame.empty:
         return {"note": "no samples", "n_real": 0, "n_fake": 0}
     column = RANK_COLUMN if RANK_COLUMN in frame else "score"
     return metrics.compute_metrics(frame["label"], frame[column], frame["method"], frame["video_id"],
                                    threshold=threshold, n_boot=n_boot, seed=seed,
-                                   identities=frame["identity"] if "identity" in frame else None)
+                                   identities=metrics.identity_clusters(frame["identity"], frame["video_id"])
+                                   if "identity" in frame else None)
 
 
 def fit_and_evaluate(model, splits: dict, n_boot: int, seed: int) -> tuple[dict, dict]:

@@ -52,6 +52,14 @@ NaN and +-inf are treated alike, as in the CLIs (see :mod:`fusion.train`): a mis
 the head replaces with its train-column mean. ``fit`` and the predicting methods say so with
 a :class:`NonFiniteFeatureWarning` naming each block and how many rows hold such a value.
 
+Stacked features
+----------------
+A feature that is itself a trained model (``cascade``) must not be fitted on the rows that
+model was trained or selected on. ``store.read(..., as_frame=True)`` marks such blocks in
+``X.attrs``; ``fit(X, y, meta=meta)`` (``meta`` from the same ``store.read``) checks the rows
+and raises a ValueError naming the feature and the overlapping rows
+(:mod:`fusion.leakage`); ``allow_overlap=True`` fits anyway with a :class:`LeakageWarning`.
+
 Not wrapped: the map fusions (``early``, ``early-spatial``) and ``sequence``, which needs
 each row's video and frame index; use ``python -m fusion.train`` for those.
 
@@ -76,9 +84,11 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from fusion import heads
-from stores.reader import COLUMN_SEP
+from base.errors import UsageError
+from stores.reader import COLUMN_SEP, STACKED_ATTR
 
-__all__ = ["FusionClassifier", "feature_blocks", "PLAIN_BLOCK", "NonFiniteFeatureWarning"]
+__all__ = ["FusionClassifier", "feature_blocks", "PLAIN_BLOCK", "NonFiniteFeatureWarning",
+           "LeakageWarning"]
 
 #: The block name of a plain array, or of a frame without ``<feature>__<column>`` names.
 PLAIN_BLOCK = "x"
@@ -86,6 +96,10 @@ PLAIN_BLOCK = "x"
 
 class NonFiniteFeatureWarning(UserWarning):
     """Rows of a feature block hold NaN or inf; the head imputes them with the train mean."""
+
+
+class LeakageWarning(UserWarning):
+    """``allow_overlap=True`` let a stacked feature meet rows it was trained or selected on."""
 
 
 def feature_blocks(columns) -> dict[str, list[int]]:
@@ -131,6 +145,9 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     val_size : float
         Share of the training rows held out as the heads' val split, in [0, 1); 0 (default)
         holds out nothing.
+    allow_overlap : bool
+        Fit even when a stacked feature of ``X`` (``cascade``) was trained or selected on
+        rows of ``X``, with a :class:`LeakageWarning`; False (default) refuses (ValueError).
     **params
         The head's own hyper-parameters (``fusion.heads.FUSIONS[fusion].accepted_params``).
 
@@ -156,8 +173,10 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
     ((2, 2), ['x'])
     """
 
-    def __init__(self, fusion="concat", features=None, head="logreg", seed=0, val_size=0.0, **params):
+    def __init__(self, fusion="concat", features=None, head="logreg", seed=0, val_size=0.0,
+                 allow_overlap=False, **params):
         self.fusion = fusion
+        self.allow_overlap = allow_overlap
         self.features = features
         self.head = head
         self.seed = seed
@@ -232,13 +251,19 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
                                  for f in self.features_}, y)
 
     # fitting --------------------------------------------------------------------------------
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, meta=None):
         """Fit the head on ``X`` (DataFrame with ``<feature>__<column>`` names, or an array).
 
         ``groups`` (one id per row, e.g. ``meta["video_id"]``) is used only with
-        ``val_size > 0``: the held-out rows are whole groups.
+        ``val_size > 0``: the held-out rows are whole groups. ``meta`` (the rows' metadata,
+        the third value of ``store.read``) lets the leakage guard check a frame that holds a
+        stacked feature (``X.attrs[stores.reader.STACKED_ATTR]``, set by
+        ``store.read(as_frame=True)``): fitting on rows that feature's model was trained or
+        selected on is a ValueError naming the feature and the rows, unless
+        ``allow_overlap``. Without ``meta`` such a frame is refused.
         """
         cls = self._check_config()
+        self._guard_leakage(X, meta)
         columns = list(X.columns) if hasattr(X, "columns") else None
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), ensure_all_finite=False)
         check_classification_targets(y)
@@ -272,6 +297,39 @@ class FusionClassifier(ClassifierMixin, BaseEstimator):
             raise ValueError("the rows left for fitting after val_size hold one class only")
         self.head_.fit(train, val)
         return self
+
+    def _guard_leakage(self, X, meta):
+        """Refuse (or warn about, with ``allow_overlap``) a stacked block fitted on its own rows."""
+        from fusion import leakage
+        stacked = dict(getattr(X, "attrs", {}).get(STACKED_ATTR) or {})
+        if self.features is not None:
+            stacked = {f: r for f, r in stacked.items() if f in self.features}
+        for feature, record in stacked.items():
+            if meta is None:
+                message = (f"leakage: X holds the stacked feature {feature!r} (a trained model): pass "
+                           "fit(X, y, meta=meta) with the rows' metadata from store.read so they can be "
+                           "checked against its training rows, or allow_overlap=True")
+                if not self.allow_overlap:
+                    raise ValueError(message)
+                warnings.warn(message, LeakageWarning, stacklevel=3)
+                continue
+            if len(meta) != len(X):
+                raise ValueError(f"meta has {len(meta)} rows for {len(X)} rows of X")
+            try:
+                excluded = leakage.stacked_rows(feature, record)
+            except UsageError as exc:
+                if not self.allow_overlap:
+                    raise ValueError(str(exc)) from None
+                warnings.warn(str(exc), LeakageWarning, stacklevel=3)
+                continue
+            meta = meta.reset_index(drop=True)
+            hit = leakage.overlap(meta, excluded)
+            if hit.any():
+                message = leakage.overlap_message(feature, meta, hit, "fitted on").replace(
+                    leakage.OVERRIDE, "allow_overlap=True")
+                if not self.allow_overlap:
+                    raise ValueError(message)
+                warnings.warn(message, LeakageWarning, stacklevel=3)
 
     def _val_split(self, target, groups):
         """``(fit rows, val rows or None)`` for ``val_size``."""

@@ -34,6 +34,11 @@
   (:func:`fusion.scoring.nonfinite_counts`).
 * Each ``--test-store`` is scored on its ``test`` split, or on all its samples when it has
   no test split (a cross-data-set store usually has one split only).
+* A stacked feature (``cascade``: a trained model) must not meet the rows it was trained
+  or selected on in train or val: the run stops with one line naming the feature and the
+  rows (:mod:`fusion.leakage`); ``--allow-overlap`` proceeds, with the warning kept in
+  ``metrics.json`` (``leakage`` and ``warnings``). Overlap with test or a ``--test-store``
+  is a warning.
 * ``--perturb`` also scores the test split of perturbed crops: each feature ``lbp`` is
   swapped for ``lbp@jpeg:50``, stored by ``python -m pipelines.extract ... --perturb jpeg:50``
   (see :mod:`fusion.robustness`); ``all`` takes every perturbation the store has for all
@@ -158,21 +163,24 @@ def validate_run(store, features, fusion, head, test_stores=(), params=None):
 
 def train_run(store_path, features, fusion="concat", head=None, out="run", test_stores=(),
               seed=0, params=None, n_boot=1000, plots_on=True, verbose=True, perturb=None,
-              command=None, audit=True, flags=None) -> dict:
+              command=None, audit=True, flags=None, allow_overlap=False) -> dict:
     """Fit, choose the threshold on val, evaluate, and write the run directory. Returns metrics.
 
     ``head`` is None (logreg where the fusion uses a head) or a head name; ``perturb`` is a
     ``--perturb`` value (None, "all" or "jpeg:50,blur:1.5"); ``command`` the command line
     recorded in ``provenance`` (default ``sys.argv``); ``audit`` runs the metadata baseline;
-    ``flags`` (:func:`base.cli.flags_record` of the command) is saved as ``config.json``.
+    ``flags`` (:func:`base.cli.flags_record` of the command) is saved as ``config.json``;
+    ``allow_overlap`` lets a stacked feature (``cascade``) meet its own training rows in train
+    or val, with a warning (:func:`fusion.leakage.guard`; refused otherwise).
     """
+    from fusion import leakage
     from fusion import audit as confound_audit
     from fusion import robustness
     t0 = time.time()
     config = {"store": str(store_path), "features": list(features), "fusion": fusion, "head": head,
               "out": str(out), "test_stores": [str(p) for p in test_stores], "seed": seed,
               "params": params or {}, "bootstrap": n_boot, "plots": plots_on, "perturb": perturb,
-              "audit": audit}
+              "audit": audit, "allow_overlap": allow_overlap}
     store = open_store_or_usage(store_path)
     others = [open_store_or_usage(p, "--test-store") for p in test_stores]
     inputs = validate_run(store, features, fusion, head, others, params)
@@ -186,6 +194,9 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     if splits["train"].y.min() == splits["train"].y.max():
         raise UsageError(f"--store {store_path}: split 'train' has one class only "
                          f"(label {int(splits['train'].y[0])}); need reals and fakes")
+    cross_meta = {f"cross {Path(p).stem}": other.meta for p, other in zip(test_stores, others)}
+    leaks = leakage.guard(store, features, {**{s: d.meta for s, d in splits.items()}, **cross_meta},
+                          allow_overlap)
     nonfinite = {s: nonfinite_counts(d) for s, d in splits.items()}
     model = heads.create_fusion(fusion, features, head=head, seed=seed, **(params or {}))
     fitted, frames = fit_and_evaluate(model, splits, n_boot, seed)
@@ -226,7 +237,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
                                                     seed=seed, n_boot=n_boot)
         result["baselines"] = {"metadata": baseline}
     result["nonfinite"] = {k: v for k, v in nonfinite.items() if v}
-    result["warnings"] = run_warnings(result)
+    result["leakage"] = leaks
+    result["warnings"] = run_warnings(result) + leaks
     if audit:
         result["warnings"] += confound_audit.confound_warnings(result, baseline)
     model.save(out / "model", extra={"threshold": threshold, "threshold_units": "logit",
@@ -302,6 +314,10 @@ def build_parser() -> CLIParser:
     p.add_argument("--perturb", default=None, metavar="SPECS|all",
                    help="also score the test split under perturbations stored by the extract CLI's "
                         "--perturb, e.g. jpeg:50,blur:1.5, or all of those in the store (default none)")
+    p.add_argument("--allow-overlap", action="store_true",
+                   help="fit even when a stacked feature (cascade) was trained or selected on "
+                        "rows of train or val; the run's warnings and metrics.json say so "
+                        "(default: refused, see docs/cascade_fusion.md)")
     add_report_flags(p)
     add_overwrite_flag(p)
     add_config_flag(p)
@@ -320,7 +336,8 @@ def main(argv=None) -> int:
             train_run(args.store, features, args.fusion, args.head, args.out,
                       args.test_store, args.seed, params, args.bootstrap, plots_on=not args.no_plots,
                       perturb=args.perturb, command=command_line(parser.prog, argv),
-                      flags=flags_record(parser.prog, args, drop=("overwrite",)))
+                      flags=flags_record(parser.prog, args, drop=("overwrite",)),
+                      allow_overlap=args.allow_overlap)
     return run_cli(parser.prog, work)
 
 

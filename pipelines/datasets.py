@@ -37,7 +37,13 @@ Data sets and their split rules
     image or video extension) next to ``real/``/``fake/`` and then at the root.
 ``editbench``
     ``<root>/manifest.jsonl``, one JSON object per line with ``image``, ``mask`` (or
-    null), ``label``, ``edit`` and ``split``; paths are relative to the root.
+    null), ``label``, ``edit`` and ``split``; paths are relative to the root. A line's
+    ``source`` (the real photo or store sample an image was made from) is its identity.
+
+Identities (the unit the confidence intervals resample): the target person for ``ff++``
+(``youtube/000`` for ``000`` and every ``000_XXX``; ``actors/01`` for DeepFakeDetection),
+the Celeb-DF identity for ``celebdf`` (``id0`` for ``id0_0001`` and ``id0_id1_0000``), the
+source photo for ``editbench``, and the video for the others.
 ``demo``
     The built-in demo (:mod:`pipelines.demo`); ``root`` is ignored.
 
@@ -170,6 +176,15 @@ def _parse_methods(methods, valid, dataset: str) -> list[str] | None:
     return list(dict.fromkeys(out))
 
 
+def _ffpp_identity(stem: str, actors: bool) -> str:
+    """The target person of an FF++ video: ``youtube/000`` for the real ``000`` and every fake
+    ``000_XXX`` made on it; ``actors/01`` for the actor video ``01__scene`` and the
+    DeepFakeDetection fakes ``01_02__scene__HASH`` made on it."""
+    if actors:
+        return f"actors/{stem.split('__')[0].split('_')[0]}"
+    return f"youtube/{stem.split('_')[0]}"
+
+
 def index_ffpp(root: Path, compression: str = "c23", methods=None) -> list[Source]:
     """FaceForensics++ sources of one compression (see the module docstring for splits)."""
     if compression not in FFPP_COMPRESSIONS:
@@ -197,12 +212,14 @@ def index_ffpp(root: Path, compression: str = "c23", methods=None) -> list[Sourc
             unsplit.append(path.name)
             continue
         sources.append(Source(path=str(path), dataset="ff++", split=split, label=REAL,
-                              method=REAL_METHOD, video_id=f"{REAL_METHOD}/youtube/{path.stem}"))
+                              method=REAL_METHOD, video_id=f"{REAL_METHOD}/youtube/{path.stem}",
+                              identity=_ffpp_identity(path.stem, actors=False)))
     actors = originals / "actors" / compression / "videos"
     if requested is None or "DeepFakeDetection" in chosen:
         for path in _files(actors, VIDEO_EXTS):
             sources.append(Source(path=str(path), dataset="ff++", split="test", label=REAL,
-                                  method=REAL_METHOD, video_id=f"{REAL_METHOD}/actors/{path.stem}"))
+                                  method=REAL_METHOD, video_id=f"{REAL_METHOD}/actors/{path.stem}",
+                                  identity=_ffpp_identity(path.stem, actors=True)))
 
     for method in chosen:
         mask_dir = manipulated / method / "masks" / "videos"
@@ -219,6 +236,7 @@ def index_ffpp(root: Path, compression: str = "c23", methods=None) -> list[Sourc
             mask = mask_dir / path.name
             sources.append(Source(path=str(path), dataset="ff++", split=split, label=FAKE,
                                   method=method, video_id=f"{method}/{path.stem}",
+                                  identity=_ffpp_identity(path.stem, method in FFPP_UNSPLIT),
                                   mask_path=str(mask) if mask.is_file() else None,
                                   real_path=str(real) if real is not None and real.is_file()
                                   else None))
@@ -287,11 +305,13 @@ def index_celebdf(root: Path) -> list[Source]:
                 sources.append(Source(path=str(path), dataset="celebdf", split=split, label=FAKE,
                                       method=CELEBDF_FAKE_DIR,
                                       video_id=f"{CELEBDF_FAKE_DIR}/{path.stem}",
+                                      identity=_celebdf_identity(folder, path.stem),
                                       real_path=str(real) if real and real.is_file() else None))
             else:
                 sources.append(Source(path=str(path), dataset="celebdf", split=split, label=REAL,
                                       method=REAL_METHOD,
-                                      video_id=f"{REAL_METHOD}/{folder}/{path.stem}"))
+                                      video_id=f"{REAL_METHOD}/{folder}/{path.stem}",
+                                      identity=_celebdf_identity(folder, path.stem)))
     if not sources:
         raise UsageError(f"celebdf: no videos in {', '.join(folders)} under {root}")
     return _sorted(sources)
@@ -495,7 +515,8 @@ def index_editbench(root: Path) -> list[Source]:
                               method=method,
                               video_id=f"{method}/{Path(image).with_suffix('').as_posix()}",
                               kind="image", mask_path=str(mask) if mask else None,
-                              params=params))
+                              params=params, identity=str(row["source"]) if row.get("source")
+                              else None))
     _warn_skipped("editbench", "listed in the manifest but missing", missing)
     if not sources:
         raise UsageError(f"editbench: {manifest} lists no existing image")

@@ -112,6 +112,7 @@ def feature_params(args, features) -> dict:
     wanted = {"device": args.device, "batch_size": args.deep_batch_size}
     by_feature = {"clip": {"model": args.clip_model, "weights": args.clip_weights},
                   "cnn": {"model": args.cnn_model, "weights": args.cnn_weights},
+                  "cascade": {"run": args.cascade_run},
                   "sequence": {"clip_model": args.clip_model, "clip_weights": args.clip_weights}}
     out = {}
     for name in features:
@@ -298,6 +299,10 @@ def build_parser() -> CLIParser:
                    help="cnn backbone: efficientnet-lite0 (default, offline ImageNet weights) "
                         "or timm:NAME with --cnn-weights")
     p.add_argument("--cnn-weights", default=None, help="local checkpoint for --cnn-model timm:NAME")
+    p.add_argument("--cascade-run", default=None, metavar="RUN",
+                   help="trained cascade run folder (python -m fusion.cascade train --out RUN) "
+                        "for the cascade feature (or set CLMF_CASCADE_RUN); required by "
+                        "--features cascade")
     p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                    help="device of the deep features (auto: CUDA when available)")
     p.add_argument("--deep-batch-size", type=int, default=32,

@@ -17,9 +17,10 @@ REAL_METHOD = "real"
 #: ``stores.FeatureStore.read`` returns them as a DataFrame. ``frame_index`` is the frame
 #: the crop comes from; ``requested_frame_index`` the sampled frame it stands for (they
 #: differ when a neighbouring frame replaced one without a face); ``face_index`` ranks the
-#: faces of one frame by size (0 unless ``--faces all``).
+#: faces of one frame by size (0 unless ``--faces all``); ``identity`` is what the cluster
+#: bootstrap resamples whole (:attr:`Source.identity`).
 SAMPLE_FIELDS = ("sample_id", "dataset", "split", "label", "method", "video_id",
-                 "frame_index", "source_path", "requested_frame_index", "face_index")
+                 "frame_index", "source_path", "requested_frame_index", "face_index", "identity")
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,10 @@ class Source:
         The real source a fake was made from, when known (FF++ target videos).
     params : tuple
         Extra, hashable parameters (the demo's edit recipe and seed).
+    identity : str or None
+        The person (or source photo) the sample shows, where the data set says it: the
+        target id for FF++, the Celeb-DF identity, the source photo of an editbench image.
+        None: the video (``video_id``). Confidence intervals resample whole identities.
     """
 
     path: str
@@ -62,6 +67,7 @@ class Source:
     mask_path: str | None = None
     real_path: str | None = None
     params: tuple = field(default=())
+    identity: str | None = None
 
     def __post_init__(self):
         if self.split not in SPLITS:
@@ -87,7 +93,8 @@ class Source:
                 "split": self.split, "label": int(self.label), "method": self.method,
                 "video_id": self.video_id, "frame_index": int(frame_index),
                 "source_path": self.path, "requested_frame_index": int(requested),
-                "face_index": int(face_index or 0)}
+                "face_index": int(face_index or 0),
+                "identity": self.identity or self.video_id}
 
     def to_dict(self) -> dict:
         return asdict(self)

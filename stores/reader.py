@@ -16,6 +16,9 @@ from stores.schema import (ERROR_FIELDS, GROUPS, INT_FIELDS, OPTIONAL_INT_FIELDS
 #: Separates the feature from the column in the column names of ``read(as_frame=True)``
 #: (``lbp__lbp_P8R1_code0``), as in scikit-learn's ``ColumnTransformer`` output names.
 COLUMN_SEP = "__"
+#: The ``DataFrame.attrs`` key of ``read(as_frame=True)`` that holds, per stacked feature (a
+#: trained model, such as ``cascade``), what it was trained and selected on.
+STACKED_ATTR = "clmf_stacked"
 
 
 def _damaged(ds, exc: Exception) -> StoreError:
@@ -133,7 +136,8 @@ class FeatureStore:
         cols = fill_optional_fields(cols, cols)
         frame = pd.DataFrame(cols)
         return frame[["sample_id", "dataset", "split", "label", "method", "video_id",
-                      "frame_index", "source_path", "requested_frame_index", "face_index"]]
+                      "frame_index", "source_path", "requested_frame_index", "face_index",
+                      "identity"]]
 
     @cached_property
     def source_meta(self) -> pd.DataFrame | None:
@@ -270,7 +274,9 @@ class FeatureStore:
         as_frame : bool
             Return ``X`` as a DataFrame whose columns are :meth:`column_names` (the feature,
             ``__``, the column), the form ``fusion.sklearn.FusionClassifier`` reads its
-            feature blocks from. The values are the same float32 array.
+            feature blocks from. The values are the same float32 array. Features that are
+            trained models (``cascade``) put what they were trained on in
+            ``X.attrs[STACKED_ATTR]``, for the classifier's leakage guard.
 
         Returns
         -------
@@ -299,6 +305,10 @@ class FeatureStore:
         meta = self.meta.iloc[idx].reset_index(drop=True)
         if as_frame:
             X = pd.DataFrame(X, columns=self.column_names(features), copy=False)
+            stacked = {name: json.loads(a["trained_on"]) for name, a in
+                       ((name, self.attrs(name, "vector")) for name in features) if a.get("trained_on")}
+            if stacked:  # what the leakage guard of fusion.sklearn.FusionClassifier checks
+                X.attrs[STACKED_ATTR] = stacked
         return X, meta["label"].to_numpy(np.int64), meta
 
     def read_map(self, name: str, split=None, method=None, label=None, index=None):

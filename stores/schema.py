@@ -13,6 +13,9 @@
                             where unknown; optional
 
 Readers refuse a file whose ``schema_version`` differs from :data:`SCHEMA_VERSION`.
+``/meta/identity`` (the person or source photo of a sample, the unit of the cluster
+bootstrap) is an optional addition to version 1 like the other :data:`OPTIONAL_FIELDS`:
+stores written before it read ``identity = video_id``.
 ``/source_meta`` is an optional addition to version 1: stores extracted before it existed
 open as before, ``FeatureStore.source_meta`` is then None, and ``fusion.audit`` says that
 the store has to be re-extracted to be audited.
@@ -25,21 +28,25 @@ from importlib import metadata
 from base.errors import CommandError
 
 SCHEMA_VERSION = 1
-STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path")
+STRING_FIELDS = ("sample_id", "dataset", "split", "method", "video_id", "source_path", "identity")
 INT_FIELDS = ("label", "frame_index", "requested_frame_index", "face_index")
 #: Sample fields that stores written before them lack: readers and writers fill them in
-#: (the requested frame is the frame itself, the face is the largest).
-OPTIONAL_INT_FIELDS = ("requested_frame_index", "face_index")
+#: (the requested frame is the frame itself, the face is the largest, the identity is the
+#: video).
+OPTIONAL_FIELDS = ("requested_frame_index", "face_index", "identity")
+OPTIONAL_INT_FIELDS = OPTIONAL_FIELDS  # the name these had while all of them were integers
 
 
 def fill_optional_fields(columns: dict, present) -> dict:
-    """``columns`` with the :data:`OPTIONAL_INT_FIELDS` that are not in ``present`` filled in
-    from ``frame_index`` (requested) and 0 (face)."""
+    """``columns`` with the :data:`OPTIONAL_FIELDS` that are not in ``present`` filled in
+    from ``frame_index`` (requested), 0 (face) and ``video_id`` (identity)."""
     n = len(columns["frame_index"])
     if "requested_frame_index" not in present:
         columns["requested_frame_index"] = list(columns["frame_index"])
     if "face_index" not in present:
         columns["face_index"] = [0] * n
+    if "identity" not in present:
+        columns["identity"] = list(columns["video_id"])
     return columns
 
 

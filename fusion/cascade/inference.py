@@ -24,7 +24,7 @@ from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
 from fusion.cascade.video import video_head_metrics
 from fusion.cascade.parts import PartVerdicts, add_part_columns, part_verdict_report
-from fusion.metrics import compute_metrics
+from fusion.metrics import compute_metrics, identity_clusters
 from fusion.per_method import add_per_method
 
 
@@ -219,7 +219,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             "checkpoint_epoch": info.get("epoch"),
             "classification": compute_metrics(meta["label"].to_numpy(), result["scores"],
                                               meta["method"].to_numpy(), meta["video_id"].to_numpy(),
-                                              threshold=0.5, n_boot=n_boot),
+                                              threshold=0.5, n_boot=n_boot,
+                                              identities=identity_clusters(meta["identity"],
+                                                                           meta["video_id"])),
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }

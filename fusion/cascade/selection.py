@@ -130,6 +130,11 @@ class SelectionSet:
     def n_samples(self) -> int:
         return sum(len(s) for s in self.sources)
 
+    def sample_ids(self) -> list[str]:
+        """The store sample ids of every select row (they chose the checkpoint, so a stacked
+        fusion must not fit on them: :mod:`fusion.leakage`)."""
+        return [str(v) for data in self.sources for v in data.meta["sample_id"]]
+
     def describe(self) -> list[dict]:
         """Per store: path, split used, real and fake crops and videos (for config.json)."""
         out = []

@@ -170,6 +170,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
             select.close()
 
 
+def _sample_ids(data: TrainingSet) -> list[str]:
+    """The store sample ids of the rows ``data`` draws from (a real and its blends: one id)."""
+    return [str(data.sources[s].meta["sample_id"].iloc[p]) for s, p in data.items]
+
+
 def _param_groups(model: CascadeModel, config: TrainConfig) -> list[dict]:
     backbone = {id(p) for p in model.backbone_parameters()}
     scale = config.backbone_lr if config.backbone != "tiny" else 1.0
@@ -257,7 +262,13 @@ def _train_loop(config, resume, progress, log, device, augment, stores, train_se
         write_run_config(out, config, {"stride": model.stride,
                                        "store_runs": [s.run for s in stores],
                                        "train_items": train_set.n_items,
-                                       "val_samples": len(val_data), **(flags or {}),
+                                       "val_samples": len(val_data),
+                                       # what a stacked fusion must never fit on (fusion.leakage)
+                                       "samples": {"train": _sample_ids(train_set),
+                                                   "val": _sample_ids(val_set),
+                                                   **({"select": select.sample_ids()}
+                                                      if select else {})},
+                                       **(flags or {}),
                                        **({"select": select.describe()} if select else {}),
                                        **({"world_size": ranks.world_size} if ranks.active
                                           else {})})

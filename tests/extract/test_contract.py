@@ -13,12 +13,32 @@ from extract import deep
 from extract.registry import FaceBatch, create_extractor, list_extractors
 
 
+_TINY_RUN = {}
+
+
+def _tiny_run():
+    """A tiny trained cascade run (one per test session), for the ``cascade`` feature."""
+    if "run" not in _TINY_RUN:
+        import tempfile
+        from pathlib import Path
+
+        from fusion.cascade.data import write_synthetic_store
+        from tests.cascade_fixtures import tiny_cascade_run
+        folder = Path(tempfile.mkdtemp(prefix="clmf-contract-cascade-"))
+        store = write_synthetic_store(folder / "s.h5", n=32, size=32, features=("rgb", "mask"))
+        _TINY_RUN["run"] = tiny_cascade_run(folder / "run", store)
+    return _TINY_RUN["run"]
+
+
 @contextlib.contextmanager
 def _built(name):
-    """The extractor ``name``; clip gets the explicit random-weights testing hook."""
+    """The extractor ``name``; clip gets the explicit random-weights testing hook, cascade a
+    tiny trained run."""
     if name == "clip":
         with deep._testing_random_clip(deep.TINY_CLIP_CFG):
             yield create_extractor(name, device="cpu")
+    elif name == "cascade":
+        yield create_extractor(name, run=str(_tiny_run()), device="cpu")
     else:
         yield create_extractor(name)
 
@@ -46,7 +66,7 @@ def _check(result, specs, n):
 
 
 def _equal(a, b, name):
-    if np.issubdtype(a.dtype, np.floating) and name in ("cnn", "gram", "clip", "sequence"):
+    if np.issubdtype(a.dtype, np.floating) and name in ("cnn", "gram", "clip", "sequence", "cascade"):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4, equal_nan=True)
     else:
         np.testing.assert_array_equal(a, b)

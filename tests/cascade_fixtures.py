@@ -1,0 +1,14 @@
+"""Tiny trained cascade runs for the tests of the ``cascade`` feature and of the fusion
+commands that stack it (seconds on one CPU core: a 32-px tiny backbone, one step)."""
+from pathlib import Path
+
+
+def tiny_cascade_run(folder, store, seed: int = 0, steps: int = 1) -> Path:
+    """Train a tiny cascade run on ``store`` (split train, epoch chosen on val) into
+    ``folder``; returns the folder."""
+    from fusion.cascade.config import TrainConfig
+    from fusion.cascade.train import train
+    train(TrainConfig(store=str(store), out=str(folder), epochs=1, batch_size=16, max_steps=steps,
+                      backbone="tiny", dim=32, heads=4, size=32, lr=3e-3, seed=seed, device="cpu",
+                      workers=0), progress=False, log=lambda *_: None)
+    return Path(folder)
