@@ -147,6 +147,26 @@ def _open_sources(stores, split: str, clip_len: int, cache_mb: int):
     return opened, sources
 
 
+#: CRFs a clip is re-encoded at by ``--clip-codec`` (uniform integers; FF++ c23 is CRF 23,
+#: c40 is CRF 40), the same range as the frame-level ``h264`` augmentation.
+CLIP_CRF = (18, 45)
+
+
+class ClipCodec:
+    """The ``clip_augment`` of ``--clip-codec P``: with probability ``p`` a clip (real and
+    blended alike) is re-encoded as one H.264 stream (an I frame, then P/B frames:
+    :func:`fusion.cascade.codec.h264_roundtrip`) at a CRF drawn uniformly in
+    :data:`CLIP_CRF`; the draws come from the clip's own generator only."""
+
+    def __init__(self, p: float):
+        self.p = float(p)
+
+    def __call__(self, clip: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        from fusion.cascade.codec import h264_roundtrip
+        fire, crf = rng.random() < self.p, int(rng.integers(CLIP_CRF[0], CLIP_CRF[1] + 1))
+        return h264_roundtrip(clip, crf) if fire else clip
+
+
 def train_video_head(run_dir, stores, clip_len: int = 4, epochs: int = 30, blends: int = 2,
                      seed: int = 0, hidden: int = 64, lr: float = 1e-3, batch_size: int = 32,
                      drift: float = 0.05, jitter: float = 0.02, lower_fraction: float = 0.3,
@@ -273,6 +293,10 @@ def add_parser(sub) -> None:
                    help="auto: CUDA when available (default)")
     v.add_argument("--threads", type=at_least(0), default=0,
                    help="CPU threads for torch (default 0: torch's choice)")
+    v.add_argument("--clip-codec", type=at_least(0.0, float), default=0.5,
+                   help="probability that a clip, real and blended alike, is re-encoded as one "
+                        f"H.264 stream at a CRF drawn uniformly in {CLIP_CRF[0]}-{CLIP_CRF[1]} "
+                        "(FF++ c23 is CRF 23, c40 CRF 40); 0 switches it off (default 0.5)")
     v.add_argument("--resume", action="store_true",
                    help="continue the head in RUN/video_head from its last epoch")
     add_overwrite_flag(v, "RUN/video_head")
@@ -297,6 +321,14 @@ def run_command(args, prog: str) -> int:
                 raise ValueError(f"--store {path}: {problem}")
         if args.hidden % 2:
             raise ValueError(f"--hidden must be even, got {args.hidden}")
+        if args.clip_codec > 1:
+            raise ValueError(f"--clip-codec must be in [0, 1], got {args.clip_codec}")
+        if args.clip_codec > 0:
+            from fusion.cascade.codec import require_av
+            try:
+                require_av()
+            except ImportError as exc:
+                raise ValueError(f"--clip-codec {args.clip_codec}: {exc}") from None
         if args.lower_fraction > 1:
             raise ValueError(f"--lower-fraction must be in [0, 1], got {args.lower_fraction}")
         if args.resume and args.overwrite:
@@ -312,6 +344,7 @@ def run_command(args, prog: str) -> int:
             seed=args.seed, hidden=args.hidden, lr=args.lr, batch_size=args.batch_size,
             drift=args.drift, jitter=args.jitter, lower_fraction=args.lower_fraction,
             device=args.device, resume=args.resume,
+            clip_augment=ClipCodec(args.clip_codec) if args.clip_codec > 0 else None,
             flags=flags_record(f"{prog} train-video", args, drop=("command", "overwrite")))
     best = result["best"]
     print(f"video head: best epoch {best['epoch']}, val clip AUC {best['val']['auc']:.4f} "

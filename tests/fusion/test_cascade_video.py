@@ -333,3 +333,22 @@ def test_predict_gives_a_cascade_run_video_its_head_score(video_run, tmp_path, c
     assert result["video_head_logit"] == pytest.approx(z, abs=1e-5)
     assert result["video_head_score"] == pytest.approx(1 / (1 + np.exp(-z)), abs=1e-6)
     assert logit.tolist() == pytest.approx([f["logit"] for f in result["faces"]], abs=1e-5)
+
+
+def test_clip_codec_reencodes_whole_clips_by_its_probability():
+    from fusion.cascade.video_train import CLIP_CRF, ClipCodec
+    rng = np.random.default_rng(0)
+    clip = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    assert ClipCodec(0.0)(clip, np.random.default_rng(1)) is clip
+    a = ClipCodec(1.0)(clip, np.random.default_rng(1))
+    b = ClipCodec(1.0)(clip, np.random.default_rng(1))
+    assert a.shape == clip.shape and a.dtype == np.uint8 and not np.array_equal(a, clip)
+    np.testing.assert_array_equal(a, b)  # deterministic by the clip's generator
+    # the CRF is the second draw of that generator, as documented
+    g = np.random.default_rng(1)
+    g.random()
+    from fusion.cascade.codec import h264_roundtrip
+    np.testing.assert_array_equal(a, h264_roundtrip(clip, int(g.integers(CLIP_CRF[0], CLIP_CRF[1] + 1))))
+    fired = sum(not np.array_equal(ClipCodec(0.5)(clip, np.random.default_rng(s)), clip)
+                for s in range(60))
+    assert 15 <= fired <= 45
