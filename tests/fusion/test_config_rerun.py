@@ -42,7 +42,7 @@ def test_train_reruns_from_its_config_json(store_path, tmp_path):
     assert saved["flags"] == {"store": str(store_path), "features": "a,b,c", "fusion": "mlp",
                               "head": None, "out": str(first), "test_store": [], "seed": 3,
                               "param": ["epochs=5"], "perturb": None, "bootstrap": 20,
-                              "no_plots": True}
+                              "no_plots": True, "allow_overlap": False}
     assert train.main(["--config", str(first / "config.json"), "--out", str(second)]) == 0
     assert (first / "scores.csv").read_bytes() == (second / "scores.csv").read_bytes()
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (first, second))
