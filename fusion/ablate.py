@@ -423,8 +423,9 @@ def _ablate(parser, args, argv):
     specs = robustness.resolve_perturbations(store, features, args.perturb)
     from fusion import leakage  # a stacked feature (cascade) never meets its own rows
     meta = store.meta
-    leaks = leakage.guard(store, features, {s: meta[meta["split"] == s] for s in ("train", "val", "test")},
-                          args.allow_overlap)
+    cross_meta = {f"cross {stem}": other.meta for stem, other in others.items()}
+    leaks = leakage.guard(store, features, {**{s: meta[meta["split"] == s] for s in ("train", "val", "test")},
+                                            **cross_meta}, args.allow_overlap)
     write_flags(Path(args.out) / "config.json", parser.prog, args, drop=("overwrite",))
     t0 = time.time()
     table, path = run_ablation(store, features, fusions, head, stages, args.seed, args.bootstrap,

@@ -55,7 +55,7 @@ def stacked_rows(feature: str, record: dict) -> set:
     """The sample ids a stacked ``feature`` was trained or selected on, from its ``record``.
 
     Recorded ids when the run kept them; else the ``train_split`` and ``select_split`` rows
-    of every recorded store (with ``val_folders``, training moved rows of any split but test
+    of every recorded store and every row of its ``select_stores`` (with ``val_folders``, training moved rows of any split but test
     to val, so both splits are excluded whole). UsageError when neither is available: which
     rows are safe cannot then be told.
     """
@@ -73,6 +73,12 @@ def stacked_rows(feature: str, record: dict) -> set:
             with open_store(path) as store:
                 found |= set(store.meta.loc[store.meta["split"].isin(splits), "sample_id"].astype(str))
         except StoreError:
+            missing.append(str(path))
+    for path in record.get("select_stores", []):  # they chose the epoch: every row counts
+        try:
+            with open_store(path) as store:
+                found |= set(store.meta["sample_id"].astype(str))
+        except (StoreError, OSError):
             missing.append(str(path))
     if missing or not record.get("stores"):
         raise UsageError(f"feature {feature!r} is a trained model whose training rows are not recorded "

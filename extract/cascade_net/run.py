@@ -82,9 +82,10 @@ def trained_on(saved: dict) -> dict:
     """What a run was fitted and selected on, from its parsed ``config.json``.
 
     Returns ``{"stores": [...], "train_split": "train", "select_split": "val",
-    "val_folders": [...], "sample_ids": {"train": [...], "val": [...]} or None}``. The sample
-    ids are those of the rows training drew from (split ``train``) and chose its epoch on
-    (split ``val``); runs trained before they were recorded give None, and the leakage guard
+    "val_folders": [...], "select_stores": [...], "sample_ids": {"train": [...], "val": [...],
+    "select": [...]} or None}``. The sample ids are those of the rows training drew from
+    (split ``train``) and chose its epoch on (split ``val``, and the ``--select-store`` rows
+    as ``select``); runs trained before they were recorded give None, and the leakage guard
     (:mod:`fusion.leakage`) then reads those splits of the recorded stores.
     """
     config = saved.get("config", {})
@@ -92,12 +93,15 @@ def trained_on(saved: dict) -> dict:
     stores = [str(p) for p in store] if isinstance(store, (list, tuple)) else \
         [p.strip() for p in str(store).split(",") if p.strip()]
     folders = [f.strip() for f in str(config.get("val_folders", "") or "").split(",") if f.strip()]
+    select = config.get("select_store", "") or ""
+    select_stores = [str(p) for p in select] if isinstance(select, (list, tuple)) else \
+        [p.strip() for p in str(select).split(",") if p.strip()]
     samples = saved.get("samples")
     ids = None
-    if isinstance(samples, dict):
-        ids = {k: [str(v) for v in samples.get(k, [])] for k in ("train", "val")}
+    if isinstance(samples, dict):  # train, val and (with --select-store) select
+        ids = {k: [str(v) for v in rows] for k, rows in samples.items()}
     return {"stores": stores, "train_split": "train", "select_split": "val",
-            "val_folders": folders, "sample_ids": ids}
+            "val_folders": folders, "select_stores": select_stores, "sample_ids": ids}
 
 
 def load_cascade_run(run_dir, device: str = "cpu", which: str = "best") -> CascadeRun:

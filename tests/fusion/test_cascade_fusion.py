@@ -112,6 +112,27 @@ def test_ablate_ranks_cascade_as_any_feature_and_guards_its_rows(stores, tmp_pat
     assert {"concat", "soft-vote", "stacking", "max-confidence"} <= set(table["fusion"])
     assert (table["pick"] == "*").sum() == 1
     assert json.loads((tmp_path / "held" / "ablation.json").read_text())["leakage"] == []
+    # a --test-store holding the cascade's own rows is scored, with the warning kept
+    assert main(["--store", str(stores["held"]), "--out", str(tmp_path / "cross"), *argv,
+                 "--test-store", str(stores["own"])]) == 0
+    leaks = json.loads((tmp_path / "cross" / "ablation.json").read_text())["leakage"]
+    assert len(leaks) == 1 and "cross own: feature 'cascade' was trained or selected on" in leaks[0]
+
+
+def test_a_select_store_counts_as_rows_the_cascade_chose_on(stores, tmp_path):
+    from extract.cascade_net.run import trained_on
+    from fusion.leakage import overlap, stacked_rows
+    saved = json.loads((stores["run"] / "config.json").read_text())
+    saved["config"]["select_store"] = str(stores["held"])
+    with open_store(stores["held"]) as s:
+        held = s.meta
+    saved["samples"]["select"] = held["sample_id"].astype(str).tolist()
+    record = trained_on(saved)
+    assert record["select_stores"] == [str(stores["held"])]
+    assert overlap(held, stacked_rows("cascade", record)).all()
+    # a run that recorded no ids: every row of its select stores is excluded all the same
+    record["sample_ids"] = None
+    assert overlap(held, stacked_rows("cascade", record)).all()
 
 
 def test_importance_shows_what_the_fused_head_leans_on(stores, tmp_path):
