@@ -423,7 +423,7 @@ def _ablate(parser, args, argv):
     specs = robustness.resolve_perturbations(store, features, args.perturb)
     from fusion import leakage  # a stacked feature (cascade) never meets its own rows
     meta = store.meta
-    cross_meta = {f"cross {stem}": other.meta for stem, other in others.items()}
+    cross_meta = {f"cross {stem}": scoring.cross_meta(other) for stem, other in others.items()}
     leaks = leakage.guard(store, features, {**{s: meta[meta["split"] == s] for s in ("train", "val", "test")},
                                             **cross_meta}, args.allow_overlap)
     write_flags(Path(args.out) / "config.json", parser.prog, args, drop=("overwrite",))

@@ -335,6 +335,13 @@ def cross_split(store) -> str | None:
     return "test" if (store.meta["split"] == "test").any() else None
 
 
+def cross_meta(store):
+    """The meta rows of a cross-evaluation store that are scored (:func:`cross_split`)."""
+    split = cross_split(store)
+    meta = store.meta
+    return meta if split is None else meta[meta["split"] == split]
+
+
 def predict_line(model, meta) -> str | None:
     """``next: python -m fusion.predict --model MODEL FILE`` for the first fake of ``meta`` whose
     source file exists (None when none does): the end-to-end check on a real file."""

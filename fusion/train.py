@@ -71,6 +71,7 @@ from base.cli import (CLIParser, add_config_flag, at_least, command_line, flags_
 from base.errors import UsageError
 from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import heads, metrics, plots
+from fusion.scoring import cross_meta as scored_cross_meta
 from fusion.scoring import (_fmt, add_report_flags, attr_mismatches, cross_split, evaluate_scores,
                             feature_attrs, fit_and_evaluate, load_split, model_scores,
                             nonfinite_counts, open_store_or_usage, predict_line, provenance,
@@ -194,7 +195,8 @@ def train_run(store_path, features, fusion="concat", head=None, out="run", test_
     if splits["train"].y.min() == splits["train"].y.max():
         raise UsageError(f"--store {store_path}: split 'train' has one class only "
                          f"(label {int(splits['train'].y[0])}); need reals and fakes")
-    cross_meta = {f"cross {Path(p).stem}": other.meta for p, other in zip(test_stores, others)}
+    cross_meta = {f"cross {Path(p).stem}": scored_cross_meta(other)  # the rows scored
+                  for p, other in zip(test_stores, others)}
     leaks = leakage.guard(store, features, {**{s: d.meta for s, d in splits.items()}, **cross_meta},
                           allow_overlap)
     nonfinite = {s: nonfinite_counts(d) for s, d in splits.items()}
