@@ -12,3 +12,13 @@ def tiny_cascade_run(folder, store, seed: int = 0, steps: int = 1) -> Path:
                       backbone="tiny", dim=32, heads=4, size=32, lr=3e-3, seed=seed, device="cpu",
                       workers=0), progress=False, log=lambda *_: None)
     return Path(folder)
+
+
+def store_parts(path):
+    """``(meta copy, {rgb, mask} maps, their attrs, {"mask": valid}, landmarks)`` of a
+    synthetic faces store: what a test rewrites into a store with other labels."""
+    from stores import open_store
+    with open_store(path) as store:
+        maps = {n: store.read_map(n)[0] for n in ("rgb", "mask")}
+        return (store.meta.copy(), maps, {n: store.attrs(n) for n in maps},
+                {"mask": store.valid("mask")}, store.landmarks())

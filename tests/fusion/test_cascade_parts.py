@@ -20,6 +20,7 @@ from fusion.cascade.train import train
 from pipelines.face_parts import VERDICT_PARTS, part_mask
 from pipelines.synthesis import sbi
 from stores import open_store, write_store
+from tests.cascade_fixtures import store_parts
 from tests.face_fixtures import load_aligned_faces
 
 torch.set_num_threads(1)
@@ -150,12 +151,7 @@ METHODS = ("sbi", "swap-face", "swap-mouth", "blur", "FaceSwap")
 @pytest.fixture(scope="module")
 def edit_store(face_store, tmp_path_factory):
     """The synthetic faces with their fakes renamed to benchmark edits (cycled)."""
-    with open_store(face_store) as store:
-        meta = store.meta.copy()
-        maps = {n: store.read_map(n)[0] for n in ("rgb", "mask")}
-        attrs = {n: store.attrs(n) for n in maps}
-        valid = {"mask": store.valid("mask")}
-        landmarks = store.landmarks()
+    meta, maps, attrs, valid, landmarks = store_parts(face_store)
     fakes = np.flatnonzero(meta["label"].to_numpy() == 1)
     meta.loc[fakes, "method"] = [METHODS[i % len(METHODS)] for i in range(len(fakes))]
     return write_store(tmp_path_factory.mktemp("edits") / "edits.h5", meta, maps=maps,

@@ -17,6 +17,7 @@ from fusion.cascade.inference import evaluate, hull_masks
 from fusion.cascade.train import learning_rate_factor, train
 from pipelines.synthesis import face_hull_mask
 from stores import open_store, write_store
+from tests.cascade_fixtures import store_parts
 from tests.face_fixtures import load_aligned_faces
 
 torch.set_num_threads(1)
@@ -176,12 +177,7 @@ def test_tiny_cpu_training_from_reals_beats_chance_on_held_out_blends(face_store
 
 
 def test_shuffled_test_labels_change_no_choice(face_store, tmp_path):
-    with open_store(face_store) as store:
-        meta = store.meta.copy()
-        maps = {n: store.read_map(n)[0] for n in ("rgb", "mask")}
-        attrs = {n: store.attrs(n) for n in maps}
-        valid = {"mask": store.valid("mask")}
-        landmarks = store.landmarks()
+    meta, maps, attrs, valid, landmarks = store_parts(face_store)
     test = np.flatnonzero(meta["split"].to_numpy() == "test")
     shuffled = meta.copy()
     shuffled.loc[test, "label"] = np.random.default_rng(0).permutation(meta.loc[test, "label"].to_numpy())
