@@ -210,6 +210,28 @@ def _per_method_section(rows, title: str) -> str:
                       "frame AUC [95% CI]", "video AUC [95% CI]", "warning"], body, bad_rows=bad))
 
 
+def _video_head_section(section: dict | None, title: str) -> str:
+    """The ``video_head`` of a cascade evaluation: one score per video from the video head,
+    beside the mean of its frame logits, overall (CIs by video) and per kind of fake."""
+    if not section:
+        return ""
+    head, mean = section.get("head") or {}, section.get("mean_of_frames") or {}
+    rows = [["all videos", str(section.get("n_videos")),
+             _with_ci(head.get("auc"), (head.get("ci") or {}).get("auc")),
+             _with_ci(mean.get("auc"), (mean.get("ci") or {}).get("auc"))]]
+    bad = [0] if _below_chance(head) else []
+    for method, m in sorted((head.get("by_method") or {}).items()):
+        other = (mean.get("by_method") or {}).get(method, {})
+        if _below_chance(m):
+            bad.append(len(rows))
+        rows.append([_esc(method), f"{m.get('n_fake')} fake / {m.get('n_real')} real",
+                     _with_ci(m.get("auc"), None), _with_ci(other.get("auc"), None)])
+    return (f"<h2>{_esc(title)}</h2><p class=\"sub\">{_esc(section.get('score', ''))}; clips of "
+            f"{_esc(section.get('clip_len'))} frames. 95% CIs: bootstrap over videos. Per kind of "
+            "fake: its videos against all real videos.</p>"
+            + _table(["videos", "n", "video head AUC", "mean of frame logits AUC"], rows, bad_rows=bad))
+
+
 def _provenance_section(prov: dict | None, command: str | None, extra_config=None) -> str:
     prov = prov or {}
     command = prov.get("command") or command
@@ -423,6 +445,7 @@ def _cascade_page(folder: Path, m: dict, command):
             _metrics_section([(str(m.get("split")), c)], threshold),
             _by_method_section(c, f"{m.get('split')} by method"),
             _per_method_section(m.get("per_method"), f"{m.get('split')} per kind of fake"),
+            _video_head_section(m.get("video_head"), f"{m.get('split')} video head"),
             localization, _per_edit_section(m),
             _plots_section(folder, ["roc.png", "det.png", "scores.png"]), overlay_html, training,
             _provenance_section(prov, command, config)]

@@ -243,6 +243,8 @@ def test_cli_trains_resumes_and_eval_reports_one_score_per_video(video_run, tmp_
     assert set(head["by_method"]) == set(test.loc[test.label == 1, "method"])
     # the mean-of-frames score here is the classification's own video score
     assert section["mean_of_frames"]["auc"] == pytest.approx(metrics["classification"]["video"]["auc"])
+    page = (run / "eval_test" / "report.html").read_text()
+    assert "test video head" in page and f"{head['auc']:.4f} [{head['ci']['auc'][0]:.4f}" in page
     videos = pd.read_csv(run / "eval_test" / "video_head_predictions.csv")
     assert len(videos) == n_videos and videos["video"].is_unique
     # each video's score recomputed from the head and the cascade's frame features
