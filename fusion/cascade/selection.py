@@ -1,7 +1,8 @@
 """Choosing the checkpoint on real fakes that never train: ``train --select-store``.
 
 Self-blend validation measures what training teaches (blending boundaries and their masks)
-and, as the README's wildval measurements show, does not predict how a run does on real deepfakes of other kinds.
+and, as the README's wildval measurements show, does not predict how a run does on real
+deepfakes of other kinds.
 ``--select-store STORE.h5[,...]`` adds a yardstick of real manipulations (for example
 ``wildval.h5``, extracted from ``../shared/data/wildval``) that only *chooses*:
 
