@@ -22,7 +22,7 @@ from fusion.cascade.edit_table import edit_localization
 from fusion.cascade.localization import LocalizationAccumulator
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
-from fusion.cascade.video import video_head_metrics
+from fusion.cascade.video import has_video_head, video_head_metrics
 from fusion.cascade.parts import PartVerdicts, add_part_columns, part_verdict_report
 from fusion.metrics import compute_metrics, identity_clusters
 from fusion.per_method import add_per_method
@@ -38,7 +38,7 @@ def autocast(device: torch.device, amp: bool):
 def run_inference(model, data, size: int, device, batch_size: int = 64,
                   amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
                   progress: bool = False, baselines: dict | None = None, keep_reals: int = 0,
-                  parts: bool = False):
+                  parts: bool = False, pooled: bool = False):
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
@@ -54,7 +54,9 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     ``real_examples`` (same layout as ``examples``): the real samples with the largest
     flagged area (then mean mask probability), largest first -- the false-positive masks.
     ``parts`` (a :class:`StoreMaps` with landmarks) adds ``parts``: the part verdicts of
-    :class:`fusion.cascade.parts.PartVerdicts` (else ``parts`` is None).
+    :class:`fusion.cascade.parts.PartVerdicts` (else ``parts`` is None). ``pooled`` adds
+    ``pooled``: the model's N x 3 dim pooled embeddings (float32; the video head's input),
+    else None.
     """
     import heapq
     model.eval()
@@ -68,6 +70,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     examples = {"fakes": [], "others": []}
     top_reals = []  # min-heap of ((flagged, area), position, example)
     verdicts = PartVerdicts(len(data)) if parts else None
+    embeddings = None
     batches = data.batches(batch_size)
     if progress:
         from tqdm import tqdm
@@ -82,6 +85,10 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
         logits[pos] = (out["logits"][:, 1].float() - out["logits"][:, 0].float()).cpu().numpy()
         areas[pos] = prob.mean((1, 2, 3)).cpu().numpy()
         flagged[pos] = (prob >= acc.threshold).float().mean((1, 2, 3)).cpu().numpy()
+        if pooled:
+            if embeddings is None:
+                embeddings = np.zeros((len(data), out["pooled"].shape[1]), np.float32)
+            embeddings[pos] = out["pooled"].float().cpu().numpy()
         if criterion is not None:
             _, terms = criterion(out, x)
             for k, v in terms.items():
@@ -119,7 +126,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
             "real_examples": {key: [c[j] for c in reals] for j, key in enumerate(fields)},
             "baselines": {name: a.result() for name, a in baseline_acc.items()},
             "loss": {k: v / max(seen, 1) for k, v in totals.items()}, "examples": examples,
-            "parts": verdicts.result() if verdicts is not None else None}
+            "parts": verdicts.result() if verdicts is not None else None, "pooled": embeddings}
 
 
 def _predictions_frame(data: StoreMaps, result: dict) -> pd.DataFrame:
@@ -212,7 +219,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
         result = run_inference(model, data, config.size, dev, batch_size, config.amp,
                                keep_masks=overlays, progress=True, baselines=baselines,
-                               keep_reals=overlays, parts=True)
+                               keep_reals=overlays, parts=True, pooled=has_video_head(run_dir))
         meta = data.meta
         metrics = {
             "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
@@ -225,7 +232,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
         }
-        metrics.update(video_head_metrics(run_dir, model, config, data, dev, batch_size, n_boot, out_dir))
+        metrics.update(video_head_metrics(run_dir, result["pooled"], result["logits"], data, dev,
+                                          n_boot, out_dir))
         metrics["part_verdicts"] = part_verdict_report(result["parts"])
         metrics.update(edit_localization(metrics))
         c = metrics["classification"]

@@ -226,24 +226,25 @@ def load_video_head(run_dir, device="cpu") -> tuple[VideoHead, dict] | None:
 
 # ------------------------------------------------------------------------ eval: metrics
 
-def video_head_metrics(run_dir, model, config, data, device, batch_size: int, n_boot: int,
+def video_head_metrics(run_dir, pooled, frame_logit, data, device, n_boot: int,
                        out_dir=None) -> dict:
     """``{"video_head": ...}`` for ``metrics.json`` when the run has a video head, else ``{}``.
 
-    Scores every video of ``data`` (a :class:`fusion.cascade.data.StoreMaps`) with the head
-    (:func:`video_logits`) and with the mean of its frame scores, on the same videos, both
-    with :func:`fusion.metrics.compute_metrics` (per method too; CIs resample videos).
-    ``out_dir`` also gets ``video_head_predictions.csv`` (one row per video).
+    ``pooled`` (N x 3 dim) and ``frame_logit`` (N) are the cascade's per-frame embeddings and
+    fake-minus-real logits of every sample of ``data`` (a
+    :class:`fusion.cascade.data.StoreMaps`), as :func:`fusion.cascade.inference.run_inference`
+    gives them with ``pooled=True`` (its one pass over the store serves both). Scores every
+    video with the head (:func:`video_logits`) and with the mean of its frame scores, on the
+    same videos, both with :func:`fusion.metrics.compute_metrics` (per method too; CIs
+    resample videos). ``out_dir`` also gets ``video_head_predictions.csv`` (one row per
+    video).
     """
     from fusion.metrics import compute_metrics
     loaded = load_video_head(run_dir, device)
     if loaded is None:
         return {}
     head, record = loaded
-    parts = [frame_features(model, b["rgb"], config.size, device, batch_size, config.amp)
-             for b in data.batches(batch_size)]  # batch by batch: crops never all in memory
-    pooled = np.concatenate([p for p, _ in parts])
-    frame_logit = np.concatenate([z for _, z in parts])
+    frame_logit = np.asarray(frame_logit, np.float32)
     groups = video_groups(data.meta)
     clip_len = int(record["clip_len"])
     head_logit = video_logits(head, pooled, frame_logit, groups, clip_len)
