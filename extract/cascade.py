@@ -19,6 +19,7 @@ import numpy as np
 
 from base.errors import UsageError
 from extract.deep import TorchExtractor, _autocast, _full_precision
+from extract.geometry import landmark_hull_masks, landmarks_known
 from extract.registry import FaceBatch, OutputSpec, register_extractor
 
 #: Environment variable read when no ``run`` / ``--cascade-run`` is given.
@@ -56,16 +57,11 @@ def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 def hull_masks(landmarks: np.ndarray, crop_size: int, size: int) -> np.ndarray:
     """N x size x size bool: the convex hull of each face's 68 landmarks (crop pixels, scaled
-    to ``size``), as ``fusion.cascade``'s ``hull`` baseline draws it; the whole square where a
+    to ``size``; :func:`extract.geometry.landmark_hull_masks`); the whole square where a
     face's landmarks are unknown (NaN)."""
-    import cv2
-    out = np.ones((len(landmarks), size, size), bool)
-    scale = size / crop_size
-    for i, lm in enumerate(np.asarray(landmarks, np.float64)):
-        if np.isfinite(lm).all():
-            region = np.zeros((size, size), np.uint8)
-            cv2.fillConvexPoly(region, cv2.convexHull(np.round(lm * scale).astype(np.int32)), 1)
-            out[i] = region.astype(bool)
+    lm = np.asarray(landmarks, np.float64) * (size / crop_size)
+    out = landmark_hull_masks(lm, (size, size))
+    out[~landmarks_known(lm)] = True
     return out
 
 
