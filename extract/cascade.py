@@ -47,7 +47,8 @@ def _loaded(run_dir: Path, device: str, which: str):
 def resize_crop(image: np.ndarray, size: int) -> np.ndarray:
     """An aligned crop at the model's input size, as ``fusion.cascade`` evaluation feeds it:
     unchanged at ``size``, else ``cv2.resize`` with INTER_AREA when shrinking and
-    INTER_LINEAR when enlarging (``fusion.cascade.blend.resize_pair``)."""
+    INTER_LINEAR when enlarging (``fusion.cascade.blend.resize_pair`` calls it for training
+    and evaluation crops)."""
     import cv2
     if image.shape[0] == size and image.shape[1] == size:
         return image

@@ -42,6 +42,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from extract.cascade import resize_crop
 from fusion.cascade.codec import h264_roundtrip, rescale_chain
 from pipelines.face_parts import part_blend
 from pipelines.synthesis import sbi
@@ -201,8 +202,7 @@ def resize_pair(image: np.ndarray, mask: np.ndarray, size: int):
     the mask's area fraction thresholded at 0.5."""
     if image.shape[0] == size and image.shape[1] == size:
         return image, mask
-    shrink = image.shape[0] > size
-    interp = cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
-    img = cv2.resize(image, (size, size), interpolation=interp)
+    interp = cv2.INTER_AREA if image.shape[0] > size else cv2.INTER_LINEAR
     m = cv2.resize(mask.astype(np.float32), (size, size), interpolation=interp)
-    return img, (m > 0.5).astype(np.uint8)
+    # the crop as the ``cascade`` feature extractor resizes it (one function for both)
+    return resize_crop(image, size), (m > 0.5).astype(np.uint8)
