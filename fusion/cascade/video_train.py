@@ -23,7 +23,6 @@ from ``[seed, epoch]``. A resumed run continues exactly as an uninterrupted one.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 
@@ -31,6 +30,7 @@ import numpy as np
 import torch
 
 from fusion.cascade.video import HEAD_DIR, HEAD_JSON, VideoHead, consecutive_runs, video_groups
+from fusion.per_method import auc_or_nan
 
 #: Offset added to ``--seed`` for the val blends (fixed for the whole run, never trained on).
 VAL_SEED_OFFSET = 1_000_003
@@ -115,17 +115,12 @@ def clip_features(model, size: int, device, sources, seed: int, blends: int, dri
             "label": np.asarray(label, np.float32), "clip": np.asarray(owner, np.int64)}
 
 
-def _auc(labels, scores) -> float:
-    from sklearn.metrics import roc_auc_score
-    return float(roc_auc_score(labels, scores)) if len(set(labels.tolist())) == 2 else math.nan
-
-
 def _evaluate(head, feats) -> dict:
     from fusion.cascade.video import clip_logits
     z = clip_logits(head, feats["pooled"], feats["frame_logit"])
     y = torch.from_numpy(feats["label"])
     loss = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(z), y).item()
-    return {"auc": _auc(feats["label"], z), "loss": loss}
+    return {"auc": auc_or_nan(feats["label"], z), "loss": loss}
 
 
 def _open_sources(stores, split: str, clip_len: int, cache_mb: int):
@@ -207,7 +202,7 @@ def train_video_head(run_dir, stores, clip_len: int = 4, epochs: int = 30, blend
     finally:
         for store in opened:
             store.close()
-    baseline = _auc(val["label"], val["frame_logit"].mean(1))
+    baseline = auc_or_nan(val["label"], val["frame_logit"].mean(1))
     torch.manual_seed(seed)
     head = VideoHead(train["pooled"].shape[2], hidden).to(dev)
     opt = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=1e-4)
