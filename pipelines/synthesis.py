@@ -254,10 +254,24 @@ def anchor_region(lm: np.ndarray, shape, rng, d: float, info=None, scale: float 
 # ---------------------------------------------------------------------------- pixels
 
 def alpha_blend(target: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    """``target * (1 - alpha) + source * alpha``, rounded to ``uint8`` (alpha: H x W)."""
-    a = alpha[..., None].astype(np.float32)
-    mixed = target.astype(np.float32) * (1 - a) + source.astype(np.float32) * a
-    return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    """``target * (1 - alpha) + source * alpha``, rounded to ``uint8`` (alpha: H x W).
+
+    Where alpha is 0 that is ``target`` exactly, so only the bounding box of alpha's
+    non-zero pixels is computed (a blurred face region covers a part of the crop)."""
+    alpha = np.asarray(alpha)
+    if np.asarray(target).dtype != np.uint8:  # rounded everywhere, as the formula says
+        a = alpha[..., None].astype(np.float32)
+        mixed = np.asarray(target, np.float32) * (1 - a) + np.asarray(source, np.float32) * a
+        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
+    out = np.array(target, dtype=np.uint8, copy=True)
+    if not len(rows):
+        return out
+    box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    a = alpha[box][..., None].astype(np.float32)
+    mixed = target[box].astype(np.float32) * (1 - a) + source[box].astype(np.float32) * a
+    out[box] = np.clip(np.rint(mixed), 0, 255)
+    return out
 
 
 def finish_edit(target: np.ndarray, edited: np.ndarray, region: np.ndarray):
@@ -336,13 +350,17 @@ def sbi_source(target: np.ndarray, lm: np.ndarray, params: dict, info=None) -> n
     ``params`` (:func:`draw_source_params`) applied to the target. uint8 H x W x 3."""
     h, w = target.shape[:2]
     hue, sat, val = params["hue"], params["saturation"], params["value"]
-    hsv = cv2.cvtColor(target, cv2.COLOR_RGB2HSV).astype(np.float32)
-    hsv[..., 0] = np.mod(hsv[..., 0] + hue, 180)
-    hsv[..., 1] = np.clip(hsv[..., 1] * sat, 0, 255)
-    hsv[..., 2] = np.clip(hsv[..., 2] * val, 0, 255)
-    src = cv2.cvtColor(np.rint(hsv).astype(np.uint8), cv2.COLOR_HSV2RGB).astype(np.float32)
+    # The HSV and contrast/brightness changes act on 8-bit values one by one, so they are
+    # look-up tables: the float32 formulas below evaluated on the 256 levels, bit-identical
+    # to evaluating them on every pixel
+    levels = np.arange(256, dtype=np.float32)
+    hsv_lut = np.stack([np.mod(levels + hue, 180), np.clip(levels * sat, 0, 255),
+                        np.clip(levels * val, 0, 255)], axis=-1)
+    hsv_lut = np.rint(hsv_lut).astype(np.uint8).reshape(256, 1, 3)
+    hsv = cv2.LUT(cv2.cvtColor(np.ascontiguousarray(target), cv2.COLOR_RGB2HSV), hsv_lut)
     contrast, brightness = params["contrast"], params["brightness"]
-    src = np.clip((src - 128) * contrast + 128 + brightness, 0, 255)
+    tone = np.clip((levels - 128) * contrast + 128 + brightness, 0, 255).astype(np.float32)
+    src = cv2.LUT(cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB), tone.reshape(256, 1))
 
     freq, freq_value = params["frequency"], params["frequency_value"]
     if freq == "blur":

@@ -7,10 +7,14 @@ times, in one run and on the same model and mini-batch size:
    model's own LBP/DCT streams included, since they are part of its forward pass);
 2. **data**: building mini-batches alone (store read, online self-blend, augmentation,
    resize): in this process, then in 1 and 2 worker processes (and in ``--workers`` when
-   more), the same batches each time, from epoch 1 on: the workers start once per run
-   (as in training) on epoch 0's first batch, untimed. The 1-worker rate is the
+   more), the same batches each time, read epoch after epoch as training reads them; the
+   first 2 batches per worker are untimed, so the workers start (once per run, as in
+   training) and fill their queue before the clock starts. The 1-worker rate is the
    samples/s one core makes (goal at 384 px: 16 cores feed at least 1,000 samples/s);
-   2 workers should make at least 1.8x as many;
+   2 workers should make at least 1.8x as many. ``--rounds R`` repeats these timings R
+   times, the worker counts interleaved (0, 1, 2, 0, 1, 2, ...), and reports each count's
+   median: on a shared or virtual machine the same code measures 10-20 % apart from one
+   run to the next, and interleaving spreads such drift over all counts alike;
 3. **pipeline**: what ``fusion.cascade train --workers N`` does -- mini-batches built by
    ``--workers`` processes (:class:`fusion.cascade.data.EpochBatches`; 0: a background
    thread) while the model trains.
@@ -25,6 +29,7 @@ import os
 import sys
 import time
 
+import numpy as np
 import torch
 
 from base.cli import CLIParser, at_least
@@ -49,15 +54,20 @@ def _time_bare_steps(model, criterion, opt, data, batch_size, size, steps):
     return steps * len(x["label"]), time.perf_counter() - t0
 
 
-def _time_batches(loader, steps: int, use, rate: bool = True):
-    """Samples/s (or ``(samples, seconds)``) of ``steps`` batches of ``loader``, from epoch 1
-    on: epoch 0's first batch starts the workers (once per run, as in training) untimed."""
-    next(iter(loader(0)))
-    t0, n, done, epoch = time.perf_counter(), 0, 0, 1
+def _time_batches(loader, steps: int, use, rate: bool = True, warmup: int = 2):
+    """Samples/s (or ``(samples, seconds)``) of ``steps`` batches of ``loader``, read as
+    training reads them (epoch 0, 1, ... each to its end), after ``warmup`` untimed batches
+    of the same stream: the workers start (once per run, as in training) and fill their
+    queue, so the timing is the steady rate, without start-up or a restarted iteration."""
+    t0, n, done, epoch = (time.perf_counter() if warmup <= 0 else None), 0, -max(warmup, 0), 0
     while done < steps:
         for b in loader(epoch):
-            use(b)
-            n, done = n + len(b["label"]), done + 1
+            if done >= 0:
+                use(b)
+                n += len(b["label"])
+            done += 1
+            if done == 0:
+                t0 = time.perf_counter()
             if done == steps:
                 break
         epoch += 1
@@ -67,10 +77,13 @@ def _time_batches(loader, steps: int, use, rate: bool = True):
 
 def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
         backbone: str = "efficientnet-lite0", seed: int = 0, threads: int = 0,
-        workers: int | None = None, data_only: bool = False) -> dict:
+        workers: int | None = None, data_only: bool = False, rounds: int = 1) -> dict:
     """Samples/s of the bare step, the data pipeline alone (in this process and with 1, 2
-    and ``workers`` processes; None: the machine's cores), and both together (NaN for the
-    model's rates with ``data_only``)."""
+    and ``workers`` processes; None: the machine's cores; the median of ``rounds``
+    interleaved timings of each), and both together (NaN for the model's rates with
+    ``data_only``)."""
+    if rounds < 1:
+        raise ValueError(f"--rounds must be >= 1, got {rounds}")
     from fusion.cascade.data import EpochBatches, TrainingSet, default_workers, to_model_inputs
     from fusion.cascade.blend import parse_augment
     from fusion.cascade.losses import CascadeLoss
@@ -95,19 +108,22 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
         if not data_only:
             n_bare, bare_s = _time_bare_steps(model, criterion, opt, data, batch_size, size,
                                               steps)
-        by_workers = {}
-        for n in sorted({0, 1, 2, workers}):
-            loader = EpochBatches(data, batch_size, n)
-            try:
-                by_workers[n] = _time_batches(loader, steps, lambda b: None)
-            finally:
-                loader.close()
+        by_round = {n: [] for n in sorted({0, 1, 2, workers})}
+        for _ in range(rounds):
+            for n in by_round:
+                loader = EpochBatches(data, batch_size, n)
+                try:
+                    by_round[n].append(_time_batches(loader, steps, lambda b: None,
+                                                     warmup=2 * max(n, 1)))
+                finally:
+                    loader.close()
+        by_workers = {n: float(np.median(rates)) for n, rates in by_round.items()}
         if not data_only:
             loader = EpochBatches(data, batch_size, workers)
             try:
                 n_pipe, pipe_s = _time_batches(
                     loader, steps, lambda b: _step(model, criterion, opt, to_model_inputs(b, size)),
-                    rate=False)
+                    rate=False, warmup=2 * max(workers, 1))
             finally:
                 loader.close()
     finally:
@@ -115,7 +131,9 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
             s.close()
     result = {"bare_samples_per_s": n_bare / bare_s, "data_samples_per_s": by_workers[0],
               "data_samples_per_s_by_workers": by_workers,
+              "data_samples_per_s_by_round": by_round, "rounds": rounds,
               "data_scaling_1_to_2_workers": by_workers[2] / by_workers[1],
+              "data_scaling_by_round": [b / a for a, b in zip(by_round[1], by_round[2])],
               "data_samples_per_s_per_core": by_workers[1],
               "pipeline_samples_per_s": n_pipe / pipe_s,
               "data_ms_per_sample": 1000 / by_workers[0],
@@ -141,11 +159,14 @@ def main(argv=None) -> int:
                         "machine's cores)")
     p.add_argument("--data-only", action="store_true",
                    help="time the data pipeline alone (no model steps: quick at 384 px on a CPU)")
+    p.add_argument("--rounds", type=at_least(1), default=1,
+                   help="time the data pipeline this many times per worker count, the counts "
+                        "interleaved, and report medians (default 1)")
     p.add_argument("--json", default=None, help="also write the numbers to this file")
     args = p.parse_args(argv)
     stores = [s.strip() for flag in args.store for s in flag.split(",") if s.strip()]
     r = run(stores, args.steps, args.batch_size, args.size, args.backbone, threads=args.threads,
-            workers=args.workers, data_only=args.data_only)
+            workers=args.workers, data_only=args.data_only, rounds=args.rounds)
     print(f"cascade training throughput ({r['backbone']}, {r['size']} px, batch {r['batch_size']}, "
           f"{r['torch_threads']} torch threads, {r['workers']} workers)")
     timed_model = r["bare_samples_per_s"] == r["bare_samples_per_s"]  # not NaN (--data-only)
@@ -156,11 +177,17 @@ def main(argv=None) -> int:
           f"({r['data_ms_per_sample']:.1f} ms/sample: read, blend, augment, resize)")
     for n, rate in r["data_samples_per_s_by_workers"].items():
         if n:
-            print(f"    with {n:2d} worker{'s' if n > 1 else ' '}       {rate:8.1f} samples/s")
+            rounds = ("" if r["rounds"] == 1 else "   rounds: " + ", ".join(
+                f"{v:.1f}" for v in r["data_samples_per_s_by_round"][n]))
+            print(f"    with {n:2d} worker{'s' if n > 1 else ' '}       {rate:8.1f} samples/s{rounds}")
     per_core = r["data_samples_per_s_per_core"]
     print(f"  1 -> 2 workers: {r['data_scaling_1_to_2_workers']:.2f}x (goal >= 1.8x); "
           f"{per_core:.1f} samples/s per core at {r['size']} px: 16 cores feed about "
           f"{16 * per_core:.0f} samples/s (goal >= 1,000 at 384 px)")
+    if r["rounds"] > 1:
+        print(f"  1 -> 2 workers by round: "
+              + ", ".join(f"{v:.2f}x" for v in r["data_scaling_by_round"])
+              + f" (medians of {r['rounds']} interleaved rounds above)")
     if timed_model:
         print(f"  pipeline + training     {r['pipeline_samples_per_s']:8.1f} samples/s "
               f"({r['workers']} workers)")

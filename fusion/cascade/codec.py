@@ -10,7 +10,8 @@ no ffmpeg binary), and decodes with FFmpeg's H.264 decoder:
   at a CRF (or an average bitrate), 4:2:0 chroma, decoded back to the same shape. A clip is
   one stream (one I frame, then P/B frames predicted from it, as in a video file); a single
   frame is intra-coded. The encoder runs single-threaded, so the output is a function of
-  the inputs alone (bit-identical across calls and processes).
+  the inputs alone (bit-identical across calls and processes). x264's SIMD code is on for
+  single frames and off for clips (``simd``; see :data:`SIMD_NOTE`).
 * :func:`rescale_chain` -- downscale, optionally re-encode at that size, upscale back: what
   a platform's transcode ladder does to a face.
 
@@ -49,6 +50,15 @@ INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                   "lanczos": cv2.INTER_LANCZOS4}
 #: Smallest side the encoder is given (smaller inputs are edge-padded, then cropped back).
 MIN_SIDE = 16
+#: Why ``simd`` defaults to on for one frame and off for a clip.
+SIMD_NOTE = (
+    "With x264's SIMD code (its assembly), the P/B frames of a clip encoded just after a "
+    "clip of another size came out different now and then for identical calls (it reads "
+    "bytes it never wrote); without it (asm=0) no stream differed in about 1,500 repeated "
+    "calls. A single frame is one intra-coded I frame: with SIMD, 3,000 repeated calls over "
+    "six sizes in two processes gave no differing frame, at half the CPU time of asm=0 at "
+    "384 px. SIMD and plain C choose some coding modes differently, so the two give "
+    "different (equally valid) streams: a training run records which it used.")
 
 
 def require_av():
@@ -91,7 +101,7 @@ def _yuv420_frame(av, i420: np.ndarray, w: int, h: int):
 
 
 def h264_roundtrip(frames, crf: float = 23, *, bitrate_kbps: float | None = None,
-                   preset: str = "medium", fps: int = 25) -> np.ndarray:
+                   preset: str = "medium", fps: int = 25, simd: bool | None = None) -> np.ndarray:
     """Encode frames with libx264 and decode them back (in memory, single-threaded).
 
     Parameters
@@ -110,6 +120,9 @@ def h264_roundtrip(frames, crf: float = 23, *, bitrate_kbps: float | None = None
         libx264 preset (:data:`PRESETS`; default ``medium``, FFmpeg's and so FF++'s).
     fps : int
         Frame rate written into the stream (the rate control's clock in bitrate mode).
+    simd : bool, optional
+        Let x264 use its SIMD code. None (default): for a single frame only, where it is
+        deterministic and twice as fast; a clip is encoded without it (:data:`SIMD_NOTE`).
 
     Returns
     -------
@@ -132,6 +145,8 @@ def h264_roundtrip(frames, crf: float = 23, *, bitrate_kbps: float | None = None
         raise ValueError(f"h264_roundtrip: preset must be one of {', '.join(PRESETS)}, got {preset!r}")
     av = require_av()
     t, h, w, _ = clip.shape
+    if simd is None:
+        simd = t == 1
     ph, pw = max(MIN_SIDE, h + h % 2), max(MIN_SIDE, w + w % 2)
     if (ph, pw) != (h, w):
         clip = np.pad(clip, ((0, 0), (0, ph - h), (0, pw - w), (0, 0)), mode="edge")
@@ -144,12 +159,9 @@ def h264_roundtrip(frames, crf: float = 23, *, bitrate_kbps: float | None = None
         enc = out.add_stream("libx264", rate=int(fps))
         enc.width, enc.height, enc.pix_fmt = pw, ph, "yuv420p"
         enc.thread_count = 1  # one thread: no slice/frame-thread races
-        # Determinism: no lookahead thread, and no SIMD (asm=0). With x264's assembly, the
-        # P/B frames of a clip encoded just after a clip of another size came out different
-        # now and then for identical calls (it reads bytes it never wrote); without it no
-        # stream differed in about 1,500 repeated calls, at about 35 % more time per frame.
-        options = {"preset": preset, "threads": "1",
-                   "x264-params": "threads=1:lookahead-threads=1:sync-lookahead=0:asm=0"}
+        # Determinism: no lookahead thread, and no SIMD (asm=0) for clips (SIMD_NOTE)
+        params = "threads=1:lookahead-threads=1:sync-lookahead=0" + ("" if simd else ":asm=0")
+        options = {"preset": preset, "threads": "1", "x264-params": params}
         if bitrate_kbps is None:
             options["crf"] = f"{float(crf):g}"
         else:
@@ -174,7 +186,8 @@ def h264_roundtrip(frames, crf: float = 23, *, bitrate_kbps: float | None = None
 
 
 def rescale_chain(image: np.ndarray, scale: float, down: str = "area", up: str = "linear",
-                  crf: float | None = None, preset: str = "medium") -> np.ndarray:
+                  crf: float | None = None, preset: str = "medium",
+                  simd: bool | None = None) -> np.ndarray:
     """Downscale ``image`` by ``scale``, optionally H.264-encode it at that size, upscale back.
 
     Parameters
@@ -186,6 +199,8 @@ def rescale_chain(image: np.ndarray, scale: float, down: str = "area", up: str =
         Interpolations (:data:`INTERPOLATIONS`) of the two resizes.
     crf : float, optional
         Re-encode the small copy with :func:`h264_roundtrip` at this CRF; None: no codec.
+    preset, simd
+        Passed to :func:`h264_roundtrip`.
 
     Returns
     -------
@@ -203,6 +218,6 @@ def rescale_chain(image: np.ndarray, scale: float, down: str = "area", up: str =
     small_size = (max(8, round(w * scale)), max(8, round(h * scale)))
     small = np.stack([cv2.resize(f, small_size, interpolation=INTERPOLATIONS[down]) for f in clip])
     if crf is not None:
-        small = h264_roundtrip(small, crf, preset=preset)
+        small = h264_roundtrip(small, crf, preset=preset, simd=simd)
     out = np.stack([cv2.resize(f, (w, h), interpolation=INTERPOLATIONS[up]) for f in small])
     return out[0] if single else out

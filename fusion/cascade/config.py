@@ -76,6 +76,8 @@ class TrainConfig:
     keep_fakes: bool = False
     # share of self-blends over face parts instead of the whole face; to be chosen on val
     part_blend: float = 0.5
+    # x264's SIMD code in the codec augmentations (twice as fast; False: as runs made before)
+    codec_simd: bool = True
     val_folders: str = ""
     select_store: str = ""  # comma list; "" (and older config.json): choose on val alone
     select_split: str = "auto"
@@ -156,6 +158,8 @@ class TrainConfig:
         d.setdefault("decoder", "plain")
         # runs saved before part blends blended the whole face only
         d.setdefault("part_blend", 0.0)
+        # runs saved before the codec augmentations used SIMD encoded without it
+        d.setdefault("codec_simd", False)
         if "augment_p" not in d:  # saved before the codec augmentations: "all" meant the rest
             augment = d.get("augment")
             if augment is None:  # as augment_names() resolves it

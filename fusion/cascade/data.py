@@ -266,17 +266,24 @@ class _PlannedBatches(torch.utils.data.Dataset):
 
 
 class _EpochSampler(torch.utils.data.Sampler):
-    """The keys of one epoch's batches, in plan order; :class:`EpochBatches` sets ``epoch``
-    and ``n`` in this process before each epoch (a sampler runs in the main process)."""
+    """The keys of the batches of epoch ``start`` and of every later epoch, in plan order
+    (``counts(epoch)`` batches each; it stops at an epoch without batches). The workers
+    thus go on into the next epoch while the last batches of one are still being built or
+    trained on, instead of idling at every epoch's end. :class:`EpochBatches` sets
+    ``start`` in this process before it (re)starts an iteration (a sampler runs in the main
+    process)."""
 
-    def __init__(self):
-        self.epoch, self.n = 0, 0
+    def __init__(self, counts):
+        self.start, self.counts = 0, counts
 
     def __iter__(self):
-        return iter([(self.epoch, i) for i in range(self.n)])
-
-    def __len__(self) -> int:
-        return self.n
+        epoch = self.start
+        while True:
+            n = self.counts(epoch)
+            if n == 0:
+                return
+            yield from ((epoch, i) for i in range(n))
+            epoch += 1
 
 
 class EpochBatches:
@@ -287,6 +294,9 @@ class EpochBatches:
     same arrays as :meth:`TrainingSet.batches` (with ``world_size > 1``, this rank's share,
     :meth:`TrainingSet.rank_plan`), in plan order, each worker at most 2 batches ahead;
     ``workers=0`` builds them in this process in a background thread (:func:`prefetch`).
+    When epoch ``e`` has been read to its end, the workers are already building epoch
+    ``e + 1``'s first batches (a batch depends only on its epoch and place in the plan);
+    asking for any other epoch, or after stopping part-way through one, restarts them there.
     """
 
     def __init__(self, data: "TrainingSet", batch_size: int, workers: int = 0,
@@ -297,8 +307,9 @@ class EpochBatches:
         self.args = (batch_size, shuffle, max_steps, rank, world_size)
         self._loader = None
         if self.workers:
-            n_batches = len(data.rank_plan(batch_size, 0, shuffle, max_steps, rank, world_size))
-            self._sampler = _EpochSampler()
+            n_batches = self._count(0)
+            self._sampler = _EpochSampler(self._count)
+            self._iterator, self._next_epoch = None, None
             self._loader = torch.utils.data.DataLoader(
                 _PlannedBatches(data, *self.args), batch_size=None, sampler=self._sampler,
                 num_workers=min(self.workers, max(n_batches, 1)), collate_fn=_as_built,
@@ -307,17 +318,29 @@ class EpochBatches:
 
     def close(self) -> None:
         """Stop the workers (dropping the loader ends its persistent worker processes)."""
-        self._loader, self.workers = None, 0
+        self._loader, self._iterator, self.workers = None, None, 0
+
+    def _count(self, epoch: int) -> int:
+        return len(self.data.rank_plan(*self.args[:1], epoch, *self.args[1:]))
 
     def __call__(self, epoch: int):
         batch_size, shuffle, max_steps, rank, world_size = self.args
         if self._loader is None:
             return prefetch(self.data.batches(batch_size, epoch, shuffle, max_steps, rank,
                                               world_size))
-        self._sampler.epoch = epoch
-        self._sampler.n = len(self.data.rank_plan(batch_size, epoch, shuffle, max_steps, rank,
-                                                  world_size))
-        return ({k: v.numpy() for k, v in b.items()} for b in self._loader)
+        return self._from_workers(epoch)
+
+    def _from_workers(self, epoch: int):
+        n = self._count(epoch)
+        if not n:
+            return
+        if self._iterator is None or self._next_epoch != epoch:
+            self._sampler.start = epoch  # (re)start there; batches in flight are dropped
+            self._iterator = iter(self._loader)
+        self._next_epoch = None  # until this epoch has been read to its end
+        for _ in range(n):
+            yield {k: v.numpy() for k, v in next(self._iterator).items()}
+        self._next_epoch = epoch + 1
 
 
 def _as_built(batch):
@@ -369,18 +392,22 @@ class TrainingSet:
     epoch_reals : int, optional
         Use only this many of the real (label-0) items per epoch (``--epoch-reals``): see
         :meth:`epoch_items`. None: every item, every epoch.
+    codec_simd : bool
+        x264's SIMD code in the ``h264``/``rescale`` augmentations (default True; False
+        reproduces runs made before it was used: :data:`fusion.cascade.codec.SIMD_NOTE`).
     """
 
     def __init__(self, sources, sbi: str = "online", keep_fakes: bool = False, augment=(),
                  size: int = 128, seed: int = 0, augment_p: dict | None = None,
-                 epoch_reals: int | None = None, part_blend: float = 0.0):
+                 epoch_reals: int | None = None, part_blend: float = 0.0,
+                 codec_simd: bool = True):
         if sbi not in SBI_MODES:
             raise ValueError(f"--sbi must be one of {', '.join(SBI_MODES)}, got {sbi!r}")
         if epoch_reals is not None and epoch_reals < 1:
             raise ValueError(f"--epoch-reals must be >= 1, got {epoch_reals}")
         if not 0.0 <= part_blend <= 1.0:
             raise ValueError(f"--part-blend must be in [0, 1], got {part_blend}")
-        self.part_blend = float(part_blend)
+        self.part_blend, self.codec_simd = float(part_blend), bool(codec_simd)
         self.sources, self.sbi, self.augment = list(sources), sbi, tuple(augment)
         self.size, self.seed = int(size), int(seed)
         self.augment_p, self.epoch_reals = dict(augment_p or {}), epoch_reals
@@ -432,7 +459,7 @@ class TrainingSet:
             out.append((blended, blend_mask, 1, True, True))
         result = []
         for img, m, lab, val, blended in out:
-            img, m = augment_crop(img, m, self.augment, rng, self.augment_p)
+            img, m = augment_crop(img, m, self.augment, rng, self.augment_p, self.codec_simd)
             img, m = resize_pair(img, m, self.size)
             result.append((img, m, lab, val, blended))
         return result

@@ -134,7 +134,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                 {Path(s.path).resolve(): s.rows for s in train_sources}), share=False)
         train_set = TrainingSet(train_sources, config.sbi, config.keep_fakes, augment,
                                 config.size, config.seed, parse_augment_p(config.augment_p),
-                                config.epoch_reals, part_blend=config.part_blend)
+                                config.epoch_reals, part_blend=config.part_blend,
+                                codec_simd=config.codec_simd)
         # val: the same mix of whole-face and part blends, one fixed draw for the run
         val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
                               config.seed, part_blend=config.part_blend)

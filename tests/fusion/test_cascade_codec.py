@@ -246,3 +246,64 @@ def test_clips_roundtrip_identically_every_time():
         for _ in range(2):
             h264_roundtrip(other, 30)
             np.testing.assert_array_equal(h264_roundtrip(clip, crf), first)
+
+
+# ---------------------------------------------------------------------------- x264's SIMD code
+
+def test_simd_is_on_for_single_frames_and_off_for_clips_by_default(faces):
+    img = faces.images[0]
+    assert np.array_equal(h264_roundtrip(img, 30), h264_roundtrip(img, 30, simd=True))
+    clip = np.stack([np.roll(img, k, axis=1) for k in range(3)])
+    assert np.array_equal(h264_roundtrip(clip, 30), h264_roundtrip(clip, 30, simd=False))
+    # the flag reaches x264: its SIMD and C code choose some coding modes differently
+    assert any(not np.array_equal(h264_roundtrip(img, crf, simd=True),
+                                  h264_roundtrip(img, crf, simd=False)) for crf in (20, 30, 40))
+
+
+_SIMD_CASES = ((0, 128, 23), (1, 96, 40), (0, 45, 31), (1, 64, 18), (0, 111, 45))
+
+
+def _simd_case_outputs(images):
+    out = []
+    for k, side, crf in _SIMD_CASES:
+        img = cv2.resize(images[k], (side, side + 3), interpolation=cv2.INTER_AREA)
+        out.append(h264_roundtrip(img, crf))
+    return out
+
+
+def test_simd_single_frames_are_the_same_across_calls_sizes_and_processes(faces, tmp_path):
+    import hashlib
+    import subprocess
+    first = _simd_case_outputs(faces.images)
+    h264_roundtrip(np.stack([faces.images[1][:70, :50]] * 3), 30)  # a clip of another size
+    for a, b in zip(first, _simd_case_outputs(faces.images[::-1][::-1])):
+        np.testing.assert_array_equal(a, b)
+    digest = hashlib.sha256(b"".join(o.tobytes() for o in first)).hexdigest()
+    np.save(tmp_path / "faces.npy", faces.images)
+    code = ("import hashlib, numpy as np\n"
+            "from tests.fusion.test_cascade_codec import _simd_case_outputs\n"
+            f"out = _simd_case_outputs(np.load({str(tmp_path / 'faces.npy')!r}))\n"
+            "print(hashlib.sha256(b''.join(o.tobytes() for o in out)).hexdigest())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == digest
+
+
+def test_codec_simd_is_a_run_setting_that_old_runs_lack(face_store, monkeypatch):
+    assert TrainConfig(store="a.h5", out="r").codec_simd is True
+    saved = TrainConfig(store="a.h5", out="r", sbi="online").to_json()
+    assert TrainConfig.from_json(saved).codec_simd is True
+    del saved["codec_simd"]  # a run saved before SIMD was used encoded without it
+    assert TrainConfig.from_json(saved).codec_simd is False
+    seen = []
+    real = h264_roundtrip
+    monkeypatch.setattr("fusion.cascade.blend.h264_roundtrip",
+                        lambda *a, **k: seen.append(k["simd"]) or real(*a, **k))
+    data = StoreMaps(open_store(face_store), "train")
+    for simd in (True, False):
+        seen.clear()
+        ts = TrainingSet([data], "online", augment=("h264",), size=64, seed=0,
+                         augment_p={"h264": 1.0}, codec_simd=simd)
+        ts.samples(*(int(v) for v in ts.items[0]), epoch=1)  # a real, with landmarks
+        assert seen == [simd, simd]  # the real and its blend

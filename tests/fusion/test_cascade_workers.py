@@ -74,6 +74,40 @@ def test_workers_kept_across_epochs_build_each_epochs_own_batches(face_store):
         assert not np.array_equal(got[1][0]["rgb"], got[2][0]["rgb"])  # fresh blends per epoch
 
 
+def test_workers_run_on_into_the_next_epoch_without_waiting_for_it(face_store, monkeypatch):
+    # at an epoch's end the workers already build the next epoch's first batches (no idle
+    # workers at every epoch boundary); read in order, epochs come from one iteration, and
+    # each epoch's batches are still exactly its own
+    from fusion.cascade import data as data_module
+    sent = []
+    real_iter = data_module._EpochSampler.__iter__
+    monkeypatch.setattr(data_module._EpochSampler, "__iter__",
+                        lambda self: (sent.append(k) or k for k in real_iter(self)))
+    with open_store(face_store) as store:
+        data = _training_set(store, 1 << 30)
+        loader = EpochBatches(data, 6, workers=2, max_steps=3)
+        try:
+            first = list(loader(0))
+            assert (1, 0) in sent  # handed to a worker before epoch 1 was asked for
+            got = [first] + [list(loader(e)) for e in (1, 2)]
+        finally:
+            loader.close()
+    assert sent[:9] == [(e, i) for e in range(3) for i in range(3)]  # one pass, in order
+    for epoch, batches in enumerate(got):
+        want = list(data.batches(6, epoch=epoch, max_steps=3))
+        assert len(batches) == len(want) == 3
+        for b, w in zip(batches, want):
+            for key in w:
+                np.testing.assert_array_equal(b[key], w[key], err_msg=f"epoch {epoch}: {key}")
+
+
+def test_an_epoch_without_batches_ends_the_keys(face_store):
+    from fusion.cascade.data import _EpochSampler
+    sampler = _EpochSampler(lambda epoch: 2 if epoch < 3 else 0)
+    sampler.start = 1
+    assert list(sampler) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+
+
 def test_plan_keeps_a_real_with_its_blend_and_fills_each_batch(face_store):
     with open_store(face_store) as store:
         data = _training_set(store, 0)
@@ -126,16 +160,23 @@ def test_negative_workers_stop_before_work(face_store, tmp_path, capsys):
 def test_benchmark_times_the_data_pipeline_with_1_and_2_workers(face_store, capsys):
     from fusion.cascade import bench
     r = bench.run([str(face_store)], steps=2, batch_size=8, size=32, backbone="tiny",
-                  workers=3, data_only=True)
+                  workers=3, data_only=True, rounds=3)
     assert sorted(r["data_samples_per_s_by_workers"]) == [0, 1, 2, 3]
+    for n, rates in r["data_samples_per_s_by_round"].items():  # the median of 3 rounds
+        assert len(rates) == 3 and r["data_samples_per_s_by_workers"][n] == sorted(rates)[1]
     assert r["data_scaling_1_to_2_workers"] == pytest.approx(
         r["data_samples_per_s_by_workers"][2] / r["data_samples_per_s_by_workers"][1])
+    by_round = r["data_samples_per_s_by_round"]
+    assert r["data_scaling_by_round"] == pytest.approx([b / a for a, b in zip(by_round[1], by_round[2])])
+    with pytest.raises(ValueError, match="--rounds"):
+        bench.run([str(face_store)], data_only=True, rounds=0)
     assert np.isnan(r["bare_samples_per_s"])
     assert bench.main(["--store", str(face_store), "--steps", "1", "--batch-size", "8",
                        "--size", "32", "--backbone", "tiny", "--workers", "1",
-                       "--data-only"]) == 0
+                       "--data-only", "--rounds", "2"]) == 0
     out = capsys.readouterr().out
     assert "1 -> 2 workers" in out and "per core" in out and "bare" not in out
+    assert "by round" in out and "rounds:" in out
 
 
 def test_default_workers_share_the_cores_among_the_local_ranks(monkeypatch):
