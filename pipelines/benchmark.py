@@ -22,8 +22,10 @@ their exact masks:
     One JSON object per image: ``image``, ``mask`` (null for reals), ``label``, ``edit``
     (``"real"`` for reals), ``difficulty`` (null for reals), ``params`` (every random
     choice), ``seed`` (the integer seed of the image's ``numpy.random.default_rng``),
-    ``source`` (file name or store sample id), ``donor`` (the other face's source, or null),
-    ``split``, ``landmarks`` (68 x 2, crop pixels). Read it with
+    ``source`` (file name or store sample id), ``identity`` (the person or source photo:
+    the file name, or a store sample's own identity, so that the frames of one video are
+    one cluster of the confidence intervals, not one each), ``donor`` (the other face's
+    source, or null), ``split``, ``landmarks`` (68 x 2, crop pixels). Read it with
     ``python -m pipelines.extract --dataset editbench --root BENCH --align none``.
 ``BENCH/summary.json``
     Counts by edit, difficulty and split, the skipped sources and their causes, timings.
@@ -121,7 +123,8 @@ def _safe_key(text: str) -> str:
 class BenchFace:
     """One aligned real face: ``key`` (folder name in the benchmark), ``source`` (file name
     or store sample id), ``group`` (faces of one group are never each other's donor: the
-    same file or video), ``split``, ``crop`` (S x S x 3 uint8) and ``landmarks`` (68 x 2)."""
+    same file or video), ``split``, ``crop`` (S x S x 3 uint8), ``landmarks`` (68 x 2) and
+    ``identity`` (the person or source photo; None: ``source``)."""
 
     key: str
     source: str
@@ -129,6 +132,7 @@ class BenchFace:
     split: str
     crop: np.ndarray
     landmarks: np.ndarray
+    identity: str | None = None
 
 
 def _unique_keys(names: list[str]) -> list[str]:
@@ -210,8 +214,11 @@ def load_store_faces(store_path, splits=("train",), size: int = 256, limit: int 
                 video = str(row.video_id)
                 split_out = (split if bench_split == "keep" else bench_split
                              if bench_split in SPLITS else hash_split(video))
+                # the store's identity (stores without one read identity = video id)
+                person = str(getattr(row, "identity", None) or video)
                 faces.append(BenchFace(key=sid, source=sid, group=video, split=split_out,
-                                       crop=crop, landmarks=lm.astype(np.float32)))
+                                       crop=crop, landmarks=lm.astype(np.float32),
+                                       identity=person))
     keys = _unique_keys([f.key for f in faces])
     for face, key in zip(faces, keys):
         face.key = key
@@ -250,7 +257,7 @@ def _write_png(path: Path, image: np.ndarray) -> None:
 def _row(image, mask, label, edit, difficulty, params, seed, face, donor, landmarks):
     return {"image": image, "mask": mask, "label": label, "edit": edit,
             "difficulty": difficulty, "params": params, "seed": seed, "source": face.source,
-            "donor": donor, "split": face.split,
+            "identity": face.identity or face.source, "donor": donor, "split": face.split,
             "landmarks": np.round(np.asarray(landmarks, np.float64), 2).tolist()}
 
 

@@ -479,6 +479,16 @@ def index_folder(root: Path) -> list[Source]:
 EDITBENCH_MANIFEST = "manifest.jsonl"
 
 
+def _editbench_identity(row: dict) -> str | None:
+    """A manifest row's identity: its ``identity`` (benchmarks written since it was
+    recorded), else its ``source`` (older ones: a file name, or a store sample id, one per
+    frame), else None (the video id)."""
+    for key in ("identity", "source"):
+        if row.get(key):
+            return str(row[key])
+    return None
+
+
 def index_editbench(root: Path) -> list[Source]:
     """Image-editing benchmark: one JSON line per image in ``<root>/manifest.jsonl``."""
     manifest = root / EDITBENCH_MANIFEST
@@ -515,8 +525,7 @@ def index_editbench(root: Path) -> list[Source]:
                               method=method,
                               video_id=f"{method}/{Path(image).with_suffix('').as_posix()}",
                               kind="image", mask_path=str(mask) if mask else None,
-                              params=params, identity=str(row["source"]) if row.get("source")
-                              else None))
+                              params=params, identity=_editbench_identity(row)))
     _warn_skipped("editbench", "listed in the manifest but missing", missing)
     if not sources:
         raise UsageError(f"editbench: {manifest} lists no existing image")

@@ -15,7 +15,7 @@ from pipelines.frames import read_image, read_mask_image
 from pipelines.synthesis import difficulty_value
 
 MANIFEST_FIELDS = {"image", "mask", "label", "edit", "difficulty", "params", "seed", "source",
-                   "donor", "split", "landmarks"}
+                   "identity", "donor", "split", "landmarks"}
 
 
 def _astronaut_variants():
@@ -241,3 +241,33 @@ def test_from_store(faces, tmp_path):
     assert len(rows) == 2 * n and {r["split"] for r in rows} == {"train"}
     real = read_image(out / rows[0]["image"])
     np.testing.assert_array_equal(real, faces[0].crop)
+
+
+def test_from_store_rows_carry_the_store_identity_so_frames_of_a_video_are_one_cluster(
+        faces, tmp_path):
+    # two frames of each video: one identity each in the manifest and in the indexed
+    # benchmark (older manifests, without it, fall back to their per-frame source)
+    import pandas as pd
+
+    from pipelines.datasets import index_editbench
+    from stores import write_store
+    n = len(faces) - len(faces) % 2
+    meta = {"sample_id": [f"demo:real/v{i // 2}:{i % 2:06d}" for i in range(n)],
+            "dataset": ["demo"] * n, "split": ["train"] * n, "label": [0] * n,
+            "method": ["real"] * n, "video_id": [f"real/v{i // 2}" for i in range(n)],
+            "frame_index": [i % 2 for i in range(n)], "source_path": [f.source for f in faces[:n]]}
+    store = tmp_path / "s.h5"
+    write_store(store, pd.DataFrame(meta), maps={"rgb": np.stack([f.crop for f in faces[:n]])},
+                landmarks=np.stack([f.landmarks for f in faces[:n]]))
+    out = tmp_path / "bench"
+    assert benchmark.main(["--from-store", str(store), "--split", "train", "--edits", "sbi",
+                           "--bench-split", "keep", "--out", str(out), "--no-progress"]) == 0
+    rows = _manifest(out)
+    by_source = {r["source"]: r["identity"] for r in rows}
+    assert by_source == {sid: video for sid, video in zip(meta["sample_id"], meta["video_id"])}
+    identities = {s.identity for s in index_editbench(out)}
+    assert identities == set(meta["video_id"]) and len(identities) == n // 2
+    manifest = out / "manifest.jsonl"
+    old = [{k: v for k, v in r.items() if k != "identity"} for r in rows]
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in old))
+    assert {s.identity for s in index_editbench(out)} == set(meta["sample_id"])
