@@ -418,9 +418,17 @@ def _cascade_page(folder: Path, m: dict, command):
              f"{_num(loc.get('fake_mask_area'))}; prior mask area {_num(loc.get('prior_mask_area'))}. "
              + (f"Gain over the prior: pixel AUC {gain.get('pixel_auc', float('nan')):+.4f}, IoU "
                 f"{gain.get('iou', float('nan')):+.4f}, F1 {gain.get('f1', float('nan')):+.4f}." if gain else ""))
+    chosen = m.get("mask_threshold") or {}
+    chosen_text = (f" The mask threshold was chosen on the run's validation set: best IoU on its "
+                   f"{chosen.get('n_fake')} fakes ({_num(chosen.get('val_fake_iou'))}) among the "
+                   f"thresholds that flag at most {_num(chosen.get('budget'))} of its "
+                   f"{chosen.get('n_real')} reals ({_num(chosen.get('val_real_flagged_area'))}"
+                   + ("" if chosen.get("met_budget") else "; no threshold met that budget")
+                   + "). The prior keeps 0.5." if chosen.get("chosen_on") == "val" else "")
     localization = (f"<h2>Localization at {_esc(loc.get('size', '?'))} px, threshold "
                     f"{_esc(loc.get('threshold', 0.5))}</h2><p class=\"sub\">prior: the mean training "
-                    "mask; hull: the whole-face landmark hull. Neither looks at the image.</p>"
+                    "mask; hull: the whole-face landmark hull. Neither looks at the image."
+                    f"{_esc(chosen_text)}</p>"
                     + _table(["masks of", "fakes", "pixel AUC", "IoU", "F1"], rows)
                     + f'<p class="sub">{areas}</p>')
     overlays = sorted((folder / "overlays").glob("*.png"))[:MAX_OVERLAYS] if (folder / "overlays").is_dir() else []

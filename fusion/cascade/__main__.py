@@ -199,6 +199,15 @@ def _parser() -> argparse.ArgumentParser:
         if name == "eval":
             e.add_argument("--n-boot", type=at_least(0), default=1000,
                            help="bootstrap resamples for CIs (0: none)")
+            e.add_argument("--mask-threshold", default="0.5",
+                           help="threshold of the binary mask that IoU, F1 and the flagged area "
+                                "score: a number in (0, 1), or val: the threshold with the best "
+                                "IoU on the run's own validation fakes among those that flag at "
+                                "most --real-area-budget of its validation reals (needs the "
+                                "training stores)")
+            e.add_argument("--real-area-budget", type=float, default=0.02,
+                           help="--mask-threshold val: largest mean flagged area of the "
+                                "validation reals (default 0.02)")
     return p
 
 
@@ -270,13 +279,19 @@ def _train(args):
 
 def _summary(metrics: dict) -> str:
     c, loc_all = metrics["classification"], metrics["localization"]
-    loc = loc_all["all"]
+    loc, t = loc_all["all"], loc_all.get("threshold", 0.5)
     fmt = lambda v: "n/a" if v is None or v != v else f"{v:.4f}"  # noqa: E731
     lines = [f"{metrics['split']}: {metrics['n']} samples (checkpoint epoch {metrics['checkpoint_epoch']})",
              f"  AUC {fmt(c.get('auc'))}  AP {fmt(c.get('ap'))}  EER {fmt(c.get('eer'))}  "
              f"ACC@0.5 {fmt(c.get('acc'))}",
              f"  localization over {loc['n']} fakes with masks: pixel AUC {fmt(loc['pixel_auc'])}  "
-             f"IoU@0.5 {fmt(loc['iou'])}  F1@0.5 {fmt(loc['f1'])}"]
+             f"IoU@{t:g} {fmt(loc['iou'])}  F1@{t:g} {fmt(loc['f1'])}"]
+    chosen = metrics.get("mask_threshold") or {}
+    if chosen.get("chosen_on") == "val":
+        lines.append(f"    mask threshold {t:g}, chosen on the run's val ({chosen['n_fake']} fakes, "
+                     f"{chosen['n_real']} reals): val IoU {fmt(chosen['val_fake_iou'])}, val reals "
+                     f"flagged {fmt(chosen['val_real_flagged_area'])} (budget "
+                     f"{chosen['budget']:g}{'' if chosen['met_budget'] else ', not met by any threshold'})")
     for name, doc in (("prior", "constant mean training mask"), ("hull", "whole-face hull")):
         if name in loc_all:
             b = loc_all[name]["all"]
@@ -287,7 +302,7 @@ def _summary(metrics: dict) -> str:
         lines.append(f"    gain over the prior: pixel AUC {g.get('pixel_auc', float('nan')):+.4f}  "
                      f"IoU {g.get('iou', float('nan')):+.4f}  F1 {g.get('f1', float('nan')):+.4f}")
     lines.append(f"  mean predicted mask probability: reals {fmt(loc_all.get('real_mask_area'))}  "
-                 f"fakes {fmt(loc_all.get('fake_mask_area'))}; area at p >= 0.5: reals "
+                 f"fakes {fmt(loc_all.get('fake_mask_area'))}; area at p >= {t:g}: reals "
                  f"{fmt(loc_all.get('real_flagged_area'))}  fakes {fmt(loc_all.get('fake_flagged_area'))}")
     for method, m in loc_all["by_method"].items():
         lines.append(f"    {method}: n {m['n']}  pixel AUC {fmt(m['pixel_auc'])}  IoU {fmt(m['iou'])}  F1 {fmt(m['f1'])}")
@@ -323,6 +338,11 @@ def _run(args, typed: str) -> int:
             raise ValueError(f"--store {args.store}: {problem}")
         if not (Path(args.run) / "config.json").is_file():
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
+        if args.command == "eval":
+            from fusion.cascade.mask_threshold import parse_mask_threshold
+            args.mask_threshold = parse_mask_threshold(args.mask_threshold)
+            if not 0 <= args.real_area_budget <= 1:
+                raise ValueError(f"--real-area-budget must be in [0, 1], got {args.real_area_budget}")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out or Path(args.run) / f"eval_{args.split}")
@@ -336,7 +356,9 @@ def _score(args, typed: str, out: Path) -> int:
     from fusion.cascade.inference import evaluate, predict
     if args.command == "eval":
         metrics = evaluate(args.run, args.store, args.split, out, args.device,
-                           args.batch_size, args.overlays, args.n_boot, command=typed)
+                           args.batch_size, args.overlays, args.n_boot, command=typed,
+                           mask_threshold=args.mask_threshold,
+                           real_area_budget=args.real_area_budget)
         print(_summary(metrics))
         from fusion.scoring import warning_lines
         for line in warning_lines(metrics.get("warnings", [])):

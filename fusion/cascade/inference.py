@@ -20,6 +20,8 @@ from fusion.cascade.config import resolve_device, write_json
 from fusion.cascade.data import StoreMaps, to_model_inputs
 from fusion.cascade.edit_table import edit_localization
 from fusion.cascade.localization import LocalizationAccumulator
+from fusion.cascade.mask_threshold import (REAL_AREA_BUDGET, choose_threshold, run_val_set,
+                                           threshold_curves)
 from fusion.cascade.losses import CascadeLoss
 from fusion.cascade.overlays import write_overlays
 from fusion.cascade.video import has_video_head, video_head_metrics
@@ -38,13 +40,14 @@ def autocast(device: torch.device, amp: bool):
 def run_inference(model, data, size: int, device, batch_size: int = 64,
                   amp: bool = True, criterion: CascadeLoss | None = None, keep_masks: int = 0,
                   progress: bool = False, baselines: dict | None = None, keep_reals: int = 0,
-                  parts: bool = False, pooled: bool = False):
+                  parts: bool = False, pooled: bool = False, mask_threshold: float = 0.5):
     """Scores and localization metrics of ``model`` on every sample of ``data`` (a
     :class:`StoreMaps` or :class:`fusion.cascade.data.ArrayMaps`).
 
     Returns a dict: ``scores`` (N fake probabilities), ``logits`` (N fake-minus-real logits,
     float32: the same ranking without the softmax's saturation), ``area`` (N mean predicted mask
-    probability), ``flagged_area`` (N fraction of pixels at or above the IoU threshold 0.5),
+    probability), ``flagged_area`` (N fraction of pixels at or above ``mask_threshold``, the
+    threshold of the model's IoU and F1; the baselines' masks keep 0.5),
     ``localization`` (:class:`LocalizationAccumulator` result over fakes with valid masks),
     ``loss`` (mean unweighted terms when ``criterion`` is given) and ``examples`` (the first
     ``keep_masks`` samples' crops, predicted and true masks, for overlays; fakes with a
@@ -63,7 +66,7 @@ def run_inference(model, data, size: int, device, batch_size: int = 64,
     scores, areas = np.zeros(len(data), np.float32), np.zeros(len(data), np.float32)
     logits = np.zeros(len(data), np.float32)
     flagged = np.zeros(len(data), np.float32)
-    acc = LocalizationAccumulator()
+    acc = LocalizationAccumulator(mask_threshold)
     baselines = baselines or {}
     baseline_acc = {name: LocalizationAccumulator() for name in baselines}
     totals, seen = {}, 0
@@ -175,7 +178,8 @@ def localization_report(result: dict, data: StoreMaps, prior: np.ndarray | None)
 
 def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str = "auto",
              batch_size: int = 64, overlays: int = 8, n_boot: int = 1000,
-             command: str | None = None) -> dict:
+             command: str | None = None, mask_threshold: float | str = 0.5,
+             real_area_budget: float = REAL_AREA_BUDGET) -> dict:
     """Evaluate a run's best checkpoint on ``split`` of a store; write ``metrics.json``,
     ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
     ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
@@ -184,7 +188,11 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
     headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask
     probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
-    their pixels at or above the 0.5 threshold (the binary mask IoU scores).
+    their pixels at or above the mask threshold (the binary mask IoU scores).
+
+    ``mask_threshold``: that threshold, 0.5 by default; ``"val"`` chooses it on the run's
+    own validation set with ``real_area_budget`` (:mod:`fusion.cascade.mask_threshold`),
+    recorded under ``mask_threshold`` in the metrics.
 
     ``per_edit_localization`` and ``localization_headline``
     (:func:`fusion.cascade.edit_table.edit_localization`): per method, the model's pixel
@@ -208,6 +216,12 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     dev = resolve_device(device)
     model, config, info = load_run(run_dir, dev)
     out_dir = Path(out_dir or Path(run_dir) / f"eval_{split}")
+    if mask_threshold == "val":
+        curves = threshold_curves(model, run_val_set(config), config.size, dev, batch_size,
+                                  config.amp)
+        chosen = {**choose_threshold(curves, real_area_budget), "chosen_on": "val"}
+    else:
+        chosen = {"value": float(mask_threshold), "chosen_on": "given"}
     with open_store(store_path) as store:
         data = StoreMaps(store, split, cache_bytes=0)
         if len(data) == 0:
@@ -219,7 +233,8 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
             baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
         result = run_inference(model, data, config.size, dev, batch_size, config.amp,
                                keep_masks=overlays, progress=True, baselines=baselines,
-                               keep_reals=overlays, parts=True, pooled=has_video_head(run_dir))
+                               keep_reals=overlays, parts=True, pooled=has_video_head(run_dir),
+                               mask_threshold=chosen["value"])
         meta = data.meta
         metrics = {
             "run": str(run_dir), "store": str(store_path), "split": split, "n": len(data),
@@ -231,6 +246,7 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
                                                                            meta["video_id"])),
             # masks are compared at the model's input size (crops resized to config.size)
             "localization": {**localization_report(result, data, prior), "size": config.size},
+            "mask_threshold": chosen,
         }
         metrics.update(video_head_metrics(run_dir, result["pooled"], result["logits"], data, dev,
                                           n_boot, out_dir))
