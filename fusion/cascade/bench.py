@@ -185,7 +185,7 @@ def main(argv=None) -> int:
           f"{per_core:.1f} samples/s per core at {r['size']} px: 16 cores feed about "
           f"{16 * per_core:.0f} samples/s (goal >= 1,000 at 384 px)")
     if r["rounds"] > 1:
-        print(f"  1 -> 2 workers by round: "
+        print("  1 -> 2 workers by round: "
               + ", ".join(f"{v:.2f}x" for v in r["data_scaling_by_round"])
               + f" (medians of {r['rounds']} interleaved rounds above)")
     if timed_model:

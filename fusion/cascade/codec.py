@@ -33,7 +33,6 @@ Example
 """
 from __future__ import annotations
 
-import fractions
 import io
 
 import cv2

@@ -3,7 +3,6 @@ plain per-pixel formulas in their docstrings give (the references of
 ``python -m fusion.cascade.bench_pixels``, which times both)."""
 import cv2
 import numpy as np
-import pytest
 
 from fusion.cascade.bench_pixels import (main as bench_main, reference_alpha_blend,
                                          reference_changed_mask, reference_color_jitter,
