@@ -77,7 +77,7 @@ def changed_mask(target: np.ndarray, edited: np.ndarray) -> np.ndarray:
     differs = np.asarray(edited) != np.asarray(target)
     if differs.ndim != 3 or not 1 <= differs.shape[-1] <= 4:
         return np.any(differs, axis=-1).astype(np.uint8)
-    # OR of the channel planes: the value of np.any(..., axis=-1), 12x faster at 384 px
+    # OR of the channel planes: the value of np.any(..., axis=-1), 7x faster at 384 px
     # than numpy's reduction over a 3-long last axis
     out = differs[..., 0].copy()
     for c in range(1, differs.shape[-1]):
