@@ -88,7 +88,7 @@ def run(stores, steps: int = 8, batch_size: int = 32, size: int = 128,
     from fusion.cascade.blend import parse_augment
     from fusion.cascade.losses import CascadeLoss
     from fusion.cascade.config import TrainConfig, build_model
-    from fusion.cascade.train import open_training_sources
+    from fusion.cascade.splits import open_training_sources
     from stores import open_store
 
     if threads:

@@ -26,10 +26,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import torch
-
-from fusion.cascade.data import to_model_inputs
-from fusion.cascade.localization import iou_f1
 
 #: Thresholds scored on val.
 GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
@@ -37,44 +33,9 @@ GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 REAL_AREA_BUDGET = 0.02
 
 
-def threshold_curves(model, data, size: int, device, batch_size: int = 64, amp: bool = True,
-                     grid=GRID) -> dict:
-    """For every threshold of ``grid``: the mean flagged area of ``data``'s reals and the
-    mean IoU and F1 of its fakes with masks (one forward pass over ``data``, a
-    :class:`~fusion.cascade.data.StoreMaps` or :class:`~fusion.cascade.data.ArrayMaps`)."""
-    from fusion.cascade.inference import autocast
-    grid = np.asarray(grid, np.float64)
-    flagged, iou, f1 = (np.zeros(len(grid)) for _ in range(3))
-    n_real = n_fake = 0
-    model.eval()
-    with torch.no_grad():
-        for b in data.batches(batch_size):
-            x = to_model_inputs(b, size, device)
-            with autocast(device, amp):
-                out = model(x["rgb"])
-            prob = torch.sigmoid(out["mask_logits"].float())[:, 0].cpu().numpy()
-            truth = x["mask"][:, 0].cpu().numpy() > 0.5
-            reals = np.asarray(b["label"]) == 0
-            fakes = (np.asarray(b["label"]) == 1) & np.asarray(b["mask_valid"], bool)
-            n_real, n_fake = n_real + int(reals.sum()), n_fake + int(fakes.sum())
-            for k, t in enumerate(grid):
-                binary = prob >= t
-                if reals.any():
-                    flagged[k] += binary[reals].mean((1, 2)).sum()
-                if fakes.any():
-                    i, f = iou_f1(binary[fakes], truth[fakes])
-                    iou[k] += i.sum()
-                    f1[k] += f.sum()
-    nan = float("nan")
-    return {"threshold": grid,
-            "real_flagged_area": flagged / n_real if n_real else np.full(len(grid), nan),
-            "fake_iou": iou / n_fake if n_fake else np.full(len(grid), nan),
-            "fake_f1": f1 / n_fake if n_fake else np.full(len(grid), nan),
-            "n_real": n_real, "n_fake": n_fake}
-
-
 def choose_threshold(curves: dict, budget: float = REAL_AREA_BUDGET) -> dict:
-    """The rule of the module docstring applied to :func:`threshold_curves`' output:
+    """The rule of the module docstring applied to the output of
+    :func:`fusion.cascade.inference.threshold_curves`:
     ``{"value", "budget", "met_budget", "val_real_flagged_area", "val_fake_iou",
     "val_fake_f1", "n_real", "n_fake", "curves"}``."""
     if not 0 <= budget <= 1:
@@ -101,7 +62,7 @@ def run_val_set(config):
     """The run's validation samples, as training drew them (``ArrayMaps``; the training
     stores must be readable at the paths of its ``config.json``)."""
     from fusion.cascade.data import TrainingSet
-    from fusion.cascade.train import open_training_sources
+    from fusion.cascade.splits import open_training_sources
     from stores import open_store
     missing = [p for p in config.stores if not _is_file(p)]
     if missing:

@@ -38,57 +38,19 @@ from fusion.cascade.checkpoints import (LAST_JSON, PRIOR_MASK, load_checkpoint, 
                                         save_checkpoint)
 from fusion.cascade.config import (TrainConfig, build_model, resolve_device, resumed_config,
                                    write_json, write_run_config)
-from fusion.cascade.data import (EpochBatches, StoreMaps, TrainingSet, default_workers,
-                                 to_model_inputs)
+from fusion.cascade.data import EpochBatches, TrainingSet, default_workers, to_model_inputs
 from fusion.cascade.distributed import SINGLE, Ranks, rank_device
 from fusion.cascade.inference import autocast, run_inference
 from fusion.cascade.losses import LOSS_TERMS, CascadeLoss
 from fusion.cascade.model import CascadeModel
 from fusion.cascade.selection import SelectionSet, recipe_line, select_text
+from fusion.cascade.splits import open_training_sources
 from fusion.metrics import compute_metrics
 
 
 def _selection_score(auc: float, iou: float, loss: float) -> float:
     finite = [v for v in (auc, iou) if v is not None and np.isfinite(v)]
     return float(np.mean(finite)) if finite else -float(loss)
-
-
-def _split_rows(store, split: str, val_folders: list[str]) -> np.ndarray:
-    """Sorted store rows of ``split``; with ``val_folders``, the rows whose source path lies
-    under one of them go to val (from any split but test), and nowhere else."""
-    meta = store.meta
-    if not val_folders:
-        return store.select(split=split)
-    paths = meta["source_path"].astype(str).str.replace("\\", "/", regex=False)
-    in_val = np.zeros(len(meta), bool)
-    for folder in val_folders:
-        in_val |= paths.str.contains(f"/{folder.strip('/')}/", regex=False).to_numpy()
-    split_col = meta["split"].to_numpy()
-    if split == "val":
-        chosen = in_val & (split_col != "test")
-    else:
-        chosen = (split_col == split) & ~in_val
-    return np.flatnonzero(chosen)
-
-
-def open_training_sources(config: TrainConfig, stores: list):
-    """``(train StoreMaps list, val StoreMaps list)`` of the opened ``stores``."""
-    val_folders = [f for f in config.val_folders.split(",") if f.strip()]
-    sizes, cache = {}, config.cache_mb << 20
-    train_sources, val_sources = [], []
-    for path, store in zip(config.stores, stores):
-        train_sources.append(StoreMaps(store, rows=_split_rows(store, "train", val_folders),
-                                       cache_bytes=cache))
-        val_sources.append(StoreMaps(store, rows=_split_rows(store, "val", val_folders),
-                                     cache_bytes=cache))
-        sizes[path] = train_sources[-1].crop_size
-    if len(set(sizes.values())) > 1:
-        raise ValueError(f"--store: the stores hold crops of different sizes {sizes}; "
-                         "extract them with the same --size")
-    if val_folders and not any(len(v) for v in val_sources):
-        raise ValueError(f"--val-folders {config.val_folders}: no sample's source path lies "
-                         "under these folders")
-    return train_sources, val_sources
 
 
 def learning_rate_factor(step: int, total_steps: int, warmup_steps: int, schedule: str) -> float:

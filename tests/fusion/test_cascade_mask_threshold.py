@@ -11,9 +11,8 @@ from sklearn.metrics import f1_score, jaccard_score
 
 from fusion.cascade.__main__ import main
 from fusion.cascade.data import ArrayMaps, synthetic_faces_store
-from fusion.cascade.inference import evaluate
-from fusion.cascade.mask_threshold import (GRID, choose_threshold, parse_mask_threshold,
-                                           threshold_curves)
+from fusion.cascade.inference import evaluate, threshold_curves
+from fusion.cascade.mask_threshold import GRID, choose_threshold, parse_mask_threshold
 from tests.cascade_fixtures import tiny_cascade_run
 
 torch.set_num_threads(1)

@@ -343,7 +343,7 @@ def test_train_help_shows_each_default_once_and_lists_augmentations(capsys):
 
 
 def test_val_folders_hold_out_whole_source_folders(face_store, tmp_path):
-    from fusion.cascade.train import _split_rows, open_training_sources
+    from fusion.cascade.splits import _split_rows, open_training_sources
     with open_store(face_store) as store:
         meta = store.meta.copy()
         maps = {n: store.read_map(n)[0] for n in ("rgb", "mask")}
