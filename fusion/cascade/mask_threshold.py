@@ -61,10 +61,10 @@ def choose_threshold(curves: dict, budget: float = REAL_AREA_BUDGET) -> dict:
 def run_val_set(config):
     """The run's validation samples, as training drew them (``ArrayMaps``; the training
     stores must be readable at the paths of its ``config.json``)."""
-    from fusion.cascade.data import TrainingSet
-    from fusion.cascade.splits import open_training_sources
+    from base.cli import not_a_file
+    from fusion.cascade.splits import open_training_sources, validation_set
     from stores import open_store
-    missing = [p for p in config.stores if not _is_file(p)]
+    missing = [f"{p} ({not_a_file(p)})" for p in config.stores if not_a_file(p)]
     if missing:
         raise ValueError(f"--mask-threshold val: the run's training store(s) "
                          f"{', '.join(missing)} are not there; its validation set is drawn "
@@ -72,19 +72,13 @@ def run_val_set(config):
     stores = [open_store(p) for p in config.stores]
     try:
         _, val_sources = open_training_sources(config, stores)
-        val = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
-                          config.seed, part_blend=config.part_blend).fixed()
+        val = validation_set(config, val_sources).fixed()
     finally:
         for s in stores:
             s.close()
     if not len(val):
         raise ValueError("--mask-threshold val: the run's validation split is empty")
     return val
-
-
-def _is_file(path) -> bool:
-    from pathlib import Path
-    return Path(path).is_file()
 
 
 def parse_mask_threshold(text) -> float | str:

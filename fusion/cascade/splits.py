@@ -1,10 +1,11 @@
-"""The training and validation rows of a cascade run's stores (``--val-folders`` included):
-one definition for training, its benchmark and the mask threshold chosen on val."""
+"""The training and validation rows of a cascade run's stores (``--val-folders`` included)
+and its validation set: one definition for training, its benchmark and the mask threshold
+chosen on val."""
 from __future__ import annotations
 
 import numpy as np
 
-from fusion.cascade.data import StoreMaps
+from fusion.cascade.data import StoreMaps, TrainingSet
 
 
 def _split_rows(store, split: str, val_folders: list[str]) -> np.ndarray:
@@ -44,3 +45,10 @@ def open_training_sources(config, stores: list):
         raise ValueError(f"--val-folders {config.val_folders}: no sample's source path lies "
                          "under these folders")
     return train_sources, val_sources
+
+
+def validation_set(config, val_sources) -> TrainingSet:
+    """The run's validation samples: its val rows with the training mix of whole-face and
+    part blends but no augmentation (``.fixed()`` is the one draw a run scores every epoch)."""
+    return TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
+                       config.seed, part_blend=config.part_blend)

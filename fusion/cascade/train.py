@@ -44,7 +44,7 @@ from fusion.cascade.inference import autocast, run_inference
 from fusion.cascade.losses import LOSS_TERMS, CascadeLoss
 from fusion.cascade.model import CascadeModel
 from fusion.cascade.selection import SelectionSet, recipe_line, select_text
-from fusion.cascade.splits import open_training_sources
+from fusion.cascade.splits import open_training_sources, validation_set
 from fusion.metrics import compute_metrics
 
 
@@ -99,8 +99,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, log=
                                 config.epoch_reals, part_blend=config.part_blend,
                                 codec_simd=config.codec_simd)
         # val: the same mix of whole-face and part blends, one fixed draw for the run
-        val_set = TrainingSet(val_sources, config.sbi, config.keep_fakes, (), config.size,
-                              config.seed, part_blend=config.part_blend)
+        val_set = validation_set(config, val_sources)
         n_reals = sum(int((s.labels == 0).sum()) for s in train_sources)
         if config.sbi == "online" and n_reals == 0:
             n_fakes = sum(len(s.labels) for s in train_sources)
