@@ -339,10 +339,9 @@ def _run(args, typed: str) -> int:
         if not (Path(args.run) / "config.json").is_file():
             raise ValueError(f"--run {args.run}: not a run folder (no config.json)")
         if args.command == "eval":
-            from fusion.cascade.mask_threshold import parse_mask_threshold
+            from fusion.cascade.mask_threshold import check_budget, parse_mask_threshold
             args.mask_threshold = parse_mask_threshold(args.mask_threshold)
-            if not 0 <= args.real_area_budget <= 1:
-                raise ValueError(f"--real-area-budget must be in [0, 1], got {args.real_area_budget}")
+            args.real_area_budget = check_budget(args.real_area_budget)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     out = Path(args.out or Path(args.run) / f"eval_{args.split}")

@@ -33,13 +33,19 @@ GRID = tuple(round(0.05 * k, 2) for k in range(1, 20))
 REAL_AREA_BUDGET = 0.02
 
 
+def check_budget(budget: float) -> float:
+    """``budget`` as a float; ValueError naming ``--real-area-budget`` outside [0, 1]."""
+    if not 0 <= budget <= 1:
+        raise ValueError(f"--real-area-budget must be in [0, 1], got {budget}")
+    return float(budget)
+
+
 def choose_threshold(curves: dict, budget: float = REAL_AREA_BUDGET) -> dict:
     """The rule of the module docstring applied to the output of
     :func:`fusion.cascade.inference.threshold_curves`:
     ``{"value", "budget", "met_budget", "val_real_flagged_area", "val_fake_iou",
     "val_fake_f1", "n_real", "n_fake", "curves"}``."""
-    if not 0 <= budget <= 1:
-        raise ValueError(f"--real-area-budget must be in [0, 1], got {budget}")
+    budget = check_budget(budget)
     t = np.asarray(curves["threshold"], np.float64)
     real, iou = np.asarray(curves["real_flagged_area"]), np.asarray(curves["fake_iou"])
     if not curves["n_fake"]:
