@@ -258,13 +258,11 @@ def alpha_blend(target: np.ndarray, source: np.ndarray, alpha: np.ndarray) -> np
 
     Where alpha is 0 that is ``target`` exactly, so only the bounding box of alpha's
     non-zero pixels is computed (a blurred face region covers a part of the crop)."""
-    alpha = np.asarray(alpha)
-    if np.asarray(target).dtype != np.uint8:  # rounded everywhere, as the formula says
-        a = alpha[..., None].astype(np.float32)
-        mixed = np.asarray(target, np.float32) * (1 - a) + np.asarray(source, np.float32) * a
-        return np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
+    alpha, target = np.asarray(alpha), np.asarray(target)
+    # alpha 0: the formula's value is the target in float32, rounded (itself for uint8)
+    out = (target.copy() if target.dtype == np.uint8
+           else np.clip(np.rint(target.astype(np.float32)), 0, 255).astype(np.uint8))
     rows, cols = np.flatnonzero(alpha.any(1)), np.flatnonzero(alpha.any(0))
-    out = np.array(target, dtype=np.uint8, copy=True)
     if not len(rows):
         return out
     box = (slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
