@@ -25,6 +25,11 @@ mean predicted mask probability per face part; ``verdict``: ``"mouth 0.91, eyes 
 nose 0.05"``, also on the printed line); when the run has a video head, a video also gets
 its ``video_head_score``.
 
+``--model`` may also be an ensemble folder of ``fusion.ensemble fit``: every member scores
+the same crops (cut as the first member's training store's were), a face's ``logit`` is the
+fused score and its ``score`` the share of the ensemble's reference reals scoring lower;
+``members`` holds each member's own logit, per face and per file.
+
 A file with no face to score (empty, text, an image too small to hold a face, no face
 found, a video that does not decode) gets one line on stderr, ``FILE: not scored: CAUSE``,
 and stays in the JSON with ``score`` null and its ``errors``. Exit status: 0 when at least
@@ -42,62 +47,12 @@ import numpy as np
 from base.cli import CLIParser, at_least, error_line, not_a_file, run_cli
 from base.errors import UsageError
 from base.outputs import add_overwrite_flag, claim_output_dir, claim_output_file, write_output_file
-from pipelines.perturb import SEPARATOR
+from fusion.file_models import extractors_for, head_logits, ingest_config, load_model_dir
+
+__all__ = ["main", "score_file", "load_model_dir", "ingest_config", "extractors_for"]
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 VIDEO_EXTS = (".mp4", ".avi", ".mov", ".mkv", ".webm")
-_INGEST_KEYS = ("frames", "clip_len", "size", "margin", "align", "detector", "min_face")
-
-
-def load_model_dir(run_dir) -> tuple:
-    """``(head, config)`` of a training run folder (or its ``model/`` folder)."""
-    from fusion.evaluate import model_dir as find_model_dir
-    from fusion.heads import load_head
-    model_dir = find_model_dir(run_dir)
-    config = json.loads((model_dir / "model.json").read_text())
-    return load_head(model_dir), config
-
-
-def ingest_config(config: dict, frames: int | None = None):
-    """The face/frame settings of the training store, as recorded in the model."""
-    from pipelines.ingest import IngestConfig
-    recorded = config.get("run", {}).get("ingest", {}) or {}
-    values = {k: recorded[k] for k in _INGEST_KEYS if k in recorded}
-    if frames:
-        values["frames"] = frames
-    return IngestConfig(**values, diff_masks=False)
-
-
-def _tuplify(value):
-    """JSON lists back to the tuples extractors take as parameters."""
-    return tuple(_tuplify(v) for v in value) if isinstance(value, list) else value
-
-
-def extractors_for(config: dict) -> dict:
-    """One extractor per model feature, built with the parameters recorded at training.
-
-    Raises UsageError when this installation's extractor has another version than the
-    one the model was trained on: its features would not mean the same thing.
-    """
-    from extract.registry import create_extractor
-    recorded = config.get("run", {}).get("feature_attrs", {})
-    out = {}
-    for feature in config["features"]:
-        attrs = recorded.get(feature, {})
-        name = attrs.get("extractor") or feature.partition(SEPARATOR)[0]
-        params = {k: _tuplify(v) for k, v in attrs.get("params", {}).items() if k != "perturbation"}
-        extractor = create_extractor(name, **params)
-        if attrs.get("version") and str(attrs["version"]) != str(extractor.version):
-            raise UsageError(f"--model: feature {feature!r} was extracted with {name} version "
-                             f"{attrs['version']}, this installation has version "
-                             f"{extractor.version}; retrain the model")
-        want = attrs.get("weights_sha256")
-        if want and extractor.attributes().get("weights_sha256") != want:
-            raise UsageError(f"--model: feature {feature!r} was extracted with weights of SHA-256 "
-                             f"{want[:12]}..., but {params.get('run') or params.get('weights')} now "
-                             "holds other weights; retrain the model or restore the run")
-        out[feature] = extractor
-    return out
 
 
 def _source(path: Path):
@@ -115,8 +70,6 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     """Score one image or video; returns its per-face and per-video result."""
     if extractors is None:  # a cascade run scores the crops itself (fusion.cascade.files)
         return head.score_file(path, _source(Path(path)), ingest)
-    from extract.registry import FaceBatch
-    from fusion.heads import FusionData
     from pipelines.ingest import load_source
     source = _source(Path(path))
     crops = load_source(source, ingest)
@@ -126,24 +79,10 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     if not crops.records:
         result["score"] = None
         return result
-    batch = FaceBatch(np.stack(crops.crops), np.stack(crops.landmarks), np.stack(crops.masks),
-                      np.zeros(len(crops.crops), bool),
-                      np.asarray([r["video_id"] for r in crops.records]),
-                      np.asarray([r["frame_index"] for r in crops.records], np.int64))
-    blocks, masks = {}, None
-    for feature, extractor in extractors.items():
-        out = extractor.extract(batch)
-        kind = "map" if config.get("inputs") == "map" else "vector"
-        blocks[feature] = np.asarray(out[kind], np.float32)
-        if getattr(extractor, "name", None) == "cascade" and "map" in out:  # its mask, for the overlay
-            masks = np.asarray(out["map"], np.float32)[..., 0]
-    import pandas as pd
-    meta = pd.DataFrame(crops.records)
+    logits, data, masks = head_logits(head, config, extractors, crops)
     from fusion.scoring import nonfinite_counts, nonfinite_warnings, saved_threshold
-    data = FusionData(blocks, np.zeros(len(meta), np.int64), meta)
     result["nonfinite"] = nonfinite_counts(data)  # faces an extractor gave NaN / inf: imputed
     result["warnings"] = nonfinite_warnings(result["nonfinite"], str(path))
-    logits = head.decision_function(data)
     scores = head.probability(logits)
     threshold = saved_threshold(head, config.get("run", {}))
     result["faces"] = [{"frame_index": int(r["frame_index"]), "score": float(s), "logit": float(z),
@@ -151,7 +90,7 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     result["logit"] = float(np.mean(logits))
     result["score"] = float(head.probability(np.array([result["logit"]]))[0])
     result["fake"] = bool(result["logit"] >= threshold)
-    result["_crops"] = batch.images
+    result["_crops"] = np.stack(crops.crops)
     if masks is not None:
         result["_masks"] = masks
     return result
@@ -236,7 +175,7 @@ def main(argv=None) -> int:
                         help="run folder written by fusion.train, or by fusion.cascade train "
                              "(then each face also gets its part verdict, e.g. "
                              "'mouth 0.91, eyes 0.08', and a video the run's video head "
-                             "score if it has one)")
+                             "score if it has one), or an ensemble folder of fusion.ensemble fit")
     parser.add_argument("files", nargs="+", help="images or videos to score")
     parser.add_argument("--out", help="write the JSON result to this file (an existing one is "
                                       "refused unless --overwrite)")
@@ -269,6 +208,10 @@ def main(argv=None) -> int:
 
     def load():
         from fusion.modelio import run_kind
+        if (Path(args.model) / "ensemble.json").is_file():  # fusion.ensemble fit
+            from fusion.ensemble import load_file_scorer as ensemble_scorer
+            scorer, config = ensemble_scorer(args.model)
+            return scorer, config, None, ingest_config(config, args.frames)
         if run_kind(args.model) == "fusion.cascade":
             from fusion.cascade.files import load_file_scorer
             try:

@@ -460,8 +460,26 @@ def _cascade_page(folder: Path, m: dict, command):
     return title, body
 
 
+def _ensemble_page(folder: Path, m: dict, command):
+    """``fusion.ensemble eval``: the fused detector, then each member alone as its baseline."""
+    c = m.get("classification", {})
+    title = f"fusion.ensemble eval: {Path(str(m.get('store', ''))).name}, split {m.get('split')}"
+    threshold = (f"{m.get('n')} samples; rule {m.get('rule')}; fake when the fused score is at "
+                 f"least {_num(m.get('threshold'))}, which flags {_num(m.get('reference_flagged'))} "
+                 "of the ensemble's reference reals.")
+    members = [_per_method_section(v.get("per_method"), f"member {name} alone (baseline), "
+                                   f"frame AUC {_num(v.get('frame_auc'))}")
+               for name, v in (m.get("members") or {}).items()]
+    prov = m.get("provenance") or {}
+    return title, [_warnings(m.get("warnings", [])),
+                   _metrics_section([(str(m.get("split")), c)], threshold),
+                   _per_method_section(m.get("per_method"), f"{m.get('split')} per kind of fake, fused"),
+                   *members, _plots_section(folder, ["roc.png", "det.png", "scores.png"]),
+                   _provenance_section(prov, command)]
+
+
 def report_kind(folder) -> str | None:
-    """``"ablation"``, ``"cascade"``, ``"train"`` or ``"evaluate"`` for a run folder; None when
+    """``"ablation"``, ``"cascade"``, ``"ensemble"``, ``"train"`` or ``"evaluate"`` for a run folder; None when
     it has neither ``ablation.json`` nor a ``metrics.json`` this module reads."""
     folder = Path(folder)
     if (folder / "ablation.json").is_file():
@@ -472,6 +490,8 @@ def report_kind(folder) -> str | None:
     m = json.loads(path.read_text())
     if "classification" in m and "localization" in m:
         return "cascade"
+    if "classification" in m and "rule" in m and "threshold" in m:
+        return "ensemble"
     if "test" in m and "val" in m:
         return "train"
     if "metrics" in m and "model" in m and "threshold" in m:
@@ -491,7 +511,7 @@ def write_report(folder, command: str | None = None) -> Path:
         raise ValueError(f"{folder}: no metrics.json or ablation.json of a run to report")
     data = json.loads((folder / ("ablation.json" if kind == "ablation" else "metrics.json")).read_text())
     page = {"train": _train_page, "ablation": _ablation_page, "cascade": _cascade_page,
-            "evaluate": _evaluate_page}[kind]
+            "evaluate": _evaluate_page, "ensemble": _ensemble_page}[kind]
     title, body = page(folder, data, command)
     doc = ("<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
            f"<title>{_esc(title)}</title><style>{CSS}</style></head><body>"
@@ -508,7 +528,7 @@ def build_parser():
     from base.cli import CLIParser
     p = CLIParser(prog="python -m fusion.report",
                   description="Write report.html into run folders of fusion.train, fusion.ablate, "
-                              "fusion.evaluate or fusion.cascade eval.")
+                              "fusion.evaluate, fusion.cascade eval or fusion.ensemble eval.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run folder(s)")
     return p
 
