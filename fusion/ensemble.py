@@ -362,7 +362,8 @@ def evaluate(run, store_path, split, out, n_boot: int = 1000, device: str = "cpu
     write_report(out, command)
     c = result["classification"]
     def ci(values):
-        return f" [{values[0]:.3f}, {values[1]:.3f}]" if values and None not in values else ""
+        ok = values and all(v is not None and v == v for v in values)  # None, NaN: no CI
+        return f" [{values[0]:.3f}, {values[1]:.3f}]" if ok else ""
     log(f"ensemble ({ens['rule']}) on {Path(store_path).name} [{result['split']}]: n {len(meta)}"
         + (f"  frame AUC {c['auc']:.3f}{ci(c['ci'].get('auc'))}" if has_both else "")
         + (f"  video AUC {c['video']['auc']:.3f}{ci(c['video'].get('auc_ci'))}" if has_both else "")
