@@ -142,6 +142,21 @@ def check_member(path) -> str:
     return kind
 
 
+def member_fingerprint(path, kind: str) -> str:
+    """SHA-256 over the files that make a member's scores (a cascade's best weights; a fusion
+    head's model.json and weights): an ensemble's calibration holds for these bytes only."""
+    import hashlib
+    if kind == "fusion.cascade":
+        files = [Path(path) / "best.safetensors"]
+    else:
+        from fusion.evaluate import model_dir
+        files = sorted(f for f in model_dir(path).iterdir() if f.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + b"\0" + f.read_bytes())
+    return digest.hexdigest()
+
+
 def member_logits(path, kind: str, store, store_path, split, device: str = "cpu",
                   batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
     """``(logits, metadata)`` of one member on the rows of ``split`` (None: all) of an open
@@ -242,6 +257,8 @@ def fit(members, references, out, select=(), rule: str = "auto", reference_fpr: 
                          f"(got {', '.join(names) or 'none'})")
     ens = {"format": FORMAT, "members": [{"path": str(Path(p).resolve()), "name": n,
                                           "kind": check_member(p)} for p, n in zip(members, names)]}
+    for m in ens["members"]:
+        m["sha256"] = member_fingerprint(m["path"], m["kind"])
     parts = [score_store(ens["members"], path, split, device, reals_only=True)
              for path, split in references]
     ref = np.concatenate([p[0] for p in parts], axis=1)
@@ -283,14 +300,16 @@ def fit(members, references, out, select=(), rule: str = "auto", reference_fpr: 
     ens["command"] = command
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / ENSEMBLE_JSON).write_text(json.dumps(fm.to_jsonable(ens), indent=1))
+    tmp = out / (ENSEMBLE_JSON + ".part")  # a killed write leaves no half ensemble.json
+    tmp.write_text(json.dumps(fm.to_jsonable(ens), indent=1))
+    tmp.replace(out / ENSEMBLE_JSON)
     log(f"ensemble of {', '.join(names)}: calibrated on {ref.shape[1]} reference reals; rule "
         f"{rule} ({ens['rule_chosen_on']}); threshold {ens['threshold']:.3f} flags "
         f"{reference_fpr:.0%} of them -> {out / ENSEMBLE_JSON}")
     for name in score:
-        parts = "; ".join(f"{Path(s['store']).name} frame {s['by_rule'][name]['frame_auc']:.3f} "
+        where = "; ".join(f"{Path(s['store']).name} frame {s['by_rule'][name]['frame_auc']:.3f} "
                           f"video {s['by_rule'][name]['video_auc']:.3f}" for s in ens["select"])
-        log(f"  select: {name:28s} mean frame AUC {score[name]:.3f} ({parts})"
+        log(f"  select: {name:28s} mean frame AUC {score[name]:.3f} ({where})"
             + ("  <- chosen" if name == rule else ""))
     return ens
 
@@ -311,6 +330,10 @@ def load_ensemble(path) -> dict:
         if run_kind(m["path"]) != m["kind"]:
             raise UsageError(f"{file}: member {m['path']} is gone or is no longer a "
                              f"{m['kind']} run; restore it or fit the ensemble again")
+        if member_fingerprint(m["path"], m["kind"]) != m.get("sha256"):
+            raise UsageError(f"{file}: member {m['path']} has other weights than when the "
+                             "ensemble was fit (retrained?): its calibration no longer holds; "
+                             "fit the ensemble again")
     return ens
 
 

@@ -204,6 +204,10 @@ def test_bad_inputs_give_one_line(members, tmp_path, capsys):
     _fit(members, tmp_path / "ens", select=False)
     assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["rule"] == "max-z"
     bad = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
+    changed = {**bad, "members": [bad["members"][0], {**bad["members"][1], "sha256": "0" * 64}]}
+    (tmp_path / "ens" / "ensemble.json").write_text(json.dumps(changed))
+    with pytest.raises(UsageError, match="has other weights than when the ensemble was fit"):
+        E.load_ensemble(tmp_path / "ens")
     bad["members"][1]["path"] = str(tmp_path / "moved")
     (tmp_path / "ens" / "ensemble.json").write_text(json.dumps(bad))
     with pytest.raises(UsageError, match="is gone or is no longer a fusion.train run"):
