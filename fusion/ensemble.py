@@ -489,6 +489,9 @@ def load_file_scorer(run, device: str = "auto") -> tuple[EnsembleFileScorer, dic
             members.append((m, model, config, None))
         else:
             head, config = load_model_dir(m["path"])
+            if config.get("fusion") == "sequence" or config.get("inputs") not in (None, "vector", "map"):
+                raise UsageError(f"member {m['path']}: a {config.get('fusion')} model scores whole "
+                                 "videos from a store; use python -m fusion.ensemble eval")
             members.append((m, head, config, extractors_for(config)))
         ingests.append(config.get("run", {}).get("ingest", {}) or {})
     warnings = [f"member {m['name']} was trained on crops with {k} {ing.get(k)!r}, the "
