@@ -157,45 +157,56 @@ def member_fingerprint(path, kind: str) -> str:
     return digest.hexdigest()
 
 
-def member_logits(path, kind: str, store, store_path, split, device: str = "cpu",
-                  batch_size: int = 64) -> tuple[np.ndarray, pd.DataFrame]:
-    """``(logits, metadata)`` of one member on the rows of ``split`` (None: all) of an open
-    store: the fake-minus-real logit of a cascade, the decision value of a fusion head."""
-    if kind == "fusion.cascade":
+def load_member(member: dict, device: str = "cpu", batch_size: int = 64):
+    """One member's model, loaded once, as ``score(store, store_path, split) -> (logits,
+    metadata)`` on the rows of ``split`` (None: all) of an open store: the fake-minus-real
+    logit of a cascade, the decision value of a fusion head."""
+    path = member["path"]
+    if member["kind"] == "fusion.cascade":
         from fusion.cascade.checkpoints import load_run
+        from fusion.cascade.config import resolve_device
         from fusion.cascade.data import StoreMaps
         from fusion.cascade.inference import run_inference
-        from fusion.cascade.config import resolve_device
         dev = resolve_device(device)
         model, config, _ = load_run(path, dev)
-        if "rgb" not in store.maps:
-            raise UsageError(f"{store_path}: the cascade member {path} needs the map 'rgb'; "
-                             "extract it with `python -m pipelines.extract --features rgb,...`")
-        data = StoreMaps(store, split, cache_bytes=0)
-        if len(data) == 0:
-            return np.zeros(0, np.float32), data.meta
-        return run_inference(model, data, config.size, dev, batch_size, config.amp)["logits"], data.meta
+
+        def score(store, store_path, split):
+            if "rgb" not in store.maps:
+                raise UsageError(f"{store_path}: the cascade member {path} needs the map 'rgb'; "
+                                 "extract it with `python -m pipelines.extract --features rgb,...`")
+            data = StoreMaps(store, split, cache_bytes=0)
+            if len(data) == 0:
+                return np.zeros(0, np.float32), data.meta
+            return (run_inference(model, data, config.size, dev, batch_size, config.amp)["logits"],
+                    data.meta)
+        return score
     from fusion import scoring
     from fusion.evaluate import require_matching_features
     from fusion.file_models import load_model_dir
     head, config = load_model_dir(path)
-    require_matching_features(config, store, store_path)
-    data = scoring.load_split(store, config["features"], split, config.get("inputs", "vector"))
-    if len(data) == 0:
-        return np.zeros(0, np.float32), data.meta
-    return np.asarray(head.decision_function(data), np.float64), data.meta
+
+    def score(store, store_path, split):
+        require_matching_features(config, store, store_path)
+        data = scoring.load_split(store, config["features"], split, config.get("inputs", "vector"))
+        if len(data) == 0:
+            return np.zeros(0, np.float32), data.meta
+        return np.asarray(head.decision_function(data), np.float64), data.meta
+    return score
 
 
 def score_store(members: list[dict], store_path, split, device: str = "cpu",
-                reals_only: bool = False) -> tuple[np.ndarray, pd.DataFrame]:
+                reals_only: bool = False, loaded=None) -> tuple[np.ndarray, pd.DataFrame]:
     """M x N logits of every member on one store split, and the rows' metadata (the same
-    rows in the same order for every member, checked by sample id)."""
+    rows in the same order for every member, checked by sample id). ``loaded``: the
+    members' :func:`load_member` scorers, when a caller scores several stores (else loaded
+    here)."""
     from fusion.scoring import open_store_or_usage
+    loaded = loaded or [load_member(m, device) for m in members]
     store = open_store_or_usage(store_path)
     try:
         rows, meta = [], None
-        for m in members:
-            logits, m_meta = member_logits(m["path"], m["kind"], store, store_path, split, device)
+        for m, score in zip(members, loaded):
+            logits, m_meta = score(store, store_path, split)
             if meta is None:
                 meta = m_meta.reset_index(drop=True)
             elif not np.array_equal(meta["sample_id"].to_numpy(), m_meta["sample_id"].to_numpy()):
@@ -259,7 +270,8 @@ def fit(members, references, out, select=(), rule: str = "auto", reference_fpr: 
                                           "kind": check_member(p)} for p, n in zip(members, names)]}
     for m in ens["members"]:
         m["sha256"] = member_fingerprint(m["path"], m["kind"])
-    parts = [score_store(ens["members"], path, split, device, reals_only=True)
+    loaded = [load_member(m, device) for m in ens["members"]]  # once for every store below
+    parts = [score_store(ens["members"], path, split, reals_only=True, loaded=loaded)
              for path, split in references]
     ref = np.concatenate([p[0] for p in parts], axis=1)
     for m, row in zip(ens["members"], ref):
@@ -273,7 +285,7 @@ def fit(members, references, out, select=(), rule: str = "auto", reference_fpr: 
     z, q = calibrated(ens, ref)
     table, ens["select"] = {}, []
     for path, split in select or ():
-        s_logits, s_meta = score_store(ens["members"], path, split, device)
+        s_logits, s_meta = score_store(ens["members"], path, split, loaded=loaded)
         if set(s_meta["label"]) != {0, 1}:
             raise UsageError(f"--select-store {path}: needs reals and fakes to choose on")
         sz, sq = calibrated(ens, s_logits)
@@ -430,12 +442,10 @@ class EnsembleFileScorer:
         return np.quantile(np.asarray(self._reference["sorted"]), np.clip(shares, 0, 1))
 
     def score_file(self, path, source, ingest) -> dict:
-        from fusion.file_models import head_logits
+        from fusion.file_models import file_result, head_logits
         from pipelines.ingest import load_source
         crops = load_source(source, ingest)
-        result = {"file": str(path), "faces": [], "errors": [
-            {"frame_index": e["frame_index"], "cause": e["cause"], "message": e["message"]}
-            for e in crops.errors], "warnings": list(self.warnings)}
+        result = {**file_result(path, crops), "warnings": list(self.warnings)}
         if not crops.records:
             result["score"] = None
             return result

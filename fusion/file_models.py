@@ -64,11 +64,20 @@ def extractors_for(config: dict) -> dict:
     return out
 
 
+def file_result(path, crops) -> dict:
+    """The start of one file's result: ``file``, no ``faces`` yet, and an ``errors`` row per
+    sampled frame that gave no face (``crops``: a :func:`pipelines.ingest.load_source` result)."""
+    return {"file": str(path), "faces": [], "errors": [
+        {"frame_index": e["frame_index"], "cause": e["cause"], "message": e["message"]}
+        for e in crops.errors]}
+
+
 def head_logits(head, config: dict, extractors: dict, crops):
     """``(decision values, FusionData, cascade masks or None)`` of a fusion head on the faces
     of ``crops`` (a :func:`pipelines.ingest.load_source` result with at least one record):
-    every model feature extracted with its recorded extractor, then the head. The masks are the ``cascade`` feature's predicted masks, when the model
-    has that feature (for overlays)."""
+    every model feature extracted with its recorded extractor, then the head. The masks are
+    the ``cascade`` feature's predicted masks, when the model has that feature (for
+    overlays)."""
     import pandas as pd
 
     from extract.registry import FaceBatch

@@ -47,7 +47,7 @@ import numpy as np
 from base.cli import CLIParser, at_least, error_line, not_a_file, run_cli
 from base.errors import UsageError
 from base.outputs import add_overwrite_flag, claim_output_dir, claim_output_file, write_output_file
-from fusion.file_models import extractors_for, head_logits, ingest_config, load_model_dir
+from fusion.file_models import extractors_for, file_result, head_logits, ingest_config, load_model_dir
 
 __all__ = ["main", "score_file", "load_model_dir", "ingest_config", "extractors_for"]
 
@@ -73,9 +73,7 @@ def score_file(path, head, config, extractors, ingest) -> dict:
     from pipelines.ingest import load_source
     source = _source(Path(path))
     crops = load_source(source, ingest)
-    result = {"file": str(path), "faces": [], "errors": [
-        {"frame_index": e["frame_index"], "cause": e["cause"], "message": e["message"]}
-        for e in crops.errors]}
+    result = file_result(path, crops)
     if not crops.records:
         result["score"] = None
         return result

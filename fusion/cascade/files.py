@@ -71,11 +71,10 @@ class CascadeFileScorer:
         """The result of file ``path`` (its :class:`pipelines.samples.Source` ``source``,
         cropped by ``ingest``), laid out as :func:`fusion.predict.score_file`'s, with the
         part verdicts added (``parts`` and ``verdict`` per face and per file)."""
+        from fusion.file_models import file_result
         from pipelines.ingest import load_source
         crops = load_source(source, ingest)
-        result = {"file": str(path), "faces": [], "errors": [
-            {"frame_index": e["frame_index"], "cause": e["cause"], "message": e["message"]}
-            for e in crops.errors], "warnings": []}
+        result = {**file_result(path, crops), "warnings": []}
         if not crops.records:
             result["score"] = None
             return result
