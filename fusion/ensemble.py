@@ -62,7 +62,7 @@ from base.errors import UsageError
 from base.outputs import add_overwrite_flag, claim_output_dir
 from fusion import metrics as fm
 from fusion.modelio import run_kind
-from fusion.per_method import add_per_method, per_method_lines, per_method_table
+from fusion.per_method import add_per_method, auc_or_nan, per_method_lines, per_method_table
 
 ENSEMBLE_JSON = "ensemble.json"
 FORMAT = 1
@@ -246,10 +246,10 @@ def calibrated(ens: dict, logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _auc_pair(meta: pd.DataFrame, score) -> dict:
     labels = meta["label"].to_numpy()
-    out = {"frame_auc": fm.core_metrics(labels, score)["auc"]}
+    out = {"frame_auc": auc_or_nan(labels, score)}
     v_labels, v_scores, _, _ = fm.video_scores(labels, score, meta["method"].to_numpy(),
                                                meta["video_id"].to_numpy())
-    out["video_auc"] = fm.core_metrics(v_labels, v_scores)["auc"]
+    out["video_auc"] = auc_or_nan(v_labels, v_scores)
     return out
 
 
@@ -374,7 +374,7 @@ def evaluate(run, store_path, split, out, n_boot: int = 1000, device: str = "cpu
             v_labels, v_scores, n_boot=n_boot, clusters=v_keys, cluster="video")["auc"]
     if has_both:
         add_per_method(result, meta, fused, n_boot)
-        result["members"] = {m["name"]: {"frame_auc": fm.core_metrics(labels, row)["auc"],
+        result["members"] = {m["name"]: {"frame_auc": auc_or_nan(labels, row),
                                          "per_method": per_method_table(
                                              labels, row, meta["method"].to_numpy(),
                                              meta["video_id"].to_numpy(), n_boot)}
