@@ -371,24 +371,28 @@ def _per_edit_section(m: dict) -> str:
     if rows:
         cells = [[_esc(r["method"]), _esc(r["group"]), str(r["n"]), _num(r["frame_auc"], 3),
                   _num(r["pixel_auc"], 3), _num(r["iou"], 3), _num(r["f1"], 3),
-                  _num(r["prior_iou"], 3), _num(r["prior_f1"], 3), _num(r["hull_iou"], 3),
-                  _num(r["hull_f1"], 3), _esc(r["best_baseline"] or "n/a"),
+                  _num(r["prior_iou"], 3), _num(r["prior_f1"], 3),
+                  _num(r.get("prior_area_iou"), 3), _num(r.get("prior_area_f1"), 3),
+                  _num(r["hull_iou"], 3), _num(r["hull_f1"], 3), _esc(r["best_baseline"] or "n/a"),
                   "n/a" if r["gain_iou"] is None else f"{r['gain_iou']:+.3f}"] for r in rows]
         losing = [i for i, r in enumerate(rows) if r["gain_iou"] is not None and r["gain_iou"] < 0]
         heads = "".join(
             f"<li>{_esc(g)} edits ({_esc(', '.join(h['methods']))}): model IoU {_num(h['iou'], 3)}, "
-            f"better baseline {_num(h['best_baseline_iou'], 3)}, gain "
+            f"best baseline {_num(h['best_baseline_iou'], 3)}, gain "
             f"{'n/a' if h['gain_iou'] is None else format(h['gain_iou'], '+.3f')}; frame AUC "
             f"{_num(h['frame_auc'], 3)}</li>"
             for g, h in (m.get("localization_headline") or {}).items())
         html_out += ("<h2>Localization per edit, beside the baselines</h2><p class=\"sub\">Each "
-                     "edit's fakes: the model's pixel AUC, IoU and F1, the prior's and the hull's "
-                     "on the same fakes, and the frame AUC of those fakes against all reals. Gain: "
-                     "the model's IoU minus the better baseline's (rows where it loses are "
+                     "edit's fakes: the model's pixel AUC, IoU and F1; those of the prior (the "
+                     "mean training mask at the mask threshold), of the prior at its mean area "
+                     "(its highest pixels, as many as the training masks' mean area) and of the "
+                     "hull on the same fakes; and the frame AUC of those fakes against all reals. "
+                     "Gain: the model's IoU minus the best baseline's (rows where it loses are "
                      "marked).</p>"
                      + _table(["edit", "group", "fakes", "frame AUC", "pixel AUC", "IoU", "F1",
-                               "prior IoU", "prior F1", "hull IoU", "hull F1", "better baseline",
-                               "IoU gain"], rows=cells, left=2, bad_rows=losing)
+                               "prior IoU", "prior F1", "prior-area IoU", "prior-area F1",
+                               "hull IoU", "hull F1", "best baseline", "IoU gain"],
+                              rows=cells, left=2, bad_rows=losing)
                      + (f"<ul>{heads}</ul>" if heads else ""))
     parts = (m.get("part_verdicts") or {}).get("by_part") or {}
     if any(v.get("auc") is not None for v in parts.values()):
@@ -407,7 +411,7 @@ def _cascade_page(folder: Path, m: dict, command):
     run = Path(str(m.get("run", "")))
     threshold = (f"{m.get('n')} samples; checkpoint epoch {m.get('checkpoint_epoch')}; "
                  "decisions at fake probability 0.5.")
-    names = [("model", loc)] + [(k, loc[k]) for k in ("prior", "hull") if k in loc]
+    names = [("model", loc)] + [(k, loc[k]) for k in ("prior", "prior_area", "hull") if k in loc]
     rows = [[_esc(n), str(v.get("all", {}).get("n", 0)), _num(v.get("all", {}).get("pixel_auc")),
              _num(v.get("all", {}).get("iou")), _num(v.get("all", {}).get("f1"))] for n, v in names]
     for method, v in (loc.get("by_method") or {}).items():

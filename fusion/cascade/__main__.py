@@ -292,7 +292,9 @@ def _summary(metrics: dict) -> str:
                      f"{chosen['n_real']} reals): val IoU {fmt(chosen['val_fake_iou'])}, val reals "
                      f"flagged {fmt(chosen['val_real_flagged_area'])} (budget "
                      f"{chosen['budget']:g}{'' if chosen['met_budget'] else ', not met by any threshold'})")
-    for name, doc in (("prior", "constant mean training mask"), ("hull", "whole-face hull")):
+    for name, doc in (("prior", "constant mean training mask"),
+                      ("prior_area", "the prior's top pixels at the training masks' mean area"),
+                      ("hull", "whole-face hull")):
         if name in loc_all:
             b = loc_all[name]["all"]
             lines.append(f"    baseline {name} ({doc}): pixel AUC {fmt(b['pixel_auc'])}  "

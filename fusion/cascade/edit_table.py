@@ -2,12 +2,13 @@
 
 A cascade evaluation (``metrics.json``) already holds, per manipulation method, the model's
 localization (``localization.by_method``), the same for the ``prior`` (the constant mean
-training mask) and the ``hull`` (the whole-face landmark hull) scored on the same fakes
-and masks (``localization.prior.by_method``, ``localization.hull.by_method``), and the
-frame AUC of that method's fakes against all reals (``classification.by_method``).
-:func:`edit_localization` lays them out as one row per method
-(``per_edit_localization``) and a headline (``localization_headline``): the model's IoU
-and F1 gain over the *better* of prior and hull, per method, averaged separately over the
+training mask), the ``prior_area`` (the prior's highest pixels, as many as the training
+masks' mean area: :func:`fusion.cascade.localization.prior_at_area`) and the ``hull`` (the
+whole-face landmark hull) scored on the same fakes and masks
+(``localization.<baseline>.by_method``), and the frame AUC of that method's fakes against
+all reals (``classification.by_method``). :func:`edit_localization` lays them out as one
+row per method (``per_edit_localization``) and a headline (``localization_headline``): the
+model's IoU and F1 gain over the *best* of these baselines, per method, averaged separately over the
 whole-face edits (:data:`WHOLE_FACE_EDITS`) and the local edits (:data:`LOCAL_EDITS`) of
 the edit benchmark. Other methods (a store's own, e.g. FF++'s ``FaceSwap``) get rows in
 group ``other`` and stay out of the headline.
@@ -35,7 +36,9 @@ WHOLE_FACE_EDITS = ("sbi", "xray", "swap-face")
 #: Edits of the benchmark that change one part or region of the face.
 LOCAL_EDITS = ("swap-eyes", "swap-nose", "swap-mouth", "inpaint", "copy-move", "resample",
                "color", "blur", "sharpen")
-BASELINES = ("prior", "hull")
+#: Baselines that never look at the image; evaluations saved before ``prior_area`` existed
+#: lack it (its columns are then None and the best of the other two counts).
+BASELINES = ("prior", "prior_area", "hull")
 _METRICS = ("pixel_auc", "iou", "f1")
 
 
@@ -59,8 +62,8 @@ def edit_localization(metrics: dict) -> dict:
     cascade evaluation's ``classification`` and ``localization`` blocks.
 
     A row: ``method``, ``group``, ``n`` (fakes with masks), ``frame_auc``; the model's
-    ``pixel_auc``, ``iou``, ``f1``; ``prior_*`` and ``hull_*`` the same for each baseline
-    (absent baselines give None); ``best_baseline`` (the one of higher IoU on this method)
+    ``pixel_auc``, ``iou``, ``f1``; ``prior_*``, ``prior_area_*`` and ``hull_*`` the same
+    for each baseline (absent baselines give None); ``best_baseline`` (the one of higher IoU on this method)
     and ``gain_iou`` / ``gain_f1`` over it. Rows are sorted by group (whole-face, local,
     other), then method name. The headline holds, per group, the methods, the mean of
     each row value and ``gain_iou`` / ``gain_f1``: the mean of the rows' gains (each over
@@ -96,7 +99,7 @@ def edit_localization(metrics: dict) -> dict:
                                                       for r in chosen if r["best_baseline"]),
                            **{k: _mean(r[k] for r in chosen)
                               for k in ("frame_auc", "pixel_auc", "iou", "f1", "prior_iou",
-                                        "hull_iou", "gain_iou", "gain_f1")}}
+                                        "prior_area_iou", "hull_iou", "gain_iou", "gain_f1")}}
     return {"per_edit_localization": rows, "localization_headline": headline}
 
 
@@ -107,19 +110,22 @@ def edit_table_lines(metrics: dict) -> list[str]:
     if not rows:
         return []
     fmt = lambda v: "  n/a" if v is None else f"{v:.3f}"  # noqa: E731
-    lines = ["  localization per edit (model | prior | hull; gain = IoU over the better baseline):",
+    lines = ["  localization per edit (model | prior | prior at its mean area | hull; gain = IoU "
+             "over the best baseline):",
              f"    {'edit':<14}{'n':>5} {'frameAUC':>8} {'pixAUC':>7} {'IoU':>6} {'F1':>6}"
-             f" {'prIoU':>6} {'prF1':>6} {'huIoU':>6} {'huF1':>6} {'gain':>7}"]
+             f" {'prIoU':>6} {'prF1':>6} {'paIoU':>6} {'paF1':>6} {'huIoU':>6} {'huF1':>6}"
+             f" {'gain':>7}"]
     for r in rows:
         gain = "    n/a" if r["gain_iou"] is None else f"{r['gain_iou']:+7.3f}"
         lines.append(f"    {r['method'][:14]:<14}{r['n']:>5} {fmt(r['frame_auc']):>8} "
                      f"{fmt(r['pixel_auc']):>7} {fmt(r['iou']):>6} {fmt(r['f1']):>6} "
-                     f"{fmt(r['prior_iou']):>6} {fmt(r['prior_f1']):>6} {fmt(r['hull_iou']):>6} "
-                     f"{fmt(r['hull_f1']):>6} {gain}")
+                     f"{fmt(r['prior_iou']):>6} {fmt(r['prior_f1']):>6} "
+                     f"{fmt(r.get('prior_area_iou')):>6} {fmt(r.get('prior_area_f1')):>6} "
+                     f"{fmt(r['hull_iou']):>6} {fmt(r['hull_f1']):>6} {gain}")
     for group, h in (metrics.get("localization_headline") or {}).items():
         gain = "n/a" if h["gain_iou"] is None else f"{h['gain_iou']:+.3f}"
         lines.append(f"    headline, {group} edits ({len(h['methods'])}): IoU {fmt(h['iou'])} vs "
-                     f"better baseline {fmt(h['best_baseline_iou'])}, gain {gain}; "
+                     f"best baseline {fmt(h['best_baseline_iou'])}, gain {gain}; "
                      f"frame AUC {fmt(h['frame_auc'])}")
     return lines
 

@@ -20,7 +20,7 @@ from fusion.cascade.config import resolve_device, write_json
 from fusion.cascade.data import StoreMaps, to_model_inputs
 from fusion.cascade.edit_table import edit_localization
 from fusion.cascade.localization import LocalizationAccumulator
-from fusion.cascade.localization import iou_f1
+from fusion.cascade.localization import iou_f1, prior_at_area
 from fusion.cascade.mask_threshold import GRID as THRESHOLD_GRID
 from fusion.cascade.mask_threshold import REAL_AREA_BUDGET, choose_threshold, run_val_set
 from fusion.cascade.losses import CascadeLoss
@@ -220,8 +220,10 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
     ``predictions.csv``, ``roc.png``, ``det.png``, ``scores.png`` and overlay PNGs to
     ``out_dir``. Returns the metrics (the CLI adds ``report.html``, :mod:`fusion.report`).
 
-    Localization is reported beside two baselines that never look at the image: ``prior``,
-    the constant mean training fake mask, and ``hull``, the whole-face landmark hull; the
+    Localization is reported beside three baselines that never look at the image: ``prior``,
+    the constant mean training fake mask; ``prior_area``, its highest pixels, as many as the
+    training masks' mean area (:func:`fusion.cascade.localization.prior_at_area`: not empty
+    where the mean mask is diffuse); and ``hull``, the whole-face landmark hull; the
     headline is ``gain_over_prior``. ``real_mask_area`` is the mean predicted mask
     probability on the real samples (ideally 0), ``real_flagged_area`` the mean fraction of
     their pixels at or above the mask threshold (the binary mask IoU scores).
@@ -267,6 +269,9 @@ def evaluate(run_dir, store_path, split: str = "test", out_dir=None, device: str
                                                     config.size)}
         if prior is not None:
             baselines["prior"] = lambda pos: np.broadcast_to(prior, (len(pos),) + prior.shape)
+            at_area = prior_at_area(prior)
+            baselines["prior_area"] = lambda pos: np.broadcast_to(at_area,
+                                                                  (len(pos),) + at_area.shape)
         result = run_inference(model, data, config.size, dev, batch_size, config.amp,
                                keep_masks=overlays, progress=True, baselines=baselines,
                                keep_reals=overlays, parts=True, pooled=has_video_head(run_dir),

@@ -12,9 +12,9 @@ from fusion.cascade.blend import online_blend
 from fusion.cascade.checkpoints import PRIOR_MASK, load_run
 from fusion.cascade.config import TrainConfig
 from fusion.cascade.data import StoreMaps, TrainingSet, synthetic_faces_store, to_model_inputs
-from fusion.cascade.edit_table import LOCAL_EDITS, WHOLE_FACE_EDITS
+from fusion.cascade.edit_table import LOCAL_EDITS, WHOLE_FACE_EDITS, edit_localization
 from fusion.cascade.inference import evaluate, hull_masks, run_inference
-from fusion.cascade.localization import iou_f1
+from fusion.cascade.localization import iou_f1, prior_at_area
 from fusion.cascade.parts import PART_COLUMNS, add_part_columns, part_verdict_report
 from fusion.cascade.train import train
 from pipelines.face_parts import VERDICT_PARTS, part_mask
@@ -166,6 +166,14 @@ def test_per_edit_table_equals_a_hand_computation(edit_store, tmp_path):
                        n_boot=0)
     model, config, info = load_run(run)
     prior = np.load(run / PRIOR_MASK)
+    # the prior at its mean area, by hand: as many pixels as round(mean * pixels), all of
+    # them at least as high in the prior as every pixel left out
+    k = int(round(prior.mean() * prior.size))
+    at_area = np.zeros(prior.size)
+    at_area[np.argsort(-prior.ravel(), kind="stable")[:k]] = 1
+    at_area = at_area.reshape(prior.shape)
+    assert at_area.sum() == k > 0
+    assert prior[at_area == 1].min() >= prior[at_area == 0].max()
     with open_store(edit_store) as store:
         data = StoreMaps(store, "test")
         x = to_model_inputs(data.batch(np.arange(len(data))), 32)
@@ -186,6 +194,7 @@ def test_per_edit_table_equals_a_hand_computation(edit_store, tmp_path):
         assert r["group"] == ("whole-face" if method in WHOLE_FACE_EDITS else
                               "local" if method in LOCAL_EDITS else "other")
         for name, pred in (("", prob[sel]), ("prior_", np.broadcast_to(prior, truth[sel].shape)),
+                           ("prior_area_", np.broadcast_to(at_area, truth[sel].shape)),
                            ("hull_", hull[sel])):
             iou, f1 = iou_f1(pred >= 0.5, truth[sel])
             assert r[f"{name}iou"] == pytest.approx(iou.mean(), abs=1e-9)
@@ -198,7 +207,7 @@ def test_per_edit_table_equals_a_hand_computation(edit_store, tmp_path):
             assert r[f"{name}pixel_auc"] == pytest.approx(auc, abs=1e-9)
         pick = (labels == 0) | (methods == method)
         assert r["frame_auc"] == pytest.approx(roc_auc_score(labels[pick], score[pick]), abs=1e-9)
-        best = max(("prior", "hull"), key=lambda b: r[f"{b}_iou"])
+        best = max(("prior", "prior_area", "hull"), key=lambda b: r[f"{b}_iou"])
         assert r["best_baseline"] == best
         assert r["gain_iou"] == pytest.approx(r["iou"] - r[f"{best}_iou"])
         assert r["gain_f1"] == pytest.approx(r["f1"] - r[f"{best}_f1"])
@@ -322,3 +331,36 @@ def test_fusion_predict_scores_a_file_with_a_cascade_run_and_gives_part_verdicts
     score = torch.softmax(out["logits"], 1)[0, 1].item()
     assert face["score"] == pytest.approx(score, abs=1e-5)
     assert face["verdict"].split(",")[0].split()[0] == VERDICT_PARTS[int(np.nanargmax(expected))]
+
+
+def test_prior_at_area_keeps_the_mean_area_where_the_prior_is_highest():
+    """A diffuse prior (part blends in varying places) is empty at 0.5; its area baseline is
+    not: it has the prior's mean area, on the prior's highest pixels, ties in row order."""
+    rng = np.random.default_rng(0)
+    prior = rng.uniform(0, 0.3, (32, 32))
+    assert not (prior >= 0.5).any()
+    mask = prior_at_area(prior)
+    k = int(round(prior.mean() * prior.size))
+    assert mask.dtype == np.float32 and mask.shape == prior.shape and mask.sum() == k
+    threshold = np.sort(prior.ravel())[::-1][k - 1]
+    np.testing.assert_array_equal(mask, (prior >= threshold).astype(np.float32))
+    ties = np.full((2, 3), 0.25)  # mean area 1.5 -> 2 pixels, the first two in row order
+    assert prior_at_area(ties).tolist() == [[1, 1, 0], [0, 0, 0]]
+    assert prior_at_area(np.zeros((4, 4))).sum() == 0
+
+
+def test_an_evaluation_saved_before_prior_area_keeps_the_better_of_prior_and_hull():
+    from fusion.cascade.edit_table import edit_table_lines
+    loc = {"by_method": {"blur": {"n": 2, "pixel_auc": 0.9, "iou": 0.3, "f1": 0.4}},
+           "prior": {"by_method": {"blur": {"n": 2, "pixel_auc": 0.6, "iou": 0.1, "f1": 0.2}}},
+           "hull": {"by_method": {"blur": {"n": 2, "pixel_auc": 0.5, "iou": 0.2, "f1": 0.3}}}}
+    metrics = {"localization": loc, "classification": {"by_method": {"blur": {"auc": 0.7}}}}
+    row = edit_localization(metrics)["per_edit_localization"][0]
+    assert row["prior_area_iou"] is None and row["best_baseline"] == "hull"
+    assert row["gain_iou"] == pytest.approx(0.1)
+    loc["prior_area"] = {"by_method": {"blur": {"n": 2, "pixel_auc": 0.7, "iou": 0.35, "f1": 0.5}}}
+    out = edit_localization(metrics)
+    row = out["per_edit_localization"][0]
+    assert row["best_baseline"] == "prior_area" and row["gain_iou"] == pytest.approx(-0.05)
+    assert out["localization_headline"]["local"]["best_baseline_iou"] == pytest.approx(0.35)
+    assert any("0.350" in line for line in edit_table_lines({**metrics, **out}))
