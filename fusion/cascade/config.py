@@ -192,14 +192,16 @@ def build_model(config: TrainConfig, for_loading: bool = False) -> CascadeModel:
 def resumed_config(config: TrainConfig) -> TrainConfig:
     """The settings of the run in ``config.out`` when it has a ``config.json`` (a resumed
     run keeps its settings; only the epoch count, device, workers and store paths -- the
-    select stores' too, when given -- may change), else ``config``; validated either way."""
+    select stores' too, when given -- may change), else ``config``; validated either way.
+    The run goes on in ``config.out`` whatever folder its ``config.json`` was written in: a
+    copied or moved run folder is resumed where it now is, and the original stays as it was."""
     config.validate()
     path = Path(config.out) / CONFIG_JSON
     if not path.is_file():
         return config
     saved = TrainConfig.from_json(json.loads(path.read_text())["config"])
     saved.epochs, saved.device, saved.store = config.epochs, config.device, config.store
-    saved.workers = config.workers
+    saved.workers, saved.out = config.workers, config.out
     if config.select_stores:  # moved files; omitted on resume: the run's own select stores
         saved.select_store = config.select_store
     return saved.validate()

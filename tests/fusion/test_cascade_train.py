@@ -246,3 +246,25 @@ def test_predict_on_a_store_without_masks(small_store, tmp_path):
     frame = __import__("pandas").read_csv(tmp_path / "p" / "predictions.csv")
     assert (frame["split"] == "test").all() and frame["score"].between(0, 1).all()
     assert len(list((tmp_path / "p" / "overlays").glob("*.png"))) == 2
+
+
+def test_resuming_a_copied_run_folder_writes_to_the_copy_only(small_store, tmp_path):
+    """Seen: a run folder copied elsewhere and resumed there with more epochs went on writing
+    into the original folder (the ``out`` of its config.json), over the original's best."""
+    import shutil
+    common = dict(store=str(small_store), batch_size=16, max_steps=2, seed=3, augment="flip",
+                  **TINY)
+    train(TrainConfig(out=str(tmp_path / "orig"), epochs=1, **common), progress=False,
+          log=lambda *_: None)
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    before = {p.relative_to(tmp_path / "orig"): p.read_bytes()
+              for p in (tmp_path / "orig").rglob("*") if p.is_file()}
+    resumed = train(TrainConfig(out=str(tmp_path / "copy"), epochs=2, **common), resume=True,
+                    progress=False, log=lambda *_: None)
+    assert [r["epoch"] for r in resumed["history"]] == [1, 2]
+    after = {p.relative_to(tmp_path / "orig"): p.read_bytes()
+             for p in (tmp_path / "orig").rglob("*") if p.is_file()}
+    assert after == before
+    saved = json.loads((tmp_path / "copy" / "config.json").read_text())["config"]
+    assert saved["out"] == str(tmp_path / "copy") and saved["epochs"] == 2
+    assert len(json.loads((tmp_path / "copy" / "history.json").read_text())) == 2
