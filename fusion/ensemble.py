@@ -539,7 +539,8 @@ def build_parser() -> CLIParser:
     e = sub.add_parser("eval", help="score a store split with an ensemble")
     e.add_argument("--run", required=True, help="folder written by fit")
     e.add_argument("--store", required=True, help="store holding every member's inputs")
-    e.add_argument("--split", default="test", help="train, val, test or all (default test)")
+    e.add_argument("--split", default="test", choices=("train", "val", "test", "all"),
+                   help="train, val, test or all (default test)")
     e.add_argument("--out", required=True, help="output folder")
     e.add_argument("--n-boot", type=at_least(0), default=1000, help="bootstrap resamples (default 1000)")
     for s in (f, e):
@@ -563,8 +564,6 @@ def main(argv=None) -> int:
                     args.device, command)
         else:
             split = None if args.split == "all" else args.split
-            if split not in (None, "train", "val", "test"):
-                raise UsageError(f"--split: expected train, val, test or all, got {args.split!r}")
             with claim_output_dir(args.out, overwrite=args.overwrite, inputs=[args.run, args.store]):
                 evaluate(args.run, args.store, split, args.out, args.n_boot, args.device, command)
     return run_cli(parser.prog, work)

@@ -201,6 +201,11 @@ def test_bad_inputs_give_one_line(members, tmp_path, capsys):
     assert E.main(["eval", "--run", str(tmp_path), "--store", str(store), "--out",
                    str(tmp_path / "z")]) == 2
     assert "no ensemble.json; make one with `python -m fusion.ensemble fit`" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:
+        E.main(["eval", "--run", str(tmp_path), "--store", str(store), "--split", "dev",
+                "--out", str(tmp_path / "z")])
+    assert exit_.value.code == 2
+    assert "--split" in capsys.readouterr().err
     _fit(members, tmp_path / "ens", select=False)
     assert json.loads((tmp_path / "ens" / "ensemble.json").read_text())["rule"] == "max-z"
     bad = json.loads((tmp_path / "ens" / "ensemble.json").read_text())
