@@ -59,7 +59,7 @@ import pandas as pd
 
 from base.cli import CLIParser, at_least, command_line, run_cli
 from base.errors import UsageError
-from base.outputs import add_overwrite_flag, claim_output_dir
+from base.outputs import add_overwrite_flag, claim_output_dir, write_output_file
 from fusion import metrics as fm
 from fusion.modelio import run_kind
 from fusion.per_method import add_per_method, auc_or_nan, per_method_lines, per_method_table
@@ -312,9 +312,9 @@ def fit(members, references, out, select=(), rule: str = "auto", reference_fpr: 
     ens["command"] = command
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tmp = out / (ENSEMBLE_JSON + ".part")  # a killed write leaves no half ensemble.json
-    tmp.write_text(json.dumps(fm.to_jsonable(ens), indent=1))
-    tmp.replace(out / ENSEMBLE_JSON)
+    # whole or not at all: a killed write leaves no half ensemble.json
+    write_output_file(out / ENSEMBLE_JSON, json.dumps(fm.to_jsonable(ens), indent=1),
+                      overwrite=True)
     log(f"ensemble of {', '.join(names)}: calibrated on {ref.shape[1]} reference reals; rule "
         f"{rule} ({ens['rule_chosen_on']}); threshold {ens['threshold']:.3f} flags "
         f"{reference_fpr:.0%} of them -> {out / ENSEMBLE_JSON}")
